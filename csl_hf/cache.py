@@ -1,0 +1,302 @@
+"""Read, write and validate the CSL cache (DESIGN §4): the seam between the labeling pass and the rounds.
+
+A cache is a directory holding ``cache.safetensors`` (tensors) and ``cache.json`` (metadata). Teacher outputs are
+stored either dense (``teacher_probs`` ``[K, N, C]``) or compact (each teacher's top-k probabilities in float16 with
+their class indices: ``teacher_topk_probs`` ``[K, N, k]`` + ``teacher_topk_indices`` ``[K, N, k]``), which the rounds
+read transparently through :meth:`CSLCache.probs`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import CacheError
+
+CACHE_TENSORS = "cache.safetensors"
+CACHE_METADATA = "cache.json"
+TRAIN_SPLIT, TEST_SPLIT = 0, 1
+_PROB_SUM_TOLERANCE = 1e-2
+
+
+@dataclass
+class CSLCache:
+    """Everything the rounds need, in memory.
+
+    Attributes:
+        features: ``[N, D]`` float, the student's features (the input of its classifier module).
+        labels: ``[N]`` int64 ground truth, ``-1`` where unknown.
+        split: ``[N]`` int8, ``0`` weak-to-strong training split, ``1`` test split.
+        teacher_probs: ``[K, N, C]`` each teacher's probabilities over the global labels (dense form), or ``None``
+            when the cache is compact.
+        topk_probs / topk_indices: ``[K, N, k]`` compact form (float16 probabilities, int class indices).
+        domains: optional ``[N]`` int64 domain id per sample (oracle assignment and diagnostics only).
+    """
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    split: torch.Tensor
+    num_labels: int
+    levels: list[list[int]]
+    specialties: list[dict]
+    teacher_probs: torch.Tensor | None = None
+    topk_probs: torch.Tensor | None = None
+    topk_indices: torch.Tensor | None = None
+    domains: torch.Tensor | None = None
+    id2label: dict[int, str] = field(default_factory=dict)
+    teacher_names: list[str] = field(default_factory=list)
+    domain_names: list[str] | None = None
+    student: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.id2label:
+            self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        self.id2label = {int(k): v for k, v in self.id2label.items()}
+        if not self.teacher_names:
+            self.teacher_names = [f"teacher_{k}" for k in range(self.num_teachers)]
+
+    # ---------------------------------------------------------------------------------------------- views
+    @property
+    def num_samples(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def num_teachers(self) -> int:
+        source = self.teacher_probs if self.teacher_probs is not None else self.topk_probs
+        return int(source.shape[0])
+
+    @property
+    def is_compact(self) -> bool:
+        return self.teacher_probs is None
+
+    def rows(self, split: int) -> torch.Tensor:
+        """Indices of the samples of one split (``TRAIN_SPLIT`` or ``TEST_SPLIT``), ``[n]`` long."""
+        return (self.split == split).nonzero(as_tuple=True)[0]
+
+    def probs(self, teachers: list[int] | int, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher probabilities as float32: ``[len(teachers), n, C]`` (or ``[n, C]`` for a single int)."""
+        single = isinstance(teachers, int)
+        ids = torch.as_tensor([teachers] if single else list(teachers), dtype=torch.long)
+        if self.teacher_probs is not None:
+            out = self.teacher_probs[ids]
+            out = out if rows is None else out[:, rows]
+            out = out.float()
+        else:
+            values, indices = self.topk_probs[ids], self.topk_indices[ids]
+            if rows is not None:
+                values, indices = values[:, rows], indices[:, rows]
+            out = torch.zeros(*values.shape[:2], self.num_labels, dtype=torch.float32)
+            out.scatter_(-1, indices.long(), values.float())
+            # Top-k mass is < 1: renormalise so targets and KL see a distribution.
+            out /= out.sum(-1, keepdim=True).clamp_min(1e-12)
+        return out[0] if single else out
+
+    def level_kind(self, level: int) -> str:
+        """``"class"`` when the level's specialties are class sets, ``"domain"`` when they are domains."""
+        specs = [self.specialties[t] for t in self.levels[level]]
+        return "domain" if any("domain" in s for s in specs) else "class"
+
+    def teacher_domain_ids(self, level: int) -> torch.Tensor:
+        """``[T]`` domain id (index into ``domain_names``) of each teacher of a domain level."""
+        names = self.domain_names or []
+        out = []
+        for t in self.levels[level]:
+            name = self.specialties[t].get("domain")
+            if name not in names:
+                raise CacheError(f"teacher {t} specialises in domain {name!r} which is not in cache.json domain_names {names}")
+            out.append(names.index(name))
+        return torch.tensor(out, dtype=torch.long)
+
+    def bytes_per_image_per_teacher(self) -> float:
+        """Storage of one teacher's output for one image: ``C*4`` dense float32, ``k*(2+4)`` compact."""
+        if self.teacher_probs is not None:
+            return float(self.num_labels * self.teacher_probs.element_size())
+        return float(self.topk_probs.shape[-1] * (self.topk_probs.element_size() + self.topk_indices.element_size()))
+
+    # ---------------------------------------------------------------------------------------------- I/O
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "num_labels": self.num_labels,
+            "id2label": {str(k): v for k, v in sorted(self.id2label.items())},
+            "levels": [list(map(int, level)) for level in self.levels],
+            "specialties": self.specialties,
+            "teacher_names": self.teacher_names,
+            "student": {**self.student, "feature_dim": self.feature_dim},
+        }
+        if self.domain_names is not None:
+            meta["domain_names"] = self.domain_names
+        return meta
+
+    def to_compact(self, k: int) -> "CSLCache":
+        """A copy that keeps each teacher's top-``k`` probabilities in float16 with int32 class indices."""
+        if self.teacher_probs is None:
+            return self
+        k = min(k, self.num_labels)
+        values, indices = self.teacher_probs.float().topk(k, dim=-1)
+        return CSLCache(
+            features=self.features, labels=self.labels, split=self.split, num_labels=self.num_labels,
+            levels=self.levels, specialties=self.specialties, topk_probs=values.half(),
+            topk_indices=indices.to(torch.int32), domains=self.domains, id2label=self.id2label,
+            teacher_names=self.teacher_names, domain_names=self.domain_names, student=self.student,
+        )
+
+    def save(self, cache_dir: str | os.PathLike) -> None:
+        """Write the cache atomically: into a temporary sibling directory, then one rename."""
+        self.validate()
+        tensors = {"features": self.features.contiguous(), "labels": self.labels.long().contiguous(),
+                   "split": self.split.to(torch.int8).contiguous()}
+        if self.teacher_probs is not None:
+            tensors["teacher_probs"] = self.teacher_probs.contiguous()
+        else:
+            tensors["teacher_topk_probs"] = self.topk_probs.contiguous()
+            tensors["teacher_topk_indices"] = self.topk_indices.contiguous()
+        if self.domains is not None:
+            tensors["domains"] = self.domains.long().contiguous()
+        cache_dir = os.path.abspath(os.fspath(cache_dir))
+        parent = os.path.dirname(cache_dir)
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".cache-tmp-", dir=parent)
+        try:
+            save_file(tensors, os.path.join(tmp, CACHE_TENSORS))
+            with open(os.path.join(tmp, CACHE_METADATA), "w") as f:
+                json.dump(self.metadata(), f, indent=2)
+            if os.path.isdir(cache_dir):
+                old = cache_dir + ".old"
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(cache_dir, old)
+                os.replace(tmp, cache_dir)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, cache_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def load(cls, cache_dir: str | os.PathLike, validate: bool = True) -> "CSLCache":
+        """Read and (by default) validate a cache directory. Raises `CacheError` with a one-line message."""
+        cache_dir = os.fspath(cache_dir)
+        tensor_path, meta_path = os.path.join(cache_dir, CACHE_TENSORS), os.path.join(cache_dir, CACHE_METADATA)
+        for path in (tensor_path, meta_path):
+            if not os.path.isfile(path):
+                raise CacheError(f"{path} does not exist; point --cache_dir at a directory written by the labeling pass (cache.safetensors + cache.json)")
+        try:
+            tensors = load_file(tensor_path)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CacheError(f"{tensor_path} is not a readable safetensors file ({err}); rewrite the cache") from None
+        try:
+            with open(meta_path) as f:
+                meta = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CacheError(f"{meta_path} is not valid JSON ({err}); rewrite the cache") from None
+        if not isinstance(meta, dict):
+            raise CacheError(f"{meta_path} must hold a JSON object; rewrite the cache")
+        for key in ("num_labels", "levels", "specialties"):
+            if key not in meta:
+                raise CacheError(f"{meta_path} lacks the key {key!r}; add it (see docs/cache.md)")
+        for key in ("features", "labels", "split"):
+            if key not in tensors:
+                raise CacheError(f"{tensor_path} lacks the tensor {key!r}; the cache needs features, labels, split and teacher_probs")
+        dense = tensors.get("teacher_probs")
+        compact = tensors.get("teacher_topk_probs"), tensors.get("teacher_topk_indices")
+        if dense is None and (compact[0] is None or compact[1] is None):
+            raise CacheError(f"{tensor_path} lacks the tensor 'teacher_probs' (or the compact pair teacher_topk_probs + teacher_topk_indices); write the teachers' outputs into the cache")
+        cache = cls(
+            features=tensors["features"], labels=tensors["labels"], split=tensors["split"],
+            num_labels=meta["num_labels"], levels=meta["levels"], specialties=meta["specialties"],
+            teacher_probs=dense, topk_probs=None if dense is not None else compact[0],
+            topk_indices=None if dense is not None else compact[1], domains=tensors.get("domains"),
+            id2label=meta.get("id2label") or {}, teacher_names=meta.get("teacher_names") or [],
+            domain_names=meta.get("domain_names"), student=meta.get("student") or {},
+        ) if _metadata_types_ok(meta, meta_path) else None
+        if validate:
+            cache.validate()
+        if cache.features.dtype != torch.float32:
+            cache.features = cache.features.float()
+        return cache
+
+    # ---------------------------------------------------------------------------------------------- checks
+    def validate(self) -> None:
+        """Check DESIGN §4's invariants; raise `CacheError` naming the first violation and its fix."""
+        from .configuration_teacher_mixture import validate_hierarchy
+
+        f, y, s = self.features, self.labels, self.split
+        if f.dim() != 2 or not f.dtype.is_floating_point:
+            raise CacheError(f"'features' must be a float [N, D] tensor, got {_describe(f)}; store the student's features as float16/float32")
+        n, c = f.shape[0], self.num_labels
+        if not isinstance(c, int) or c < 2:
+            raise CacheError(f"num_labels must be an integer >= 2, got {c!r}; fix cache.json")
+        if y.dim() != 1 or y.shape[0] != n or y.dtype.is_floating_point or y.dtype == torch.bool:
+            raise CacheError(f"'labels' must be an integer [N={n}] tensor, got {_describe(y)}; store int64 labels (-1 where unknown)")
+        if s.dim() != 1 or s.shape[0] != n or s.dtype.is_floating_point:
+            raise CacheError(f"'split' must be an int8 [N={n}] tensor, got {_describe(s)}; store 0 (train) / 1 (test) per sample")
+        if bool(((s != TRAIN_SPLIT) & (s != TEST_SPLIT)).any()):
+            raise CacheError("'split' holds values other than 0 (train) and 1 (test); fix the split tensor")
+        if int((s == TRAIN_SPLIT).sum()) == 0:
+            raise CacheError("the cache's training split is empty (no split == 0); label some weak-to-strong training images")
+        if int((s == TEST_SPLIT).sum()) == 0:
+            raise CacheError("the cache's test split is empty (no split == 1); add labeled test images")
+        if not bool(torch.isfinite(f).all()):
+            raise CacheError("'features' holds NaN or Inf; recompute the student's features (check the backbone and its dtype)")
+        if bool(((y < -1) | (y >= c)).any()):
+            bad = int(y[(y < -1) | (y >= c)][0])
+            raise CacheError(f"'labels' holds {bad}, outside [-1, {c - 1}]; labels must be class ids < num_labels={c} or -1 for unknown")
+        if bool((y[s == TEST_SPLIT] < 0).any()):
+            raise CacheError("the test split has samples without a label (-1); every test sample needs its ground truth")
+        if self.teacher_probs is not None:
+            self._validate_dense(n, c)
+        else:
+            self._validate_compact(n, c)
+        if self.domains is not None and (self.domains.dim() != 1 or self.domains.shape[0] != n or self.domains.dtype.is_floating_point):
+            raise CacheError(f"'domains' must be an integer [N={n}] tensor, got {_describe(self.domains)}")
+        validate_hierarchy(self.levels, self.specialties, c, self.num_teachers, error=CacheError)
+        if len(self.teacher_names) != self.num_teachers:
+            raise CacheError(f"cache.json lists {len(self.teacher_names)} teacher_names for {self.num_teachers} teachers; give one name per teacher")
+        if len(self.id2label) != c or sorted(self.id2label) != list(range(c)):
+            raise CacheError(f"cache.json id2label must name the {c} classes 0..{c - 1}; fix id2label")
+
+    def _validate_dense(self, n: int, c: int) -> None:
+        p = self.teacher_probs
+        if p.dim() != 3 or p.shape[1] != n or p.shape[2] != c or not p.dtype.is_floating_point:
+            raise CacheError(f"'teacher_probs' must be a float [K, N={n}, C={c}] tensor, got {_describe(p)}; store each teacher's softmax over all {c} classes")
+        if not bool(torch.isfinite(p).all()):
+            raise CacheError("'teacher_probs' holds NaN or Inf; recompute the teachers' outputs")
+        if bool((p < 0).any()):
+            raise CacheError("'teacher_probs' holds negative values: these look like logits; store softmax probabilities, not logits")
+        sums = p.float().sum(-1)
+        bad = (sums - 1).abs() > _PROB_SUM_TOLERANCE
+        if bool(bad.any()):
+            k, i = (bad.nonzero()[0]).tolist()
+            raise CacheError(f"teacher {k}'s probabilities for sample {i} sum to {float(sums[k, i]):.4f}, not 1: these look like logits or unnormalised scores; store softmax probabilities")
+
+    def _validate_compact(self, n: int, c: int) -> None:
+        v, ix = self.topk_probs, self.topk_indices
+        if v.dim() != 3 or v.shape[1] != n or not v.dtype.is_floating_point or ix.shape != v.shape or ix.dtype.is_floating_point:
+            raise CacheError(f"compact teacher outputs must be float [K, N={n}, k] probabilities with integer [K, N, k] indices, got {_describe(v)} and {_describe(ix)}")
+        if not bool(torch.isfinite(v).all()) or bool((v < 0).any()) or bool((v.float().sum(-1) > 1 + _PROB_SUM_TOLERANCE).any()):
+            raise CacheError("'teacher_topk_probs' must hold finite probabilities in [0, 1] whose top-k sum is at most 1; store softmax probabilities, not logits")
+        if bool(((ix < 0) | (ix >= c)).any()):
+            raise CacheError(f"'teacher_topk_indices' holds class ids outside [0, {c - 1}]; fix the compact cache")
+
+
+def _metadata_types_ok(meta: dict, path: str) -> bool:
+    if not isinstance(meta["levels"], list) or not all(isinstance(level, list) for level in meta["levels"]):
+        raise CacheError(f"{path}: 'levels' must be a list of lists of teacher indices, e.g. [[0], [1, 2]]")
+    if not isinstance(meta["specialties"], list) or not all(isinstance(s, dict) for s in meta["specialties"]):
+        raise CacheError(f"{path}: 'specialties' must be a list of {{\"classes\": [...]}} or {{\"domain\": name}} objects, one per teacher")
+    return True
+
+
+def _describe(t: torch.Tensor) -> str:
+    return f"{t.dtype} {list(t.shape)}"

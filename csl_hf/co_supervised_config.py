@@ -1,0 +1,129 @@
+"""`CoSupervisedConfig`: the training arguments of co-supervised learning (a `TrainingArguments` subclass)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .consistency import ASSIGNMENTS, DENOISE_MODES
+from .errors import CSLError
+
+STUDENT_MODES = ("probe", "full")
+
+
+@dataclass
+class CoSupervisedConfig(TrainingArguments):
+    r"""
+    Configuration of [`CoSupervisedTrainer`]. Every `TrainingArguments` flag works; the defaults below follow the
+    paper's linear-probe recipe (DESIGN §1): Adam without weight decay, cosine schedule per step, no gradient
+    clipping, batch 100, 20 epochs per round, hard labels, ``top3`` filter, a fresh head each round.
+
+    Parameters that control the rounds:
+
+        assignment (`str`, defaults to `"auto"`):
+            How a sample is routed to one teacher of a specialist level: ``student`` (the teacher whose classes hold
+            the previous student's argmax), ``agreement`` (the teacher minimising KL(student || teacher)),
+            ``oracle`` (by the true class or domain; a diagnostic upper reference), or ``auto`` (``student`` for class
+            levels, ``agreement`` for domain levels).
+        denoise (`str`, defaults to `"top3"`):
+            Consistency filter: keep rate = fraction of samples whose target is in the previous student's top-k
+            (``top1``/``top2``/``top3``), then keep that fraction with the smallest loss; ``all`` keeps everything.
+        soft_labels (`bool`, defaults to `False`):
+            Train on the assigned teacher's probability vector (cross-entropy against probabilities) instead of its
+            one-hot argmax.
+        reinit_head_each_round (`bool`, defaults to `True`):
+            Start each round from a freshly initialised head (the paper's choice) instead of the previous round's.
+        scale_epochs_by_keep_rate (`bool`, defaults to `True`):
+            Train ``floor(E / keep_rate)`` epochs on the kept samples so the number of optimiser steps stays about
+            constant across rounds.
+        student_mode (`str`, defaults to `"probe"`):
+            ``probe`` trains the student's classifier head on cached features (fast; the paper's setting); ``full``
+            fine-tunes the whole student on images with the cached targets.
+        run_ceiling (`bool`, defaults to `True`):
+            Train the same student on the training split's ground truth to measure the ceiling (needs labels).
+        max_levels (`int`, *optional*):
+            Run only the first ``max_levels`` levels of the hierarchy.
+        save_round_checkpoints (`bool`, defaults to `True`):
+            Write ``OUTPUT_DIR/round-{level}/`` after each round.
+        overwrite_output_dir (`bool`, defaults to `False`):
+            Allow writing into an output directory that already holds a different run.
+        compact_cache_topk (`int`, *optional*):
+            Write the labeling pass's cache in compact form: each teacher's top-k probabilities in float16 with
+            their class indices.
+    """
+
+    # ---- CSL rounds
+    assignment: str = field(
+        default="auto",
+        metadata={"help": "Teacher assignment for specialist levels.", "choices": list(ASSIGNMENTS)},
+    )
+    denoise: str = field(
+        default="top3",
+        metadata={"help": "Consistency filter: keep rate from the previous student's top-k agreement, then small-loss "
+                  "selection; 'all' keeps every sample.", "choices": list(DENOISE_MODES)},
+    )
+    soft_labels: bool = field(
+        default=False, metadata={"help": "Train on the teacher's probabilities instead of its argmax."}
+    )
+    reinit_head_each_round: bool = field(
+        default=True, metadata={"help": "Fresh classifier head every round (False: continue from the previous)."}
+    )
+    scale_epochs_by_keep_rate: bool = field(
+        default=True, metadata={"help": "Train floor(E / keep_rate) epochs on the kept samples."}
+    )
+    student_mode: str = field(
+        default="probe",
+        metadata={"help": "probe: train the head on cached features; full: fine-tune the whole student on images.",
+                  "choices": list(STUDENT_MODES)},
+    )
+    run_ceiling: bool = field(
+        default=True, metadata={"help": "Measure the ceiling: the student trained on the training split's ground truth."}
+    )
+    max_levels: int | None = field(
+        default=None, metadata={"help": "Run only the first N levels of the teacher hierarchy."}
+    )
+    save_round_checkpoints: bool = field(
+        default=True, metadata={"help": "Save OUTPUT_DIR/round-{level}/ after every round."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Write into an output directory that already holds a different run."}
+    )
+    compact_cache_topk: int | None = field(
+        default=None,
+        metadata={"help": "Store each teacher's top-k probabilities (float16 + class ids) instead of all classes."},
+    )
+
+    # ---- TrainingArguments defaults that follow the paper's probe recipe
+    output_dir: str | None = field(
+        default="csl_output", metadata={"help": "Where the report, round checkpoints and the final student go."}
+    )
+    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate of each round."})
+    num_train_epochs: float = field(
+        default=20.0, metadata={"help": "Epochs E per round (rounds train floor(E / keep_rate) epochs)."}
+    )
+    per_device_train_batch_size: int = field(default=100, metadata={"help": "Batch size per device."})
+    per_device_eval_batch_size: int = field(default=1000, metadata={"help": "Batch size for predictions."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule, stepped per batch."})
+    weight_decay: float = field(default=0.0, metadata={"help": "Weight decay (0: plain Adam)."})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping (0: none, as in the paper)."})
+    save_strategy: str = field(
+        default="no", metadata={"help": "Trainer checkpoints within a round (rounds are saved regardless)."}
+    )
+    logging_steps: float = field(default=500, metadata={"help": "Log the loss every N optimiser steps."})
+    report_to: None | str | list[str] = field(
+        default="none", metadata={"help": "Integrations to report to (e.g. tensorboard); 'none' for none."}
+    )
+
+    def __post_init__(self):
+        if self.assignment not in ASSIGNMENTS:
+            raise CSLError(f"--assignment {self.assignment!r} does not exist; use one of {', '.join(ASSIGNMENTS)}")
+        if self.denoise not in DENOISE_MODES:
+            raise CSLError(f"--denoise {self.denoise!r} does not exist; use one of {', '.join(DENOISE_MODES)}")
+        if self.student_mode not in STUDENT_MODES:
+            raise CSLError(f"--student_mode {self.student_mode!r} does not exist; use one of {', '.join(STUDENT_MODES)}")
+        if self.max_levels is not None and self.max_levels < 1:
+            raise CSLError(f"--max_levels must be at least 1 (level 0), got {self.max_levels}")
+        if self.compact_cache_topk is not None and self.compact_cache_topk < 1:
+            raise CSLError(f"--compact_cache_topk must be a positive number of classes, got {self.compact_cache_topk}")
+        super().__post_init__()

@@ -1,0 +1,451 @@
+"""`CoSupervisedTrainer`: the rounds of co-supervised learning on top of `transformers.Trainer` (DESIGN §1).
+
+The trainer only orchestrates: the math lives in :mod:`csl_hf.consistency`, the data in a :class:`~csl_hf.CSLCache`.
+Each phase of a run (the ground-truth ceiling, level 0, one round per further level) is one ``Trainer.train()``
+call on its own targets, so every `TrainingArguments` feature (optimiser, schedule, logging, accelerate/DDP) applies.
+
+In ``probe`` mode the Trainer's model is the student's classifier module wrapped in :class:`ClassifierProbe`, fed
+with the cached features (the input of that module), so a trained head drops straight back into the student.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers.trainer_utils import set_seed
+from transformers.utils import logging
+
+from . import consistency as C
+from .cache import TEST_SPLIT, TRAIN_SPLIT, CSLCache
+from .co_supervised_config import CoSupervisedConfig
+from .errors import CSLError
+from .report import REPORT_NAME, atomic_write_json, performance_gap_recovered
+
+logger = logging.get_logger(__name__)
+
+CLASSIFIER_ATTRIBUTES = ("classifier", "head", "fc", "score", "classification_head")
+ROUND_STATE_NAME = "csl_round.json"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The probe and the batches it eats
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def find_classifier(model: nn.Module) -> tuple[str, nn.Module]:
+    """The classifier module of an image classifier (``classifier`` for ViT/DINOv2/ConvNeXt, ``fc``, ``head``, ...)."""
+    for name in CLASSIFIER_ATTRIBUTES:
+        module = getattr(model, name, None)
+        if isinstance(module, nn.Module) and any(True for _ in module.parameters()):
+            return name, module
+    raise CSLError(
+        f"cannot find the classifier module of {type(model).__name__} (looked for {', '.join(CLASSIFIER_ATTRIBUTES)}); "
+        "use an AutoModelForImageClassification student"
+    )
+
+
+def reset_module(module: nn.Module, seed: int) -> None:
+    """Re-initialise every parameterised submodule with its own ``reset_parameters``, deterministically."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for sub in module.modules():
+            if hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()
+
+
+class ClassifierProbe(nn.Module):
+    """Wraps the student's classifier module: ``features [B, D] -> logits [B, C]``. The parameters are the
+    student's own, so training the probe trains the student's head in place."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.head = head
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return {"logits": self.head(features)}
+
+
+class TensorBatches:
+    """Batches by slicing tensors already on the device, in a seeded permutation per epoch.
+
+    This replaces a `DataLoader` over per-sample dicts and its collation, which dominate the step time of a linear
+    probe. Under several processes each takes a strided share of the permutation, padded to equal length so every
+    process runs the same number of steps (DDP needs that).
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, seed: int, process_index: int = 0,
+                 num_processes: int = 1):
+        self.tensors = tensors
+        self.batch_size = batch_size
+        self.seed = seed
+        self.process_index, self.num_processes = process_index, num_processes
+        self.num_samples = next(iter(tensors.values())).shape[0]
+        self.epoch = 0
+        self.per_process = math.ceil(self.num_samples / num_processes)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.per_process / self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.num_samples, generator=generator)
+        if self.num_processes > 1:
+            pad = self.per_process * self.num_processes - self.num_samples
+            order = torch.cat([order, order[:pad]])[self.process_index :: self.num_processes]
+        device = next(iter(self.tensors.values())).device
+        order = order.to(device)
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield {name: t[index] for name, t in self.tensors.items()}
+
+
+def _cache_accelerate_availability_checks() -> None:
+    """`AcceleratedOptimizer.step` asks importlib whether ``lomo_optim`` is installed on every step (two
+    ``find_spec`` scans of ``sys.path``, ~0.4 ms: longer than a probe's whole optimiser step). Installed packages do
+    not change during a run, so memoise the answer once, as accelerate already does for its other checks."""
+    import accelerate.optimizer
+
+    check = accelerate.optimizer.is_lomo_available
+    if not hasattr(check, "cache_info"):
+        accelerate.optimizer.is_lomo_available = functools.lru_cache(maxsize=None)(check)
+
+
+class _QuietMemoryRelease:
+    """Stands in for `Accelerator.free_memory` at the start of each phase's ``Trainer.train()``: it drops the same
+    references (the previous phase's prepared optimizer and scheduler) but skips ``gc.collect()``, which costs
+    ~0.3 s with transformers loaded, more than a whole probe phase. A run allocates no reference cycles worth it."""
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+
+    def __call__(self, *objects):
+        acc = self.accelerator
+        acc._schedulers, acc._optimizers, acc._models, acc._dataloaders = [], [], [], []
+        acc.deepspeed_engine_wrapped = None
+        acc.step = 0
+        return objects
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The trainer
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class CoSupervisedTrainer(Trainer):
+    """Runs co-supervised learning over a teacher hierarchy stored in a `CSLCache`.
+
+    Args:
+        model (`PreTrainedModel`, *optional*):
+            The strong student (any `AutoModelForImageClassification`) whose classifier is trained, with
+            ``num_labels`` equal to the cache's. ``None`` trains a standalone linear head on the cached features
+            (round checkpoints then hold the head only).
+        args (`CoSupervisedConfig`):
+            The run's settings.
+        cache (`CSLCache`):
+            Student features, teacher probabilities, labels and splits (DESIGN §4).
+        processing_class (*optional*):
+            The student's image processor, saved with every round checkpoint.
+        callbacks (`list[TrainerCallback]`, *optional*):
+            Passed to `Trainer`; they see every phase.
+
+    ``train()`` returns the report (DESIGN §4) and writes it to ``OUTPUT_DIR/csl_report.json``.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel | None = None,
+        args: CoSupervisedConfig | None = None,
+        cache: CSLCache | None = None,
+        processing_class: Any = None,
+        callbacks: list[TrainerCallback] | None = None,
+        teachers: PreTrainedModel | None = None,
+    ):
+        if args is None:
+            args = CoSupervisedConfig()
+        if not isinstance(args, CoSupervisedConfig):
+            raise CSLError("CoSupervisedTrainer needs a CoSupervisedConfig as args (it holds the CSL settings)")
+        if cache is None:
+            raise CSLError("CoSupervisedTrainer needs a cache (a CSLCache with features, labels and teacher outputs)")
+        if args.student_mode != "probe":
+            raise CSLError("this trainer runs --student_mode probe on a cache; full fine-tuning needs images (run examples/run_csl.py with a dataset)")
+        _cache_accelerate_availability_checks()
+        self.cache = cache
+        self.student = model
+        self.teachers = teachers
+        if model is not None:
+            self.head_name, head = find_classifier(model)
+            _check_head(head, cache)
+        else:
+            self.head_name, head = "classifier", nn.Linear(cache.feature_dim, cache.num_labels)
+        super().__init__(model=ClassifierProbe(head), args=args, processing_class=processing_class, callbacks=callbacks)
+        self.report: dict[str, Any] | None = None
+        self._epochs_per_round = args.num_train_epochs
+        self._phase_data: dict[str, torch.Tensor] | None = None
+        self._phase_seed = args.seed
+
+    # ------------------------------------------------------------------------------------------ Trainer hooks
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        self.accelerator.free_memory = _QuietMemoryRelease(self.accelerator)
+
+    def get_train_dataloader(self) -> TensorBatches:
+        """Batches sliced from the current phase's tensors (no per-sample collation)."""
+        if self._phase_data is None:
+            raise CSLError("CoSupervisedTrainer.train() runs the rounds; it has no plain training dataset")
+        return TensorBatches(
+            self._phase_data, batch_size=self._train_batch_size, seed=self._phase_seed,
+            process_index=self.args.process_index, num_processes=self.args.world_size,
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Cross-entropy against a class index (hard labels) or a probability vector (soft labels)."""
+        logits = model(inputs["features"])["logits"]
+        targets = inputs["labels"]
+        loss = F.cross_entropy(logits, targets, reduction="sum")
+        loss = loss / (num_items_in_batch if num_items_in_batch is not None else logits.shape[0])
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # Without clipping, the Trainer would compute a full gradient norm every step only to log it; a probe step is
+        # so cheap that this doubles its cost. Keep the norm when clipping computed it anyway.
+        if grad_norm is None and self.args.max_grad_norm <= 0:
+            return None
+        return super()._get_grad_norm(model, grad_norm=grad_norm)
+
+    # ------------------------------------------------------------------------------------------ the rounds
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs) -> dict[str, Any]:  # type: ignore[override]
+        """Run the ceiling, level 0 and one round per further level; write the report and checkpoints.
+
+        Returns:
+            The report dict (DESIGN §4), also written to ``OUTPUT_DIR/csl_report.json``.
+        """
+        args, cache = self.args, self.cache
+        set_seed(args.seed)
+        train_rows, test_rows = cache.rows(TRAIN_SPLIT), cache.rows(TEST_SPLIT)
+        device = args.device
+        x_train = cache.features[train_rows].to(device)
+        x_test = cache.features[test_rows].to(device)
+        y_train, y_test = cache.labels[train_rows], cache.labels[test_rows]
+        num_levels = len(cache.levels) if args.max_levels is None else min(args.max_levels, len(cache.levels))
+        generalist = cache.levels[0][0]
+
+        weak = C.accuracy(cache.probs(generalist, test_rows), y_test)
+        ceiling = None
+        if args.run_ceiling and bool((y_train >= 0).all()):
+            self._fit(x_train, y_train.to(device), args.num_train_epochs, phase=-1, reinit=True)
+            ceiling = C.accuracy(self._logits(x_test), y_test)
+            logger.info(f"ceiling (ground truth) accuracy: {ceiling:.4f}")
+        elif args.run_ceiling:
+            logger.warning("the training split has unknown labels (-1): no ceiling, so PGR is null")
+        if ceiling is not None and ceiling <= weak:
+            logger.warning(
+                f"the ceiling ({ceiling:.4f}) is not above the weak teacher ({weak:.4f}): PGR is undefined (null); "
+                "use a stronger student or weaker teachers"
+            )
+
+        rounds: list[dict[str, Any]] = []
+        previous_logits: torch.Tensor | None = None
+        for level in range(num_levels):
+            members = cache.levels[level]
+            teacher_probs = cache.probs(members, train_rows)  # [T, n, C]
+            if level == 0:
+                method, assignment = "none", torch.zeros(len(train_rows), dtype=torch.long)
+            else:
+                method = self._assignment_method(level)
+                assignment = self._assign(level, method, previous_logits, teacher_probs, train_rows)
+            targets = C.gather_assigned(teacher_probs, assignment)  # [n, C]
+            target_class = targets.argmax(dim=-1)
+            if level == 0:
+                keep, keep_rate = torch.ones(len(train_rows), dtype=torch.bool), 1.0
+            else:
+                keep, keep_rate = C.consistency_filter(previous_logits, target_class, args.denoise)
+            if int(keep.sum()) == 0 or keep_rate <= 0:
+                raise CSLError(
+                    f"level {level}: the consistency filter kept no sample (keep rate 0: no target is in the previous "
+                    f"student's {args.denoise}); use a looser --denoise (e.g. top3 or all) or check the level's teachers"
+                )
+            epochs = C.scaled_epochs(args.num_train_epochs, keep_rate) if args.scale_epochs_by_keep_rate else args.num_train_epochs
+            fit_targets = targets if args.soft_labels else target_class
+            reinit = level == 0 or args.reinit_head_each_round
+            self._fit(x_train[keep.to(device)], fit_targets[keep].to(device), epochs, phase=level, reinit=reinit)
+            logits_train = self._logits(x_train).cpu()
+            student_acc = C.accuracy(self._logits(x_test), y_test)
+            teacher_acc, precision, recall = C.label_quality(target_class, y_train, keep)
+            record = {
+                "level": level,
+                "num_teachers": len(members),
+                "assignment": method,
+                "teacher_accuracy": teacher_acc,
+                "keep_rate": keep_rate,
+                "precision": precision,
+                "recall": recall,
+                "student_accuracy": student_acc,
+                "pgr": performance_gap_recovered(student_acc, weak, ceiling),
+                "num_kept": int(keep.sum()),
+                "epochs": epochs,
+            }
+            oracle = self._oracle_assignment(level, train_rows) if level > 0 else None
+            if oracle is not None:
+                record["assignment_accuracy"] = float((assignment == oracle).float().mean())
+            rounds.append(record)
+            logger.info(
+                f"level {level} ({len(members)} teachers, {method}): keep {keep_rate:.3f}, precision "
+                f"{_pct(precision)}, student {student_acc:.4f}, PGR {record['pgr']}"
+            )
+            self.log({f"csl/level_{level}/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and v is not None})
+            if args.save_round_checkpoints:
+                self.save_round(level, record)
+            previous_logits = logits_train
+
+        self.report = {
+            "weak_accuracy": weak,
+            "ceiling_accuracy": ceiling,
+            "seed": args.seed,
+            "config": self._report_config(),
+            "rounds": rounds,
+        }
+        if args.should_save:
+            os.makedirs(args.output_dir, exist_ok=True)
+            atomic_write_json(os.path.join(args.output_dir, REPORT_NAME), self.report)
+        return self.report
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _fit(self, features: torch.Tensor, targets: torch.Tensor, epochs: float, phase: int, reinit: bool) -> None:
+        """One phase: (re)initialise the head, then a plain ``Trainer.train()`` over sliced tensor batches."""
+        if reinit:
+            reset_module(self.model.head, seed=self.args.seed * 1009 + phase + 1)
+        self._phase_data = {"features": features, "labels": targets}
+        self._phase_seed = self.args.seed * 7919 + phase + 1
+        self.args.num_train_epochs = epochs
+        try:
+            super().train()
+        finally:
+            self.args.num_train_epochs = self._epochs_per_round
+            self._phase_data = None
+
+    @torch.no_grad()
+    def _logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The head's logits on ``features [n, D]``, in chunks: ``[n, C]`` float32 on the features' device."""
+        head = self.model.head
+        was_training = head.training
+        head.eval()
+        step = max(1, self.args.per_device_eval_batch_size)
+        out = torch.cat([head(features[i : i + step]).float() for i in range(0, features.shape[0], step)])
+        head.train(was_training)
+        return out
+
+    def _assignment_method(self, level: int) -> str:
+        kind = self.cache.level_kind(level)
+        method = self.args.assignment
+        if method == "auto":
+            return "agreement" if kind == "domain" else "student"
+        if method == "student" and kind == "domain":
+            raise CSLError(f"level {level} holds domain specialists: --assignment student routes by class; use agreement, oracle or auto")
+        return method
+
+    def _assign(self, level: int, method: str, previous_logits: torch.Tensor, teacher_probs: torch.Tensor,
+                rows: torch.Tensor) -> torch.Tensor:
+        cache = self.cache
+        if method == "student":
+            specs = [cache.specialties[t] for t in cache.levels[level]]
+            return C.assign_by_student(previous_logits, C.class_masks(specs, cache.num_labels))
+        if method == "agreement":
+            return C.assign_by_agreement(previous_logits, teacher_probs)
+        oracle = self._oracle_assignment(level, rows)
+        if oracle is None:
+            raise CSLError(f"level {level}: oracle assignment needs ground truth ({'domains' if cache.level_kind(level) == 'domain' else 'labels'}) for every training sample; use --assignment auto")
+        return oracle
+
+    def _oracle_assignment(self, level: int, rows: torch.Tensor) -> torch.Tensor | None:
+        """Assignment by ground truth (true class or domain), or ``None`` where it is unknown."""
+        cache = self.cache
+        if cache.level_kind(level) == "domain":
+            if cache.domains is None:
+                return None
+            return C.assign_by_oracle_domain(cache.domains[rows], cache.teacher_domain_ids(level))
+        labels = cache.labels[rows]
+        if bool((labels < 0).any()):
+            return None
+        specs = [cache.specialties[t] for t in cache.levels[level]]
+        return C.assign_by_oracle_class(labels, C.class_masks(specs, cache.num_labels))
+
+    def _report_config(self) -> dict[str, Any]:
+        a = self.args
+        keys = ("assignment", "denoise", "soft_labels", "reinit_head_each_round", "scale_epochs_by_keep_rate",
+                "student_mode", "learning_rate", "weight_decay", "per_device_train_batch_size", "lr_scheduler_type",
+                "warmup_steps", "max_grad_norm", "optim", "max_steps")
+        config = {k: _jsonable(getattr(a, k)) for k in keys}
+        config["num_train_epochs"] = self._epochs_per_round
+        config["world_size"] = a.world_size
+        config["levels"] = self.cache.levels
+        config["teacher_names"] = self.cache.teacher_names
+        config["student"] = self.cache.student.get("name_or_path")
+        return config
+
+    # ------------------------------------------------------------------------------------------ saving
+    def save_round(self, level: int, record: dict[str, Any]) -> str | None:
+        """Write ``OUTPUT_DIR/round-{level}/`` atomically (temporary directory, then rename)."""
+        if not self.args.should_save:
+            return None
+        final = os.path.join(self.args.output_dir, f"round-{level}")
+        tmp = final + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        self._save_student(tmp)
+        atomic_write_json(os.path.join(tmp, ROUND_STATE_NAME), record)
+        _replace_dir(tmp, final)
+        return final
+
+    def _save_student(self, directory: str) -> None:
+        if self.student is not None:
+            self.student.save_pretrained(directory)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(directory)
+        else:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.model.head.state_dict().items()},
+                      os.path.join(directory, "probe_head.safetensors"))
+
+
+def _replace_dir(src: str, dst: str) -> None:
+    """Move ``src`` onto ``dst``; the previous ``dst`` stays whole until the new one is in place."""
+    if os.path.isdir(dst):
+        old = dst + ".old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
+def _check_head(head: nn.Module, cache: CSLCache) -> None:
+    out_features = getattr(head, "out_features", None)
+    in_features = getattr(head, "in_features", None)
+    if out_features is not None and out_features != cache.num_labels:
+        raise CSLError(f"the student's classifier outputs {out_features} classes but the cache has {cache.num_labels}; load the student with num_labels={cache.num_labels} (and ignore_mismatched_sizes=True)")
+    if in_features is not None and in_features != cache.feature_dim:
+        raise CSLError(f"the student's classifier takes {in_features}-dim inputs but the cache's features are {cache.feature_dim}-dim; the cache was made with another student")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(getattr(v, "value", v))

@@ -1,0 +1,220 @@
+"""The pure tensor math of co-supervised learning (DESIGN §1): teacher assignment, consistency filtering, label
+quality. No I/O, no training, no state: every function maps tensors to tensors and is unit-tested on hand-computed
+cases. The trainer only orchestrates these.
+
+Shapes: ``N`` samples, ``C`` classes (the global label space), ``T`` teachers of one level.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .errors import CSLError
+
+ASSIGNMENTS = ("auto", "student", "agreement", "oracle")
+DENOISE_MODES = ("top1", "top2", "top3", "all")
+
+
+def class_masks(specialties: Sequence[dict], num_labels: int) -> torch.Tensor:
+    """Boolean class sets of teachers, ``[T, C]``. A domain specialist (or a generalist) covers every class."""
+    masks = torch.zeros(len(specialties), num_labels, dtype=torch.bool)
+    for t, spec in enumerate(specialties):
+        classes = spec.get("classes")
+        if classes is None:
+            masks[t] = True
+        else:
+            masks[t, torch.as_tensor(list(classes), dtype=torch.long)] = True
+    return masks
+
+
+def restrict_to_classes(probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Restrict probabilities ``[..., C]`` to a class set ``[C]`` (or broadcastable) and renormalise.
+
+    Outside the set the result is exactly zero. A row with no mass inside the set (only possible with underflow)
+    becomes uniform over the set, so every row still sums to one.
+    """
+    masked = probs * mask.to(probs.dtype)
+    total = masked.sum(dim=-1, keepdim=True)
+    uniform = mask.to(probs.dtype) / mask.sum(dim=-1, keepdim=True).clamp_min(1).to(probs.dtype)
+    return torch.where(total > 0, masked / total.clamp_min(torch.finfo(probs.dtype).tiny), uniform.expand_as(masked))
+
+
+def masked_softmax(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax of ``logits [..., C]`` over the classes in ``mask [C]`` only (exactly zero elsewhere)."""
+    if mask is None or bool(mask.all()):
+        return logits.softmax(dim=-1)
+    return logits.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Teacher assignment: which teacher of a level labels each sample. Each returns indices into the level, [N].
+# --------------------------------------------------------------------------------------------------------------
+
+
+def assign_by_student(student_logits: torch.Tensor, teacher_classes: torch.Tensor) -> torch.Tensor:
+    """`student` assignment: the teacher whose class set holds the argmax of the previous student's logits.
+
+    Args:
+        student_logits: ``[N, C]`` logits of the previous round's student.
+        teacher_classes: ``[T, C]`` boolean class sets of the level's teachers (a partition of the classes).
+    Returns:
+        ``[N]`` long, the chosen teacher per sample.
+    """
+    predicted = student_logits.argmax(dim=-1)
+    owner = _class_owner(teacher_classes)
+    return owner[predicted]
+
+
+def assign_by_agreement(
+    student_logits: torch.Tensor, teacher_probs: torch.Tensor, eps: float = 1e-8
+) -> torch.Tensor:
+    """`agreement` assignment: the teacher minimising ``KL(p_student || p_teacher)``.
+
+    Args:
+        student_logits: ``[N, C]``.
+        teacher_probs: ``[T, N, C]`` probabilities of the level's teachers.
+        eps: floor on teacher probabilities so that a zero (a class specialist outside its classes) costs a large
+            but finite divergence instead of ``inf`` for every teacher.
+    Returns:
+        ``[N]`` long.
+    """
+    log_ps = student_logits.float().log_softmax(dim=-1)  # [N, C]
+    ps = log_ps.exp()
+    log_pt = teacher_probs.float().clamp_min(eps).log()  # [T, N, C]
+    kl = (ps.unsqueeze(0) * (log_ps.unsqueeze(0) - log_pt)).sum(dim=-1)  # [T, N]
+    return kl.argmin(dim=0)
+
+
+def assign_by_oracle_class(labels: torch.Tensor, teacher_classes: torch.Tensor) -> torch.Tensor:
+    """`oracle` assignment for class specialists: the teacher owning the true class (diagnostic only)."""
+    if bool((labels < 0).any()):
+        raise CSLError("oracle assignment needs ground-truth labels for every training sample; use --assignment auto")
+    return _class_owner(teacher_classes)[labels]
+
+
+def assign_by_oracle_domain(domains: torch.Tensor, teacher_domains: torch.Tensor) -> torch.Tensor:
+    """`oracle` assignment for domain specialists: the teacher of the sample's true domain.
+
+    Args:
+        domains: ``[N]`` domain id per sample.
+        teacher_domains: ``[T]`` domain id per teacher of the level.
+    """
+    match = domains.unsqueeze(0) == teacher_domains.unsqueeze(1)  # [T, N]
+    if not bool(match.any(dim=0).all()):
+        raise CSLError(
+            "oracle assignment found samples whose domain has no specialist in this level; "
+            "give every domain a teacher or use --assignment agreement"
+        )
+    return match.to(torch.uint8).argmax(dim=0)
+
+
+def _class_owner(teacher_classes: torch.Tensor) -> torch.Tensor:
+    """``[C]`` index of the teacher owning each class. Requires a partition (checked when the cache is read)."""
+    return teacher_classes.to(torch.uint8).argmax(dim=0)
+
+
+def gather_assigned(teacher_probs: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
+    """Pick each sample's assigned teacher: ``teacher_probs [T, N, C]``, ``assignment [N]`` -> ``[N, C]``."""
+    n = teacher_probs.shape[1]
+    return teacher_probs[assignment, torch.arange(n)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Consistency filter (teacher-student / local-global).
+# --------------------------------------------------------------------------------------------------------------
+
+
+def topk_of(denoise: str) -> int | None:
+    """``"top3" -> 3``; ``"all" -> None`` (keep everything)."""
+    if denoise not in DENOISE_MODES:
+        raise CSLError(f"--denoise {denoise!r} is not a filter; use one of {', '.join(DENOISE_MODES)}")
+    return None if denoise == "all" else int(denoise[3:])
+
+
+def topk_keep_rate(student_logits: torch.Tensor, target_class: torch.Tensor, k: int) -> float:
+    """Fraction of samples whose target class is among the previous student's top-k classes.
+
+    This is the *local-global* agreement: the specialist's (local) label is plausible under the previous
+    student's (global) coarse view.
+    """
+    k = min(k, student_logits.shape[-1])
+    topk = student_logits.topk(k, dim=-1).indices  # [N, k]
+    hits = int((topk == target_class.unsqueeze(-1)).any(dim=-1).sum())
+    # An exact ratio of integers (not a float32 mean), so that keep_rate * N recovers the count exactly.
+    return hits / target_class.shape[0]
+
+
+def small_loss_selection(student_logits: torch.Tensor, target_class: torch.Tensor, keep_rate: float) -> torch.Tensor:
+    """Keep the samples whose target the previous student finds most plausible (*teacher-student* consistency).
+
+    Samples are ranked by the cross-entropy of the previous student's logits against the target class, ascending
+    (ties by index); a sample of rank ``i`` is kept when ``i < keep_rate * N``, i.e. ``ceil(keep_rate * N)`` samples.
+
+    Returns:
+        ``[N]`` boolean keep mask.
+    """
+    n = student_logits.shape[0]
+    num_keep = min(n, math.ceil(keep_rate * n - 1e-6))
+    losses = F.cross_entropy(student_logits.float(), target_class, reduction="none")
+    order = torch.sort(losses, stable=True).indices
+    keep = torch.zeros(n, dtype=torch.bool)
+    keep[order[:num_keep]] = True
+    return keep
+
+
+def consistency_filter(
+    student_logits: torch.Tensor, target_class: torch.Tensor, denoise: str
+) -> tuple[torch.Tensor, float]:
+    """The whole filter of DESIGN §1 step 2: the top-k keep rate, then the small-loss selection.
+
+    Returns:
+        ``(keep [N] bool, keep_rate)``; ``denoise="all"`` keeps everything with rate 1.
+    """
+    k = topk_of(denoise)
+    if k is None:
+        return torch.ones(target_class.shape[0], dtype=torch.bool), 1.0
+    rate = topk_keep_rate(student_logits, target_class, k)
+    return small_loss_selection(student_logits, target_class, rate), rate
+
+
+def scaled_epochs(num_epochs: float, keep_rate: float) -> int:
+    """``floor(E / r)``: train longer on fewer samples so the number of optimiser steps stays about constant."""
+    return max(1, math.floor(num_epochs / keep_rate + 1e-9))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Diagnostics against ground truth (never used for training).
+# --------------------------------------------------------------------------------------------------------------
+
+
+def label_quality(
+    target_class: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor
+) -> tuple[float | None, float | None, float | None]:
+    """Teacher accuracy, precision and recall of the kept labels (DESIGN §1), on samples with known labels.
+
+    ``correct = target == label``; teacher accuracy ``|correct| / N``; precision ``|kept & correct| / |kept|``;
+    recall ``|kept & correct| / |correct|``. A ratio with an empty denominator (or no known labels) is ``None``.
+    """
+    known = labels >= 0
+    if not bool(known.any()):
+        return None, None, None
+    correct = (target_class == labels) & known
+    kept = keep & known
+    n_correct, n_kept = int(correct.sum()), int(kept.sum())
+    both = int((kept & correct).sum())
+    accuracy = n_correct / int(known.sum())
+    precision = both / n_kept if n_kept else None
+    recall = both / n_correct if n_correct else None
+    return accuracy, precision, recall
+
+
+def accuracy(logits_or_probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy over samples with a known label (``labels >= 0``)."""
+    known = labels >= 0
+    if not bool(known.any()):
+        return float("nan")
+    return float((logits_or_probs[known].argmax(dim=-1) == labels[known]).float().mean())

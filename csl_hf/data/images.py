@@ -1,0 +1,162 @@
+"""Robust image handling for the labeling pass.
+
+The labeling pass decodes every image exactly once (DESIGN.md §2) and must not die on the one odd
+file in a user's folder without saying which one.  The helpers here turn anything a ``datasets``
+image column can hold into a fully decoded PIL image, reject corrupt or degenerate images with a
+one-line ``ValueError``, and normalise every PIL mode to RGB.
+
+Typical use on a column cast to ``datasets.Image(decode=False)``::
+
+    img = to_rgb(check_image(decode_image(example["image"])))
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import datasets
+import numpy as np
+from PIL import Image
+
+__all__ = ["decode_image", "check_image", "to_rgb", "encode_png_l", "dataset_from_png"]
+
+_WHITE = (255, 255, 255)
+
+
+def _one_line(text: Any, limit: int = 200) -> str:
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        path = value.get("path")
+        if path:
+            return repr(str(path))
+        data = value.get("bytes")
+        return f"<{len(data)} bytes>" if isinstance(data, (bytes, bytearray)) else "<dict>"
+    if isinstance(value, (str, os.PathLike)):
+        return repr(os.fspath(value))
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    return f"<{type(value).__name__}>"
+
+
+def decode_image(value: Any) -> Image.Image:
+    """Decode ``value`` into a fully loaded PIL image.
+
+    Accepts a PIL image, a ``datasets`` image dict ``{"bytes": ..., "path": ...}`` (bytes win over
+    the path, as in ``datasets.Image``), a path (``str``/``os.PathLike``), raw encoded ``bytes``, or a
+    uint8 numpy array (HxW or HxWxC).  The pixel data is loaded eagerly, so truncated files fail
+    here rather than later.
+
+    Raises:
+        ValueError: ``"corrupt image <where>: <reason>"`` on one line when the value cannot be
+            decoded (missing file, truncated or undecodable data, unsupported type).
+    """
+    where = _describe(value)
+    try:
+        if isinstance(value, Image.Image):
+            img = value
+        elif isinstance(value, dict):
+            data, path = value.get("bytes"), value.get("path")
+            if data is not None:
+                img = Image.open(io.BytesIO(data))
+            elif path:
+                img = Image.open(path)
+            else:
+                raise ValueError("dict has neither 'bytes' nor 'path'")
+        elif isinstance(value, (str, os.PathLike)):
+            img = Image.open(value)
+        elif isinstance(value, (bytes, bytearray)):
+            img = Image.open(io.BytesIO(value))
+        elif isinstance(value, np.ndarray):
+            img = Image.fromarray(value)
+        else:
+            raise ValueError(f"unsupported type {type(value).__name__}")
+        img.load()  # force decoding of the pixel data (catches truncated files)
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        raise ValueError(f"corrupt image {where}: {_one_line(f'{type(e).__name__}: {e}')}") from None
+    return img
+
+
+def check_image(img: Image.Image, min_size: int = 2) -> Image.Image:
+    """Validate a decoded image; return it unchanged when it is usable.
+
+    Raises:
+        ValueError (one line): when ``img`` is not a PIL image, its pixel data cannot be loaded
+            (corrupt/truncated), or its width or height is below ``min_size`` pixels.
+    """
+    if not isinstance(img, Image.Image):
+        raise ValueError(f"not a PIL image: {type(img).__name__}")
+    where = f" {img.filename!r}" if getattr(img, "filename", "") else ""
+    try:
+        img.load()
+    except Exception as e:
+        raise ValueError(f"corrupt image{where}: {_one_line(f'{type(e).__name__}: {e}')}") from None
+    w, h = img.size
+    if w < min_size or h < min_size:
+        raise ValueError(f"image{where} too small: {w}x{h} pixels, need at least {min_size}x{min_size}")
+    return img
+
+
+def _to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """Rescale a high-bit-depth / float single-channel array to uint8."""
+    arr = arr.astype(np.float64)
+    if mode == "F":
+        # float images: [0, 1] is taken as normalised intensities, anything else is clipped to 0..255
+        if arr.size and np.nanmin(arr) >= 0.0 and np.nanmax(arr) <= 1.0:
+            arr = arr * 255.0
+    elif mode.startswith("I;16") or (arr.size and arr.max() > 255):
+        # 16-bit data (PIL opens 16-bit PNGs as "I;16" or "I"): map 0..65535 onto 0..255
+        arr = arr / 257.0
+    return np.clip(np.nan_to_num(arr), 0, 255).round().astype(np.uint8)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Return ``img`` as an 8-bit RGB image.
+
+    - ``RGB``: returned as is;
+    - ``L``/``1``/``CMYK``/``YCbCr``/...: PIL's conversion;
+    - ``RGBA``/``LA``/``PA``/``La``/``RGBa`` and ``P`` with transparency: alpha-composited on white;
+    - ``I;16*``/``I`` (16/32-bit integer) and ``F`` (float): rescaled to 0..255 (16-bit values
+      divided by 257; floats in [0, 1] multiplied by 255), then grey → RGB.
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+        if mode == "RGB":
+            return img
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        return Image.fromarray(_to_uint8(np.asarray(img), mode), mode="L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def encode_png_l(images: np.ndarray) -> list[bytes]:
+    """PNG-encode a stack of uint8 greyscale images ``[N, H, W]`` (low zlib level: fast, lossless)."""
+    out = []
+    for a in images:
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(a, dtype=np.uint8), mode="L").save(buf, format="PNG", compress_level=1)
+        out.append(buf.getvalue())
+    return out
+
+
+def dataset_from_png(png: list[bytes], columns: dict[str, Any], features: datasets.Features) -> datasets.Dataset:
+    """An in-memory ``Dataset`` whose ``image`` column holds already-encoded image bytes.
+
+    Passing ``{"bytes": ..., "path": None}`` dicts skips ``datasets.Image``'s per-example
+    re-encoding, which is what makes the bundled loaders fast.
+    """
+    data: dict[str, Any] = {"image": [{"bytes": b, "path": None} for b in png]}
+    data.update({k: np.asarray(v).tolist() for k, v in columns.items()})
+    return datasets.Dataset.from_dict(data, features=features)

@@ -1,0 +1,171 @@
+"""Weak-to-strong splits (DESIGN.md §1, §2) and sample caps.
+
+``make_weak_to_strong_splits`` cuts one labelled dataset into three disjoint parts:
+
+- ``teacher``: its labels train the weak teachers (generalist and specialists);
+- ``train``: the weak-to-strong split; the student learns from teacher targets only, its ground
+  truth is used for the ceiling and the precision/recall/teacher-accuracy diagnostics;
+- ``test``: evaluation only.
+
+Sizes: an ``int`` is a number of examples, a ``float`` in (0, 1) a fraction of the dataset
+(``round(fraction * N)``, at least 1).  ``train_size=None`` takes everything left.
+
+Algorithm (deterministic for a given dataset and seed): one ``numpy.random.default_rng(seed)``
+permutation; with stratification, each split receives per-class quotas by largest-remainder
+allocation of its size over the class frequencies (``test`` first, then ``teacher``, then
+``train``, each from what is left), filled from the permuted order.  If a split is smaller than
+the number of classes or the column is missing, that split is drawn without stratification.
+The indices of each split are sorted, so rows keep the dataset's order (shuffle when training).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import datasets
+import numpy as np
+
+__all__ = ["make_weak_to_strong_splits", "cap", "resolve_size"]
+
+logger = logging.getLogger(__name__)
+
+SPLIT_NAMES = ("teacher", "train", "test")
+
+
+def resolve_size(size: int | float, n: int, name: str) -> int:
+    """Turn an int count or a float fraction of ``n`` into a count; one-line ``ValueError`` if invalid."""
+    if isinstance(size, bool) or not isinstance(size, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be an int (count) or a float in (0, 1) (fraction), got {size!r}")
+    if isinstance(size, (float, np.floating)):
+        if not 0.0 < float(size) < 1.0:
+            raise ValueError(f"{name}={size} as a fraction must be in (0, 1); use an int for a count")
+        return max(1, int(round(float(size) * n)))
+    if size < 1:
+        raise ValueError(f"{name}={size} must be at least 1")
+    return int(size)
+
+
+def _allocate(counts: np.ndarray, k: int) -> np.ndarray:
+    """Split ``k`` over classes proportionally to ``counts`` (largest remainder), never above counts."""
+    total = counts.sum()
+    exact = counts * (k / total)
+    quota = np.minimum(np.floor(exact).astype(np.int64), counts)
+    remainder = k - quota.sum()
+    if remainder > 0:
+        order = np.lexsort((np.arange(len(counts)), -(exact - quota)))  # largest fraction first, ties by class
+        for c in np.concatenate([order, order]):  # second pass only if capacity blocked the first
+            if remainder == 0:
+                break
+            if quota[c] < counts[c]:
+                quota[c] += 1
+                remainder -= 1
+    return quota
+
+
+def _strata(dataset: datasets.Dataset, stratify_by: str | Sequence[str] | None) -> np.ndarray | None:
+    if stratify_by is None:
+        return None
+    cols = [stratify_by] if isinstance(stratify_by, str) else list(stratify_by)
+    missing = [c for c in cols if c not in dataset.column_names]
+    if missing:
+        if isinstance(stratify_by, str) and stratify_by == "label":
+            logger.warning("no 'label' column (columns: %s): splitting without stratification", dataset.column_names)
+            return None
+        raise ValueError(f"stratify_by column(s) {missing} not in the dataset (columns: {dataset.column_names})")
+    table = dataset.select_columns(cols).with_format("arrow")[:]  # honours any indices mapping
+    keys = [np.asarray(table.column(c).to_numpy(zero_copy_only=False)) for c in cols]
+    # one stratum per distinct combination of the columns
+    _, inverse = np.unique(np.stack([np.unique(k, return_inverse=True)[1] for k in keys], axis=1), axis=0, return_inverse=True)
+    return inverse.reshape(-1)
+
+
+def make_weak_to_strong_splits(
+    dataset: datasets.Dataset,
+    seed: int,
+    teacher_size: int | float,
+    test_size: int | float,
+    train_size: int | float | None = None,
+    stratify_by: str | Sequence[str] | None = "label",
+) -> datasets.DatasetDict:
+    """Disjoint, seeded, stratified ``teacher`` / ``train`` / ``test`` splits of a map-style dataset.
+
+    Args:
+        dataset: a ``datasets.Dataset`` (streaming datasets must be materialised or capped first).
+        seed: the split depends only on the dataset and this seed.
+        teacher_size, test_size, train_size: int counts or float fractions in (0, 1) of the whole
+            dataset; ``train_size=None`` uses all remaining examples.
+        stratify_by: the column (or columns, stratifying on their combination) whose proportions
+            each split keeps; ``None`` for plain random splits.  A missing default ``"label"`` column
+            only disables stratification (with a warning).
+
+    Returns:
+        ``DatasetDict(teacher=..., train=..., test=...)`` with the dataset's columns.
+
+    Raises:
+        TypeError: for an ``IterableDataset``.
+        ValueError (one line): invalid sizes, or sizes that add up to more than the dataset.
+    """
+    if isinstance(dataset, datasets.IterableDataset):
+        raise TypeError("make_weak_to_strong_splits needs a map-style datasets.Dataset; cap or materialise the stream first")
+    n = len(dataset)
+    sizes = {
+        "test": resolve_size(test_size, n, "test_size"),
+        "teacher": resolve_size(teacher_size, n, "teacher_size"),
+    }
+    rest = n - sizes["test"] - sizes["teacher"]
+    sizes["train"] = rest if train_size is None else resolve_size(train_size, n, "train_size")
+    need = sizes["test"] + sizes["teacher"] + sizes["train"]
+    if need > n or sizes["train"] < 1:
+        raise ValueError(
+            f"splits need teacher={sizes['teacher']} + train={max(sizes['train'], 1)} + test={sizes['test']} = "
+            f"{sizes['teacher'] + max(sizes['train'], 1) + sizes['test']} examples but the dataset has only {n}"
+        )
+
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    strata = _strata(dataset, stratify_by)
+    available = np.ones(n, dtype=bool)
+    out: dict[str, np.ndarray] = {}
+    for name in ("test", "teacher", "train"):
+        k = sizes[name]
+        candidates = perm[available[perm]]  # remaining indices in permuted order
+        if strata is not None and k >= len(np.unique(strata[candidates])):
+            cand_strata = strata[candidates]
+            counts = np.bincount(cand_strata, minlength=strata.max() + 1)
+            quota = _allocate(counts, k)
+            # rank of each candidate within its stratum (in permuted order)
+            order = np.argsort(cand_strata, kind="stable")
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            rank = np.empty(len(candidates), dtype=np.int64)
+            rank[order] = np.arange(len(candidates)) - np.repeat(starts, counts)
+            chosen = candidates[rank < quota[cand_strata]]
+        else:
+            if strata is not None:
+                logger.warning("%s split of %d is smaller than the number of classes: not stratified", name, k)
+            chosen = candidates[:k]
+        available[chosen] = False
+        out[name] = np.sort(chosen)
+    return datasets.DatasetDict({name: dataset.select(out[name]) for name in SPLIT_NAMES})
+
+
+def cap(
+    dataset: datasets.Dataset | datasets.IterableDataset, max_samples: int | None, seed: int = 0
+) -> datasets.Dataset | datasets.IterableDataset:
+    """At most ``max_samples`` examples (``--max_train_samples`` / ``--max_eval_samples``).
+
+    ``None`` (or a value >= the dataset size) returns the dataset unchanged. A map-style dataset
+    gets a seeded random subset (sorted indices, so the dataset's order is kept); a streaming one
+    the first ``max_samples`` examples (``take``; ``seed`` is not used).
+    """
+    if max_samples is None:
+        return dataset
+    if isinstance(max_samples, bool) or int(max_samples) != max_samples or max_samples < 1:
+        raise ValueError(f"max_samples must be a positive int or None, got {max_samples!r}")
+    max_samples = int(max_samples)
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.take(max_samples)
+    if max_samples >= len(dataset):
+        return dataset
+    idx = np.sort(np.random.default_rng(seed).choice(len(dataset), size=max_samples, replace=False))
+    return dataset.select(idx)

@@ -1,0 +1,256 @@
+"""The one-pass labeling of a dataset into a CSL cache (DESIGN §2).
+
+Each image is decoded **once** into a uint8 tensor; every distinct preprocessing (each teacher's, the student's) is
+derived from it on the batch; all teachers and the student's backbone run on the same batch; the student's features
+are the *input of its classifier module* (captured with a forward pre-hook), so a head trained on them drops
+straight back into the student.
+
+Under ``accelerate launch`` each process labels its shard (contiguous shards of a map-style dataset,
+``split_dataset_by_node`` for a stream); every sample carries its index, the main process gathers, sorts by index
+and writes one cache, so the cache is in dataset order whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import torch
+from transformers import PreTrainedModel
+from transformers.utils import logging
+
+from .cache import TEST_SPLIT, TRAIN_SPLIT, CSLCache
+from .co_supervised_trainer import find_classifier
+from .data import decode_image, to_rgb
+from .data.images import check_image
+from .errors import CSLError
+from .modeling_teacher_mixture import TeacherMixture
+from .preprocessing import Preprocessing, pil_to_uint8, stack_or_list
+
+logger = logging.get_logger(__name__)
+
+SPLIT_IDS = {"train": TRAIN_SPLIT, "test": TEST_SPLIT}
+
+
+@dataclass
+class LabelingStats:
+    """What the pass saw: images labeled and bad images skipped (corrupt, too small), per split."""
+
+    labeled: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    first_error: str | None = None
+
+
+class _FeatureCapture:
+    """Forward pre-hook on the student's classifier: keeps its input ``[B, D]``."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.value: torch.Tensor | None = None
+        self.handle = module.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args):
+        self.value = args[0].detach()
+
+    def remove(self):
+        self.handle.remove()
+
+
+@torch.no_grad()
+def label_batch(
+    images: list[torch.Tensor],
+    teachers: TeacherMixture,
+    student: PreTrainedModel,
+    student_preprocessing: Preprocessing,
+    capture: _FeatureCapture,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher probabilities ``[B, K, C]`` and student features ``[B, D]`` for decoded uint8 images ``[3, H, W]``."""
+    batch = stack_or_list(images)
+    cache: dict[Preprocessing, torch.Tensor] = {}
+
+    def prepared(p: Preprocessing) -> torch.Tensor:
+        if p not in cache:
+            x = p(batch).to(device)
+            cache[p] = x.to(dtype) if dtype is not None else x
+        return cache[p]
+
+    specs = teachers.preprocessings()
+    if any(s is None for s in specs):
+        # Teachers without their own preprocessing see the student's inputs.
+        specs = [s or student_preprocessing for s in specs]
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else _null()
+    with autocast:
+        probs = teachers(pixel_values_per_teacher=[prepared(s) for s in specs]).probs
+        student(pixel_values=prepared(student_preprocessing))
+    if capture.value is None:
+        raise CSLError("the student's classifier was not called in its forward pass; use an AutoModelForImageClassification student")
+    features = capture.value.flatten(1).float()
+    return probs.float().cpu(), features.cpu()
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _iter_batches(dataset, batch_size: int) -> Iterable[dict[str, list]]:
+    if isinstance(dataset, datasets.IterableDataset):
+        yield from dataset.iter(batch_size=batch_size)
+    else:
+        for start in range(0, len(dataset), batch_size):
+            yield dataset[start : start + batch_size]
+
+
+def _undecoded(dataset, image_col: str):
+    """Read images as raw bytes/paths so that a corrupt file reaches our decoder (and its one-line error)."""
+    feature = dataset.features.get(image_col) if dataset.features is not None else None
+    if isinstance(feature, datasets.Image) and feature.decode:
+        return dataset.cast_column(image_col, datasets.Image(decode=False))
+    return dataset
+
+
+def _shard(dataset, accelerator):
+    if accelerator is None or accelerator.num_processes == 1:
+        return dataset
+    if isinstance(dataset, datasets.IterableDataset):
+        from datasets.distributed import split_dataset_by_node
+
+        return split_dataset_by_node(dataset, rank=accelerator.process_index, world_size=accelerator.num_processes)
+    return dataset.shard(num_shards=accelerator.num_processes, index=accelerator.process_index, contiguous=True)
+
+
+def build_cache(
+    splits: dict[str, Any],
+    teachers: TeacherMixture,
+    student: PreTrainedModel,
+    student_preprocessing: Preprocessing,
+    image_col: str = "image",
+    label_col: str | None = "label",
+    domain_col: str | None = None,
+    batch_size: int = 64,
+    accelerator=None,
+    on_bad_image: str = "skip",
+    min_image_size: int = 2,
+    dtype: torch.dtype | None = None,
+    student_name: str | None = None,
+    compact_topk: int | None = None,
+    show_progress: bool = True,
+) -> tuple[CSLCache, LabelingStats]:
+    """Label the ``train`` and ``test`` splits (map-style or streaming datasets) into one `CSLCache`.
+
+    Args:
+        splits: ``{"train": dataset, "test": dataset}``: the weak-to-strong training split (its labels are kept
+            only for the ceiling and diagnostics) and the labeled test split.
+        teachers: the teacher hierarchy; its config gives levels, specialties and per-teacher preprocessing.
+        student: the strong student (its classifier's input is cached as the features).
+        student_preprocessing: the student's input preprocessing.
+        on_bad_image: ``"skip"`` (skip and count corrupt or tiny images) or ``"fail"`` (stop with a one-line error).
+        compact_topk: store each teacher's top-k probabilities in float16 with their class ids.
+    Returns:
+        ``(cache, stats)``. Under several processes every process returns the same gathered cache.
+    """
+    if on_bad_image not in ("skip", "fail"):
+        raise CSLError(f"--on_bad_image {on_bad_image!r} does not exist; use skip or fail")
+    device = accelerator.device if accelerator is not None else next(student.parameters()).device
+    teachers.to(device).eval()
+    student.to(device).eval()
+    _, head = find_classifier(student)
+    capture = _FeatureCapture(head)
+    stats = LabelingStats()
+    parts: dict[str, list[torch.Tensor]] = {"index": [], "probs": [], "features": [], "labels": [], "split": [], "domains": []}
+    offset = 0
+    from transformers.utils.logging import tqdm
+
+    is_main = accelerator is None or accelerator.is_main_process
+    try:
+        for split_name in ("train", "test"):
+            dataset = splits[split_name]
+            split_id = SPLIT_IDS[split_name]
+            dataset = _undecoded(dataset, image_col)
+            # A global index per sample, so shards gathered from several processes can be put back in order.
+            size = len(dataset) if isinstance(dataset, datasets.Dataset) else None
+            if isinstance(dataset, datasets.Dataset):
+                dataset = dataset.add_column("__csl_index__", list(range(offset, offset + size)))
+            else:
+                base = offset
+                dataset = dataset.map(lambda ex, i: {"__csl_index__": base + i}, with_indices=True)
+            dataset = _shard(dataset, accelerator)
+            stats.labeled[split_name] = stats.skipped[split_name] = 0
+            total = None if size is None else (len(dataset) if isinstance(dataset, datasets.Dataset) else None)
+            bar = tqdm(total=total, desc=f"labeling {split_name}", unit="img", disable=not (show_progress and is_main))
+            for batch in _iter_batches(dataset, batch_size):
+                images, keep = [], []
+                for i, value in enumerate(batch[image_col]):
+                    try:
+                        images.append(pil_to_uint8(to_rgb(check_image(decode_image(value), min_image_size))))
+                        keep.append(i)
+                    except ValueError as err:
+                        if on_bad_image == "fail":
+                            raise CSLError(f"{err}; pass --on_bad_image skip to skip and count bad images") from None
+                        stats.skipped[split_name] += 1
+                        stats.first_error = stats.first_error or str(err)
+                bar.update(len(batch[image_col]))
+                if not images:
+                    continue
+                probs, feats = label_batch(images, teachers, student, student_preprocessing, capture, device, dtype)
+                pick = lambda col: [batch[col][i] for i in keep]  # noqa: E731
+                parts["index"].append(torch.tensor(pick("__csl_index__"), dtype=torch.long))
+                parts["probs"].append(probs)
+                parts["features"].append(feats)
+                labels = pick(label_col) if label_col and label_col in batch else [-1] * len(keep)
+                parts["labels"].append(torch.tensor([-1 if y is None else int(y) for y in labels], dtype=torch.long))
+                parts["split"].append(torch.full((len(keep),), split_id, dtype=torch.int8))
+                if domain_col and domain_col in batch:
+                    parts["domains"].append(torch.tensor(pick(domain_col), dtype=torch.long))
+                stats.labeled[split_name] += len(keep)
+            bar.close()
+            offset += size if size is not None else 10**12  # streams: keep train indices below test indices
+    finally:
+        capture.remove()
+
+    if any(stats.skipped.values()):
+        logger.warning(f"skipped bad images: {stats.skipped} (first: {stats.first_error})")
+    local = {k: torch.cat(v) if v else None for k, v in parts.items()}
+    merged = _gather(local, accelerator)
+    if merged["index"] is None or merged["index"].numel() == 0:
+        raise CSLError("the labeling pass produced no sample (every image was skipped or the splits are empty); check --dataset_name and --on_bad_image")
+    order = merged["index"].argsort()
+    config = teachers.config
+    cache = CSLCache(
+        features=merged["features"][order],
+        labels=merged["labels"][order],
+        split=merged["split"][order],
+        num_labels=config.num_labels,
+        levels=[list(level) for level in config.levels],
+        specialties=[dict(s) for s in config.specialties],
+        teacher_probs=merged["probs"][order].permute(1, 0, 2).contiguous(),
+        domains=None if merged["domains"] is None else merged["domains"][order],
+        id2label={int(k): v for k, v in config.id2label.items()},
+        teacher_names=list(config.teacher_names),
+        domain_names=list(config.domain_names) if config.domain_names else None,
+        student={"name_or_path": student_name or getattr(student.config, "_name_or_path", "") or type(student).__name__},
+    )
+    if compact_topk:
+        cache = cache.to_compact(compact_topk)
+    cache.validate()
+    if accelerator is not None and accelerator.num_processes > 1:
+        counts = _gather({k: torch.tensor([v]) for k, v in stats.skipped.items()}, accelerator)
+        stats.skipped = {k: int(v.sum()) for k, v in counts.items()}
+    return cache, stats
+
+
+def _gather(local: dict[str, torch.Tensor | None], accelerator) -> dict[str, torch.Tensor | None]:
+    """Concatenate every process's tensors (any lengths) on every process."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return local
+    from accelerate.utils import gather_object
+
+    pieces = gather_object([local])
+    return {k: (torch.cat([p[k] for p in pieces if p[k] is not None]) if any(p[k] is not None for p in pieces) else None)
+            for k in local}

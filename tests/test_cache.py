@@ -1,0 +1,93 @@
+"""The CSL cache contract (DESIGN §4): round trips, dtypes, the compact form and validation errors."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from synthetic import make_cache
+
+from csl_hf import CSLCache
+from csl_hf.errors import CacheError
+
+
+def test_round_trip_float16(tmp_path):
+    cache = make_cache(n=200, dtype=torch.float16)
+    cache.save(tmp_path / "c")
+    back = CSLCache.load(tmp_path / "c")
+    assert back.features.dtype == torch.float32  # promoted for training
+    assert torch.equal(back.features.half(), cache.features)
+    assert torch.equal(back.teacher_probs, cache.teacher_probs)
+    assert back.levels == cache.levels and back.specialties == cache.specialties
+    assert back.id2label == cache.id2label
+    meta = json.loads((tmp_path / "c" / "cache.json").read_text())
+    assert meta["student"]["feature_dim"] == 16 and meta["id2label"]["0"] == "class_0"
+
+
+def test_compact_cache_reads_like_dense(tmp_path):
+    cache = make_cache(n=200)
+    compact = cache.to_compact(3)
+    compact.save(tmp_path / "c")
+    tensors = load_file(tmp_path / "c" / "cache.safetensors")
+    assert "teacher_probs" not in tensors and tensors["teacher_topk_probs"].dtype == torch.float16
+    back = CSLCache.load(tmp_path / "c")
+    rows = back.rows(0)
+    dense, approx = cache.probs([0, 1, 2], rows), back.probs([0, 1, 2], rows)
+    assert torch.equal(dense.argmax(-1), approx.argmax(-1))
+    assert torch.allclose(approx.sum(-1), torch.ones_like(approx.sum(-1)))
+    assert back.bytes_per_image_per_teacher() == 3 * (2 + 4) < cache.bytes_per_image_per_teacher() == 6 * 4
+
+
+def _write(tmp_path, tensors, meta):
+    d = tmp_path / "bad"
+    d.mkdir(exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(d / "cache.safetensors"))
+    (d / "cache.json").write_text(json.dumps(meta))
+    return d
+
+
+def _parts():
+    cache = make_cache(n=60)
+    tensors = {"features": cache.features, "labels": cache.labels, "split": cache.split,
+               "teacher_probs": cache.teacher_probs}
+    return tensors, cache.metadata()
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda t, m: t.pop("teacher_probs"), "teacher_probs"),
+        (lambda t, m: t.update(features=t["features"][:, :, None]), "features"),
+        (lambda t, m: t.update(labels=t["labels"].float()), "labels"),
+        (lambda t, m: t["features"].__setitem__((0, 0), float("nan")), "NaN"),
+        (lambda t, m: t["teacher_probs"].__setitem__((0, 0, 0), float("inf")), "NaN or Inf"),
+        (lambda t, m: t["labels"].__setitem__(0, 6), "outside"),
+        (lambda t, m: t.update(teacher_probs=torch.randn_like(t["teacher_probs"])), "logits"),
+        (lambda t, m: t.update(teacher_probs=t["teacher_probs"] * 3), "sum to"),
+        (lambda t, m: m.update(levels=[[0], [1, 2], [3, 4, 9]]), "teacher 9"),
+        (lambda t, m: m["specialties"].__setitem__(2, {"classes": [0, 3, 4, 5]}), "overlap"),
+        (lambda t, m: m["specialties"].__setitem__(2, {"classes": [4, 5]}), "uncovered"),
+        (lambda t, m: t.update(split=torch.ones_like(t["split"])), "training split is empty"),
+        (lambda t, m: t.update(split=torch.zeros_like(t["split"])), "test split is empty"),
+        (lambda t, m: m.pop("levels"), "levels"),
+    ],
+)
+def test_validation_names_the_problem(tmp_path, mutate, message):
+    tensors, meta = _parts()
+    mutate(tensors, meta)
+    d = _write(tmp_path, tensors, meta)
+    with pytest.raises(CacheError, match=message) as err:
+        CSLCache.load(d)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(CacheError, match="does not exist"):
+        CSLCache.load(tmp_path / "nope")
+
+
+def test_save_is_atomic_and_replaces(tmp_path):
+    make_cache(n=60, seed=1).save(tmp_path / "c")
+    make_cache(n=80, seed=2).save(tmp_path / "c")
+    assert CSLCache.load(tmp_path / "c").num_samples == 80
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]

@@ -1,0 +1,138 @@
+"""The consistency math of DESIGN §1 on small hand-computed cases."""
+
+import math
+
+import pytest
+import torch
+
+from csl_hf import consistency as C
+from csl_hf.errors import CSLError
+
+# 4 samples, 4 classes. Previous student's logits: argmax 0, 1, 2, 3; second choices 1, 0, 3, 2.
+LOGITS = torch.tensor(
+    [[3.0, 2.0, 0.0, -1.0],
+     [2.0, 3.0, -1.0, 0.0],
+     [0.0, -1.0, 3.0, 2.0],
+     [-1.0, 0.0, 2.0, 3.0]]
+)
+BLOCKS = C.class_masks([{"classes": [0, 1]}, {"classes": [2, 3]}], 4)
+
+
+def test_class_masks_and_generalist():
+    masks = C.class_masks([{"classes": [0, 1, 2, 3]}, {"classes": [3, 1]}, {"domain": "sketch"}], 4)
+    assert masks.tolist() == [[True] * 4, [False, True, False, True], [True] * 4]
+
+
+def test_restrict_to_classes_renormalises_and_zeroes_outside():
+    probs = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    out = C.restrict_to_classes(probs, torch.tensor([True, False, False, True]))
+    assert torch.allclose(out, torch.tensor([[0.2, 0.0, 0.0, 0.8]]))
+    assert out[0, 1] == 0 and out[0, 2] == 0
+
+
+def test_masked_softmax_matches_softmax_over_subset():
+    logits = torch.tensor([[1.0, 2.0, 3.0]])
+    out = C.masked_softmax(logits, torch.tensor([True, False, True]))
+    e1, e3 = math.exp(1), math.exp(3)
+    assert torch.allclose(out, torch.tensor([[e1 / (e1 + e3), 0.0, e3 / (e1 + e3)]]))
+
+
+def test_student_assignment_routes_by_argmax_owner():
+    # argmax 0,1 -> teacher 0 (classes 0,1); argmax 2,3 -> teacher 1. Non-contiguous blocks too.
+    assert C.assign_by_student(LOGITS, BLOCKS).tolist() == [0, 0, 1, 1]
+    odd_even = C.class_masks([{"classes": [1, 3]}, {"classes": [0, 2]}], 4)
+    assert C.assign_by_student(LOGITS, odd_even).tolist() == [1, 0, 1, 0]
+
+
+def test_agreement_assignment_picks_min_kl():
+    student = torch.log(torch.tensor([[0.7, 0.3], [0.2, 0.8]]))
+    teachers = torch.tensor([
+        [[0.7, 0.3], [0.7, 0.3]],  # teacher 0 equals the student on sample 0
+        [[0.5, 0.5], [0.2, 0.8]],  # teacher 1 equals the student on sample 1
+    ])
+    assert C.assign_by_agreement(student, teachers).tolist() == [0, 1]
+    # KL(p||q) by hand for sample 0: teacher 0 -> 0; teacher 1 -> 0.7 ln 1.4 + 0.3 ln 0.6 > 0.
+    assert 0.7 * math.log(1.4) + 0.3 * math.log(0.6) > 0
+
+
+def test_agreement_with_zero_probabilities_is_finite():
+    student = torch.log(torch.tensor([[0.6, 0.4, 1e-9]]))
+    teachers = torch.tensor([[[1.0, 0.0, 0.0]], [[0.0, 0.0, 1.0]]])
+    # Teacher 0 puts zero on class 1 (student 0.4) but teacher 1 puts zero on classes 0 and 1 (student 1.0).
+    assert C.assign_by_agreement(student, teachers).tolist() == [0]
+
+
+def test_oracle_assignment_by_class_and_domain():
+    assert C.assign_by_oracle_class(torch.tensor([3, 0, 2]), BLOCKS).tolist() == [1, 0, 1]
+    assert C.assign_by_oracle_domain(torch.tensor([1, 0, 1]), torch.tensor([1, 0])).tolist() == [0, 1, 0]
+    with pytest.raises(CSLError):
+        C.assign_by_oracle_class(torch.tensor([-1, 0]), BLOCKS)
+    with pytest.raises(CSLError, match="domain"):
+        C.assign_by_oracle_domain(torch.tensor([2]), torch.tensor([0, 1]))
+
+
+def test_gather_assigned():
+    probs = torch.arange(2 * 3 * 2, dtype=torch.float).view(2, 3, 2)  # [T=2, N=3, C=2]
+    out = C.gather_assigned(probs, torch.tensor([1, 0, 1]))
+    assert out.tolist() == [[6.0, 7.0], [2.0, 3.0], [10.0, 11.0]]
+
+
+def test_topk_keep_rate_hand_computed():
+    # Targets: sample 0 -> 1 (2nd choice), 1 -> 1 (1st), 2 -> 0 (3rd: logits 0 vs -1), 3 -> 0 (4th).
+    target = torch.tensor([1, 1, 0, 0])
+    assert C.topk_keep_rate(LOGITS, target, 1) == 0.25
+    assert C.topk_keep_rate(LOGITS, target, 2) == 0.5
+    assert C.topk_keep_rate(LOGITS, target, 3) == 0.75
+    assert C.topk_keep_rate(LOGITS, target, 10) == 1.0
+
+
+def test_small_loss_selection_keeps_lowest_ce():
+    target = torch.tensor([1, 1, 0, 0])
+    # CE ranks: sample 1 (target = argmax) < sample 0 (2nd) < sample 2 (3rd) < sample 3 (4th).
+    assert C.small_loss_selection(LOGITS, target, 0.5).tolist() == [True, True, False, False]
+    assert C.small_loss_selection(LOGITS, target, 0.25).tolist() == [False, True, False, False]
+    # rank < r*N: r*N = 1.2 keeps ranks 0 and 1.
+    assert int(C.small_loss_selection(LOGITS, target, 0.3).sum()) == 2
+
+
+def test_selection_can_differ_from_topk_set():
+    # The top-k test only sets the count (top1 here: samples 0 and 1 agree -> rate 0.5); which samples are kept is
+    # decided by the loss ranking: the two lowest-CE samples.
+    target = torch.tensor([0, 1, 0, 0])
+    keep, rate = C.consistency_filter(LOGITS, target, "top1")
+    assert rate == 0.5 and keep.tolist() == [True, True, False, False]
+
+
+def test_keep_count_exact_for_awkward_sizes():
+    # 5447 of 7200 consistent: float32 rounding of the rate must not add or drop a sample.
+    n, m = 7200, 5447
+    logits = torch.zeros(n, 3)
+    logits[:, 0] = 1.0
+    target = torch.zeros(n, dtype=torch.long)
+    target[m:] = 2  # not in top1 (ties at 0 for classes 1 and 2 are below class 0)
+    keep, rate = C.consistency_filter(logits, target, "top1")
+    assert int(keep.sum()) == m and rate == m / n
+
+
+def test_denoise_all_and_bad_mode():
+    keep, rate = C.consistency_filter(LOGITS, torch.tensor([3, 3, 3, 3]), "all")
+    assert rate == 1.0 and bool(keep.all())
+    with pytest.raises(CSLError, match="top3"):
+        C.consistency_filter(LOGITS, torch.tensor([0, 0, 0, 0]), "top5")
+
+
+def test_scaled_epochs():
+    assert C.scaled_epochs(20, 1.0) == 20
+    assert C.scaled_epochs(20, 0.75) == 26  # floor(26.67)
+    assert C.scaled_epochs(20, 0.8) == 25  # exact quotient despite float rounding
+    assert C.scaled_epochs(20, 5447 / 7200) == math.floor(20 * 7200 / 5447)
+
+
+def test_label_quality_hand_computed():
+    target = torch.tensor([0, 1, 2, 3, 0])
+    labels = torch.tensor([0, 1, 0, 3, -1])  # last label unknown: ignored
+    keep = torch.tensor([True, False, True, True, True])
+    acc, precision, recall = C.label_quality(target, labels, keep)
+    # correct: samples 0, 1, 3 -> 3/4; kept & known: 0, 2, 3 -> correct among them 0, 3 -> 2/3; recall 2/3.
+    assert acc == 0.75 and precision == pytest.approx(2 / 3) and recall == pytest.approx(2 / 3)
+    assert C.label_quality(target, torch.full((5,), -1), keep) == (None, None, None)

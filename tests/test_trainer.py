@@ -1,0 +1,157 @@
+"""CoSupervisedTrainer end to end on small caches built from a fixed generator."""
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from synthetic import make_cache
+from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
+
+from csl_hf import CoSupervisedConfig, CoSupervisedTrainer
+from csl_hf import consistency as C
+from csl_hf.errors import CSLError
+
+
+def run(tmp_path, cache=None, **kwargs):
+    cache = cache or make_cache()
+    options = dict(output_dir=str(tmp_path / "out"), num_train_epochs=4, learning_rate=1e-2, disable_tqdm=True, seed=3)
+    options.update(kwargs)
+    trainer = CoSupervisedTrainer(args=CoSupervisedConfig(**options), cache=cache)
+    return trainer.train(), trainer, cache
+
+
+@pytest.fixture(scope="module")
+def hard_run(tmp_path_factory):
+    return run(tmp_path_factory.mktemp("hard"))
+
+
+def test_report_schema_and_level0(hard_run):
+    report, trainer, cache = hard_run
+    on_disk = json.loads((trainer.args.output_dir + "/csl_report.json") and open(trainer.args.output_dir + "/csl_report.json").read())
+    assert on_disk == report
+    assert [r["level"] for r in report["rounds"]] == [0, 1, 2]
+    assert [r["num_teachers"] for r in report["rounds"]] == [1, 2, 3]
+    assert [r["assignment"] for r in report["rounds"]] == ["none", "student", "student"]
+    level0 = report["rounds"][0]
+    train, test = cache.rows(0), cache.rows(1)
+    generalist = cache.teacher_probs[0]
+    assert report["weak_accuracy"] == pytest.approx(float((generalist[test].argmax(-1) == cache.labels[test]).float().mean()))
+    teacher_acc = float((generalist[train].argmax(-1) == cache.labels[train]).float().mean())
+    assert level0["keep_rate"] == 1.0 and level0["recall"] == 1.0
+    assert level0["teacher_accuracy"] == pytest.approx(teacher_acc) and level0["precision"] == pytest.approx(teacher_acc)
+    for key in ("weak_accuracy", "ceiling_accuracy"):
+        assert 0.0 <= report[key] <= 1.0
+    assert report["seed"] == 3 and report["config"]["denoise"] == "top3"
+
+
+def test_pgr_formula(hard_run):
+    report, _, _ = hard_run
+    weak, ceiling = report["weak_accuracy"], report["ceiling_accuracy"]
+    assert ceiling > weak
+    for r in report["rounds"]:
+        assert r["pgr"] == pytest.approx(100 * (r["student_accuracy"] - weak) / (ceiling - weak))
+
+
+def test_keep_rates_recomputed_from_previous_round_checkpoint(hard_run):
+    """Recompute each round's keep rate from the previous round's saved head: the top-3 agreement between the
+    previous student and the targets of the `student` assignment."""
+    report, trainer, cache = hard_run
+    train = cache.rows(0)
+    x, labels = cache.features[train], cache.labels[train]
+    for level in (1, 2):
+        head = load_file(f"{trainer.args.output_dir}/round-{level - 1}/probe_head.safetensors")
+        logits = x @ head["weight"].T + head["bias"]
+        members = cache.levels[level]
+        owner = torch.zeros(cache.num_labels, dtype=torch.long)
+        for i, t in enumerate(members):
+            owner[cache.specialties[t]["classes"]] = i
+        chosen = torch.tensor(members)[owner[logits.argmax(-1)]]
+        targets = cache.teacher_probs[chosen, train].argmax(-1)
+        in_top3 = (logits.topk(3, dim=-1).indices == targets[:, None]).any(-1)
+        r = report["rounds"][level]
+        assert r["keep_rate"] == pytest.approx(float(in_top3.float().mean()), abs=1e-6)
+        assert r["num_kept"] == round(r["keep_rate"] * len(train))
+        assert r["epochs"] == math.floor(4 / r["keep_rate"] + 1e-9)
+        assert r["teacher_accuracy"] == pytest.approx(float((targets == labels).float().mean()))
+
+
+def test_specialists_and_filter_help_on_this_data(hard_run):
+    report, _, _ = hard_run
+    rounds = report["rounds"]
+    # The specialists' labels are more accurate and the filter raises precision above the raw label accuracy.
+    assert rounds[2]["teacher_accuracy"] > rounds[0]["teacher_accuracy"]
+    assert rounds[1]["precision"] > rounds[1]["teacher_accuracy"]
+    assert rounds[2]["student_accuracy"] > rounds[0]["student_accuracy"]
+
+
+def test_same_seed_same_report(tmp_path, hard_run):
+    report, _, _ = hard_run
+    again, _, _ = run(tmp_path)
+    assert again["rounds"] == report["rounds"] and again["ceiling_accuracy"] == report["ceiling_accuracy"]
+
+
+def test_soft_labels_and_no_filter(tmp_path):
+    report, _, _ = run(tmp_path, soft_labels=True, denoise="all", max_levels=2, run_ceiling=False)
+    assert len(report["rounds"]) == 2 and report["ceiling_accuracy"] is None
+    assert all(r["keep_rate"] == 1.0 and r["pgr"] is None for r in report["rounds"])
+
+
+def test_oracle_assignment_matches_true_blocks(tmp_path):
+    report, _, _ = run(tmp_path, assignment="oracle", max_levels=2)
+    r = report["rounds"][1]
+    assert r["assignment"] == "oracle" and r["assignment_accuracy"] == 1.0
+
+
+def test_ceiling_not_above_weak_gives_null_pgr(tmp_path):
+    cache = make_cache(generalist_accuracy=1.0)  # the weak teacher is perfect: nothing to recover
+    report, _, _ = run(tmp_path, cache=cache, max_levels=1)
+    assert report["ceiling_accuracy"] <= report["weak_accuracy"]
+    assert report["rounds"][0]["pgr"] is None
+
+
+def test_empty_keep_set_is_an_error_naming_the_level(tmp_path):
+    cache = make_cache(specialist_accuracy=0.0, n=300)
+    # top1 with specialists that are always wrong inside their block: agreement with the student can vanish.
+    cache.teacher_probs[1:] = 0
+    cache.teacher_probs[1:, :, 0] = 1.0  # every specialist says class 0 ...
+    cache.specialties[1] = {"classes": [0, 1, 2]}
+    trainer = CoSupervisedTrainer(args=CoSupervisedConfig(output_dir=str(tmp_path), denoise="top1",
+                                                          num_train_epochs=1, disable_tqdm=True), cache=cache)
+    # ... and the previous student is made to never predict class 0.
+    trainer._fit = lambda *a, **k: trainer.model.head.bias.data.copy_(torch.tensor([-1e4, 0, 0, 0, 0, 0.]))
+    with pytest.raises(CSLError, match="level 1"):
+        trainer.train()
+
+
+def test_vit_student_gets_the_trained_head(tmp_path):
+    cache = make_cache(dim=32)
+    student = ViTForImageClassification(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                  intermediate_size=64, image_size=16, patch_size=8,
+                                                  id2label=cache.id2label))
+    trainer = CoSupervisedTrainer(model=student, cache=cache, args=CoSupervisedConfig(
+        output_dir=str(tmp_path), num_train_epochs=2, learning_rate=1e-2, disable_tqdm=True, max_levels=2))
+    report = trainer.train()
+    back = AutoModelForImageClassification.from_pretrained(tmp_path / "round-1")
+    assert torch.equal(back.classifier.weight, student.classifier.weight)
+    test = cache.rows(1)
+    with torch.no_grad():
+        acc = C.accuracy(back.classifier(cache.features[test]), cache.labels[test])
+    assert acc == pytest.approx(report["rounds"][1]["student_accuracy"])
+    assert back(pixel_values=torch.randn(1, 3, 16, 16)).logits.shape == (1, cache.num_labels)
+
+
+def test_student_with_wrong_head_size_is_refused(tmp_path):
+    cache = make_cache(dim=32)
+    student = ViTForImageClassification(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                  intermediate_size=64, image_size=16, patch_size=8, num_labels=3))
+    with pytest.raises(CSLError, match="num_labels=6"):
+        CoSupervisedTrainer(model=student, cache=cache, args=CoSupervisedConfig(output_dir=str(tmp_path)))
+
+
+def test_bad_options_are_one_line_errors(tmp_path):
+    with pytest.raises(CSLError, match="top1, top2, top3, all"):
+        CoSupervisedConfig(output_dir=str(tmp_path), denoise="top4")
+    with pytest.raises(CSLError, match="--assignment"):
+        CoSupervisedConfig(output_dir=str(tmp_path), assignment="random")
