@@ -181,6 +181,10 @@ class CoSupervisedTrainer(Trainer):
         if args.student_mode != "probe":
             raise CSLError("this trainer runs --student_mode probe on a cache; full fine-tuning needs images (run examples/run_csl.py with a dataset)")
         _cache_accelerate_availability_checks()
+        # The stock Trainer would push its own model (the probe wrapper); `finalize` pushes the student and every
+        # round instead, each round to its own branch.
+        self._push_requested = args.push_to_hub
+        args.push_to_hub = False
         self.cache = cache
         self.student = model
         self.teachers = teachers
@@ -418,6 +422,38 @@ class CoSupervisedTrainer(Trainer):
 
             save_file({k: v.detach().contiguous().cpu() for k, v in self.model.head.state_dict().items()},
                       os.path.join(directory, "probe_head.safetensors"))
+
+
+    def finalize(self, dataset_name: str | None = None, plot_path: str | None = None) -> str | None:
+        """After `train`: save the final student in ``OUTPUT_DIR`` itself with a model card (also in every round
+        directory), and push everything when ``--push_to_hub`` (rounds to branches ``round-{level}``)."""
+        from .hub import create_csl_model_card, push_csl_outputs, round_directories, write_model_card
+
+        if self.report is None:
+            raise CSLError("finalize() needs a finished run; call train() first")
+        if not self.args.should_save:
+            return None
+        out = self.args.output_dir
+        tmp = os.path.join(out, ".final.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        self._save_student(tmp)
+        for name in os.listdir(tmp):  # one rename per file: each file is whole at any time
+            os.replace(os.path.join(tmp, name), os.path.join(out, name))
+        shutil.rmtree(tmp, ignore_errors=True)
+        card = lambda plot: create_csl_model_card(  # noqa: E731
+            self.report, base_model=self.cache.student.get("name_or_path"), dataset_name=dataset_name,
+            teacher_names=self.cache.teacher_names, levels=self.cache.levels,
+            hub_model_id=self.args.hub_model_id, plot_path=plot)
+        write_model_card(out, card(plot_path))
+        for _, directory in round_directories(out):
+            write_model_card(directory, card(None))
+        if self._push_requested:
+            repo_id = self.args.hub_model_id or os.path.basename(os.path.abspath(out))
+            refs = push_csl_outputs(out, repo_id, token=self.args.hub_token,
+                                    private=getattr(self.args, "hub_private_repo", None))
+            logger.info(f"pushed to {repo_id}: {refs}")
+        return out
 
 
 def _replace_dir(src: str, dst: str) -> None:

@@ -48,6 +48,9 @@ class Preprocessing:
         """Read size, mean, std and rescale factor off a transformers image processor."""
         size = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
         size = size or getattr(processor, "size", None) or {"height": 224, "width": 224}
+        if not isinstance(size, (dict, int, tuple, list)):  # transformers' SizeDict
+            size = {k: getattr(size, k) for k in ("height", "width", "shortest_edge", "longest_edge")
+                    if getattr(size, k, None) is not None}
         if isinstance(size, dict):
             if "height" in size and "width" in size:
                 hw = (size["height"], size["width"])
