@@ -28,12 +28,13 @@ from . import consistency as C
 from .cache import TEST_SPLIT, TRAIN_SPLIT, CSLCache
 from .co_supervised_config import CoSupervisedConfig
 from .errors import CSLError
-from .report import REPORT_NAME, atomic_write_json, performance_gap_recovered
+from .report import REPORT_NAME, atomic_write_json
 
 logger = logging.get_logger(__name__)
 
 CLASSIFIER_ATTRIBUTES = ("classifier", "head", "fc", "score", "classification_head")
 ROUND_STATE_NAME = "csl_round.json"
+PROGRESS_NAME = "csl_progress.json"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -245,23 +246,32 @@ class CoSupervisedTrainer(Trainer):
         num_levels = len(cache.levels) if args.max_levels is None else min(args.max_levels, len(cache.levels))
         generalist = cache.levels[0][0]
 
-        weak = C.accuracy(cache.probs(generalist, test_rows), y_test)
-        ceiling = None
-        if args.run_ceiling and bool((y_train >= 0).all()):
-            self._fit(x_train, y_train.to(device), args.num_train_epochs, phase=-1, reinit=True)
-            ceiling = C.accuracy(self._logits(x_test), y_test)
-            logger.info(f"ceiling (ground truth) accuracy: {ceiling:.4f}")
-        elif args.run_ceiling:
-            logger.warning("the training split has unknown labels (-1): no ceiling, so PGR is null")
-        if ceiling is not None and ceiling <= weak:
-            logger.warning(
-                f"the ceiling ({ceiling:.4f}) is not above the weak teacher ({weak:.4f}): PGR is undefined (null); "
-                "use a stronger student or weaker teachers"
-            )
-
         rounds: list[dict[str, Any]] = []
         previous_logits: torch.Tensor | None = None
-        for level in range(num_levels):
+        progress = self._load_progress(resume_from_checkpoint)
+        if progress is not None:
+            weak, ceiling, rounds = progress["weak_accuracy"], progress["ceiling_accuracy"], progress["rounds"]
+            if rounds:
+                self._load_round_head(rounds[-1]["level"])
+                previous_logits = self._logits(x_train).cpu()
+            logger.info(f"resuming after level {rounds[-1]['level'] if rounds else 'ceiling'} from {args.output_dir}")
+        else:
+            weak = C.accuracy(cache.probs(generalist, test_rows), y_test)
+            ceiling = None
+            if args.run_ceiling and bool((y_train >= 0).all()):
+                self._fit(x_train, y_train.to(device), args.num_train_epochs, phase=-1, reinit=True)
+                ceiling = C.accuracy(self._logits(x_test), y_test)
+                logger.info(f"ceiling (ground truth) accuracy: {ceiling:.4f}")
+            elif args.run_ceiling:
+                logger.warning("the training split has unknown labels (-1): no ceiling, so PGR is null")
+            if ceiling is not None and ceiling <= weak:
+                logger.warning(
+                    f"the ceiling ({ceiling:.4f}) is not above the weak teacher ({weak:.4f}): PGR is undefined (null); "
+                    "use a stronger student or weaker teachers"
+                )
+            self._save_progress(weak, ceiling, rounds)
+
+        for level in range(len(rounds), num_levels):
             members = cache.levels[level]
             teacher_probs = cache.probs(members, train_rows)  # [T, n, C]
             if level == 0:
@@ -285,7 +295,8 @@ class CoSupervisedTrainer(Trainer):
             reinit = level == 0 or args.reinit_head_each_round
             self._fit(x_train[keep.to(device)], fit_targets[keep].to(device), epochs, phase=level, reinit=reinit)
             logits_train = self._logits(x_train).cpu()
-            student_acc = C.accuracy(self._logits(x_test), y_test)
+            test_predictions = self._logits(x_test).argmax(dim=-1).cpu()
+            student_acc = C.accuracy(F.one_hot(test_predictions, cache.num_labels), y_test)
             teacher_acc, precision, recall = C.label_quality(target_class, y_train, keep)
             record = {
                 "level": level,
@@ -296,7 +307,7 @@ class CoSupervisedTrainer(Trainer):
                 "precision": precision,
                 "recall": recall,
                 "student_accuracy": student_acc,
-                "pgr": performance_gap_recovered(student_acc, weak, ceiling),
+                "pgr": self._pgr(test_predictions, y_test, weak, ceiling),
                 "num_kept": int(keep.sum()),
                 "epochs": epochs,
             }
@@ -306,11 +317,12 @@ class CoSupervisedTrainer(Trainer):
             rounds.append(record)
             logger.info(
                 f"level {level} ({len(members)} teachers, {method}): keep {keep_rate:.3f}, precision "
-                f"{_pct(precision)}, student {student_acc:.4f}, PGR {record['pgr']}"
+                f"{_pct(precision)}, student {student_acc:.4f}, PGR {_pct(record['pgr'])}"
             )
-            self.log({f"csl/level_{level}/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and v is not None})
+            self._log_round(record)
             if args.save_round_checkpoints:
                 self.save_round(level, record)
+            self._save_progress(weak, ceiling, rounds)
             previous_logits = logits_train
 
         self.report = {
@@ -325,11 +337,84 @@ class CoSupervisedTrainer(Trainer):
             atomic_write_json(os.path.join(args.output_dir, REPORT_NAME), self.report)
         return self.report
 
+    # ------------------------------------------------------------------------------------------ metrics, logs, resume
+    def _pgr(self, predictions: torch.Tensor, references: torch.Tensor, weak: float, ceiling: float | None):
+        """PGR through the `evaluate` module `csl_hf/metrics/pgr` (loaded by local path, once)."""
+        if ceiling is None:
+            return None
+        if not hasattr(self, "_pgr_metric"):
+            from .metrics import load_pgr_metric
+
+            self._pgr_metric = load_pgr_metric()
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ceiling <= weak was already explained once
+            return self._pgr_metric.compute(predictions=predictions.tolist(), references=references.tolist(),
+                                            weak_accuracy=weak, ceiling_accuracy=ceiling)["pgr"]
+
+    def _log_round(self, record: dict[str, Any]) -> None:
+        """Log a round's metrics to every `report_to` integration with the *level* as the step."""
+        step = self.state.global_step
+        self.state.global_step = record["level"]
+        try:
+            self.log({f"csl/{k}": float(v) for k, v in record.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and k != "level"})
+        finally:
+            self.state.global_step = step
+
+    def _progress_key(self) -> dict[str, Any]:
+        a = self.args
+        return {"seed": a.seed, "assignment": a.assignment, "denoise": a.denoise, "soft_labels": a.soft_labels,
+                "num_train_epochs": self._epochs_per_round, "learning_rate": a.learning_rate,
+                "levels": self.cache.levels, "num_samples": self.cache.num_samples}
+
+    def _save_progress(self, weak: float, ceiling: float | None, rounds: list[dict[str, Any]]) -> None:
+        if self.args.should_save:
+            atomic_write_json(os.path.join(self.args.output_dir, PROGRESS_NAME), {
+                "weak_accuracy": weak, "ceiling_accuracy": ceiling, "rounds": rounds, "run": self._progress_key()})
+
+    def _load_progress(self, resume_from_checkpoint: str | bool | None) -> dict[str, Any] | None:
+        if not resume_from_checkpoint:
+            return None
+        directory = self.args.output_dir if resume_from_checkpoint is True else os.fspath(resume_from_checkpoint)
+        path = os.path.join(directory, PROGRESS_NAME)
+        if not os.path.isfile(path):
+            raise CSLError(f"--resume_from_checkpoint: {path} does not exist; resume needs the output directory of a "
+                           "CSL run started with round checkpoints")
+        import json
+
+        with open(path) as f:
+            progress = json.load(f)
+        if progress.get("run") != self._progress_key():
+            raise CSLError(f"--resume_from_checkpoint: the run in {directory} used other settings or another cache "
+                           f"({progress.get('run')}); resume with the same flags or start a new --output_dir")
+        if progress["rounds"] and not self.args.save_round_checkpoints:
+            raise CSLError("--resume_from_checkpoint needs round checkpoints; drop --save_round_checkpoints False")
+        self._resume_dir = directory
+        return progress
+
+    def _load_round_head(self, level: int) -> None:
+        """Put round ``level``'s trained head back into the probe (from its checkpoint)."""
+        from safetensors.torch import load_file
+
+        directory = os.path.join(getattr(self, "_resume_dir", self.args.output_dir), f"round-{level}")
+        if self.student is None:
+            state = load_file(os.path.join(directory, "probe_head.safetensors"))
+        else:
+            prefix = self.head_name + "."
+            full = load_file(os.path.join(directory, "model.safetensors"))
+            state = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+        self.model.head.load_state_dict(state)
+
     # ------------------------------------------------------------------------------------------ helpers
     def _fit(self, features: torch.Tensor, targets: torch.Tensor, epochs: float, phase: int, reinit: bool) -> None:
         """One phase: (re)initialise the head, then a plain ``Trainer.train()`` over sliced tensor batches."""
         if reinit:
             reset_module(self.model.head, seed=self.args.seed * 1009 + phase + 1)
+        # A fresh optimiser per phase: the Trainer keeps `self.optimizer` across train() calls, and Adam moments from
+        # the previous round must not steer a new head.
+        self.optimizer, self.lr_scheduler = None, None
         self._phase_data = {"features": features, "labels": targets}
         self._phase_seed = self.args.seed * 7919 + phase + 1
         self.args.num_train_epochs = epochs

@@ -71,7 +71,10 @@ class Preprocessing:
 
     def to_image_processor(self):
         """A standard `ViTImageProcessor` with these settings (loads in any transformers, no csl_hf code)."""
-        from transformers import ViTImageProcessor
+        try:  # the PIL backend by name: without torchvision, transformers would fall back to it with a warning
+            from transformers import ViTImageProcessorPil as ViTImageProcessor
+        except ImportError:
+            from transformers import ViTImageProcessor
 
         return ViTImageProcessor(
             do_resize=True, size={"height": self.size[0], "width": self.size[1]}, do_rescale=True,

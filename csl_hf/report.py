@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from typing import Any
@@ -13,13 +12,6 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 REPORT_NAME = "csl_report.json"
-
-
-def performance_gap_recovered(student: float, weak: float, ceiling: float | None) -> float | None:
-    """PGR in percent: ``100 * (student - weak) / (ceiling - weak)``; ``None`` where the ceiling is not above weak."""
-    if ceiling is None or weak is None or not math.isfinite(ceiling) or ceiling <= weak:
-        return None
-    return 100.0 * (student - weak) / (ceiling - weak)
 
 
 def atomic_write_json(path: str, obj: Any) -> None:

