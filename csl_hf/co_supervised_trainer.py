@@ -492,9 +492,12 @@ class CoSupervisedTrainer(Trainer):
         tmp = final + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
-        self._save_student(tmp)
-        atomic_write_json(os.path.join(tmp, ROUND_STATE_NAME), record)
-        _replace_dir(tmp, final)
+        try:
+            self._save_student(tmp)
+            atomic_write_json(os.path.join(tmp, ROUND_STATE_NAME), record)
+            _replace_dir(tmp, final)
+        finally:  # a failed save leaves no half-written round-{level}.tmp behind
+            shutil.rmtree(tmp, ignore_errors=True)
         return final
 
     def _save_student(self, directory: str) -> None:
@@ -522,10 +525,12 @@ class CoSupervisedTrainer(Trainer):
         tmp = os.path.join(out, ".final.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
-        self._save_student(tmp)
-        for name in os.listdir(tmp):  # one rename per file: each file is whole at any time
-            os.replace(os.path.join(tmp, name), os.path.join(out, name))
-        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self._save_student(tmp)
+            for name in os.listdir(tmp):  # one rename per file: each file is whole at any time
+                os.replace(os.path.join(tmp, name), os.path.join(out, name))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         card = lambda plot: create_csl_model_card(  # noqa: E731
             self.report, base_model=self.cache.student.get("name_or_path"), dataset_name=dataset_name,
             teacher_names=self.cache.teacher_names, levels=self.cache.levels,
@@ -547,7 +552,11 @@ def _replace_dir(src: str, dst: str) -> None:
         old = dst + ".old"
         shutil.rmtree(old, ignore_errors=True)
         os.replace(dst, old)
-        os.replace(src, dst)
+        try:
+            os.replace(src, dst)
+        except BaseException:
+            os.replace(old, dst)  # put the previous checkpoint back
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)

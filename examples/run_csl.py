@@ -91,6 +91,34 @@ class ModelArguments:
         metadata={"help": "Also run the rounds with the other label type (soft if hard, hard if soft) on the same "
                   "cache, for pgr.png; its report goes to OUTPUT_DIR/<type>_labels/csl_report.json."},
     )
+    allow_pickle_weights: bool = field(
+        default=False,
+        metadata={"help": "Allow loading pickled (pytorch_model.bin) student/teacher weights. Unpickling can run "
+                  "arbitrary code: only for files you trust. Default: safetensors only."},
+    )
+
+
+def check_weights_format(path: str, allow_pickle_weights: bool = False) -> None:
+    """Refuse a local checkpoint whose weights are only pickled (unpickling can run code), unless allowed."""
+    if allow_pickle_weights or not os.path.isdir(path):
+        return
+    names = os.listdir(path)
+    if any(n.endswith((".safetensors", ".safetensors.index.json")) for n in names):
+        return
+    pickled = sorted(n for n in names if n.endswith((".bin", ".bin.index.json", ".pt", ".pth", ".ckpt")))
+    if pickled:
+        name = "pytorch_model.bin" if "pytorch_model.bin" in pickled else pickled[0]
+        raise CSLError(f"{path} holds pickled weights ({name}); convert them to safetensors or pass "
+                       "--allow_pickle_weights if you trust the file")
+
+
+def _use_safetensors(allow_pickle_weights: bool) -> bool | None:
+    # `use_safetensors=False` would refuse safetensors checkpoints; None lets transformers pick (safetensors first).
+    return None if allow_pickle_weights else True
+
+
+class _StudentUnavailable(CSLError):
+    """The student checkpoint cannot be loaded (offline, missing): with --cache_dir, the run can go on head-only."""
 
 
 def check_output_dir(args: CoSupervisedConfig) -> None:
@@ -104,24 +132,50 @@ def check_output_dir(args: CoSupervisedConfig) -> None:
                        "--overwrite_output_dir to replace it or choose another --output_dir")
 
 
-def load_student(name_or_path: str, id2label: dict[int, str]):
-    """The student with a fresh head over our labels, and its image processor."""
+def load_student(name_or_path: str, id2label: dict[int, str], allow_pickle_weights: bool = False,
+                 labels_from: str = "the data"):
+    """The student with a fresh head over our labels, and its image processor.
+
+    A checkpoint that already has as many labels as ours under other names (a student fine-tuned on another label
+    space) is refused: silently renaming its classes would mislabel every prediction of its head.
+    """
+    from transformers import AutoConfig
+
     from csl_hf.models import resolve_student_name_or_path
 
     path = resolve_student_name_or_path(name_or_path)
+    check_weights_format(path, allow_pickle_weights)
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # the head is replaced on purpose: no mismatch report
     try:
+        config = AutoConfig.from_pretrained(path)
+        _check_student_labels(name_or_path, config, id2label, labels_from)
         student = AutoModelForImageClassification.from_pretrained(
             path, id2label=id2label, label2id={v: k for k, v in id2label.items()}, ignore_mismatched_sizes=True,
+            use_safetensors=_use_safetensors(allow_pickle_weights),
         )
         processor = AutoImageProcessor.from_pretrained(path)
     except OSError as err:
-        raise CSLError(f"cannot load the student {name_or_path!r} offline ({str(err).splitlines()[0]}); pass a local "
-                       "checkpoint with --student_model_name_or_path") from None
+        raise _StudentUnavailable(f"cannot load the student {name_or_path!r} offline ({str(err).splitlines()[0]}); "
+                                  "pass a local checkpoint with --student_model_name_or_path") from None
     finally:
         logging.set_verbosity(verbosity)
     return student, processor
+
+
+def _check_student_labels(name_or_path: str, config, id2label: dict[int, str], labels_from: str) -> None:
+    """Same number of classes under other names: an error naming both (generic LABEL_i names carry no meaning)."""
+    own = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    want = {int(k): v for k, v in id2label.items()}
+    if len(own) != len(want) or own == want or all(v == f"LABEL_{k}" for k, v in own.items()):
+        return
+    k = next(i for i in sorted(want) if own.get(i) != want[i])
+    raise CSLError(
+        f"the student {name_or_path!r} has {len(own)} classes like {labels_from} but other names (class {k} is "
+        f"{own.get(k)!r} in the student, {want[k]!r} in {labels_from}; student {list(own.values())[:5]} vs "
+        f"{list(want.values())[:5]}); pass a student whose id2label matches {labels_from}, or its base checkpoint "
+        "(whose head is replaced)"
+    )
 
 
 def images_to_cache(data: DataArguments, model: ModelArguments, targs: TeacherTrainingArguments,
@@ -135,20 +189,31 @@ def images_to_cache(data: DataArguments, model: ModelArguments, targs: TeacherTr
     from csl_hf.teachers import evaluate_teachers, train_teacher_hierarchy
 
     state = PartialState()
-    dataset = load_csl_dataset(data.dataset_name)
-    image_col, label_col, domain_col = infer_columns(dataset)
-    names = class_names(dataset, label_col)
-    id2label = dict(enumerate(names))
-    size = lambda v: None if v is None else (int(v) if v >= 1 else float(v))  # noqa: E731
-    stratify = (label_col, domain_col) if domain_col else label_col
-    splits = make_weak_to_strong_splits(dataset, seed=args.seed, teacher_size=size(data.teacher_size),
-                                        test_size=size(data.test_size), train_size=size(data.train_size),
-                                        stratify_by=stratify)
+    try:  # csl_hf.data raises one-line ValueErrors for a bad path, layout, column or split size
+        dataset = load_csl_dataset(data.dataset_name)
+        image_col, label_col, domain_col = infer_columns(dataset)
+        names = class_names(dataset, label_col)
+        id2label = dict(enumerate(names))
+        size = lambda v: None if v is None else (int(v) if v >= 1 else float(v))  # noqa: E731
+        stratify = (label_col, domain_col) if domain_col else label_col
+        splits = make_weak_to_strong_splits(dataset, seed=args.seed, teacher_size=size(data.teacher_size),
+                                            test_size=size(data.test_size), train_size=size(data.train_size),
+                                            stratify_by=stratify)
+    except (ValueError, TypeError) as err:
+        if isinstance(err, CSLError):
+            raise
+        raise CSLError(f"--dataset_name {data.dataset_name}: {err}") from None
     train = cap(splits["train"], data.max_train_samples, seed=args.seed)
     test = cap(splits["test"], data.max_eval_samples, seed=args.seed)
 
     if model.teachers_name_or_path:
-        teachers = TeacherMixture.from_pretrained(model.teachers_name_or_path)
+        check_weights_format(model.teachers_name_or_path, model.allow_pickle_weights)
+        try:
+            teachers = TeacherMixture.from_pretrained(model.teachers_name_or_path,
+                                                      use_safetensors=_use_safetensors(model.allow_pickle_weights))
+        except OSError as err:
+            raise CSLError(f"cannot load the teachers {model.teachers_name_or_path!r} ({str(err).splitlines()[0]}); "
+                           "pass a directory saved by a previous run (OUTPUT_DIR/teachers)") from None
         teacher_labels = [teachers.config.id2label[i] for i in range(teachers.config.num_labels)]
         if teacher_labels != names:
             raise CSLError(f"the teachers in {model.teachers_name_or_path} use other labels than {data.dataset_name} "
@@ -165,7 +230,8 @@ def images_to_cache(data: DataArguments, model: ModelArguments, targs: TeacherTr
             logger.info(f"teacher {name}: test accuracy within its specialty {acc:.3f}")
 
     student_name = model.student_model_name_or_path or csl_hf.models.DEFAULT_STUDENT
-    student, processor = load_student(student_name, id2label)
+    student, processor = load_student(student_name, id2label, model.allow_pickle_weights,
+                                      labels_from=f"the dataset {data.dataset_name}")
     preprocessing = Preprocessing.from_image_processor(processor)
     if model.student_image_size:
         s = model.student_image_size
@@ -193,8 +259,8 @@ def student_for_cache(model: ModelArguments, cache: CSLCache):
     if not name:
         return None, None
     try:
-        return load_student(name, cache.id2label)
-    except CSLError:
+        return load_student(name, cache.id2label, model.allow_pickle_weights, labels_from="cache.json id2label")
+    except _StudentUnavailable:  # a label-space mismatch or pickled weights are errors even for the cache's student
         if model.student_model_name_or_path:
             raise
         logger.warning(f"the cache's student {name!r} does not load offline: round checkpoints hold the trained head "
@@ -208,7 +274,13 @@ def main(argv: list[str] | None = None) -> dict:
         argv = sys.argv[1:]
     if not any(a == "--output_dir" or a.startswith("--output_dir=") for a in argv):
         argv = [*argv, "--output_dir", "csl_output"]
-    data, model, targs, args = parser.parse_args_into_dataclasses(args=argv)
+    parser.error = _argument_error  # one line (no multi-page usage), exit 2 through the CSLError path
+    try:
+        data, model, targs, args = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:  # unknown flags, or a TrainingArguments check: all about the command line
+        if isinstance(err, CSLError):
+            raise
+        raise CSLError(f"{str(err).strip().splitlines()[0]}; see python examples/run_csl.py --help") from None
     pylogging.basicConfig(format="%(message)s", level=pylogging.INFO)
     logging.set_verbosity_info() if args.should_log else logging.set_verbosity_warning()
     logging.get_logger("transformers").setLevel(pylogging.WARNING)
@@ -251,9 +323,19 @@ def _pgr_points(report: dict) -> list[tuple[int, float | None]]:
     return [(r["num_teachers"], r["pgr"]) for r in report["rounds"]]
 
 
-if __name__ == "__main__":
+def _argument_error(message: str):
+    raise CSLError(f"{message}; see python examples/run_csl.py --help")
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """The command line: runs `main`, prints a `CSLError` as one ``error: ...`` line on stderr and returns 2."""
     try:
-        main()
+        main(argv)
     except CSLError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,84 @@
+"""examples/run_csl.py: --help, the cache path, and a reduced images run end to end (bundled data, offline)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+from synthetic import make_cache
+from transformers import AutoModelForImageClassification, pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+import run_csl  # noqa: E402
+
+from csl_hf import TeacherMixture  # noqa: E402
+
+
+def test_help_explains_every_flag():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "run_csl.py"), "--help"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for flag in ("--cache_dir", "--assignment", "--denoise", "--soft_labels", "--student_mode", "--dataset_name",
+                 "--teachers_name_or_path", "--student_model_name_or_path", "--max_train_samples", "--learning_rate",
+                 "--push_to_hub", "--teacher_steps", "--on_bad_image", "--compact_cache_topk"):
+        assert flag in out.stdout, flag
+
+
+def test_cache_path_with_trainer_flags(tmp_path):
+    make_cache(n=400, seed=5).save(tmp_path / "cache")
+    out = tmp_path / "out"
+    report = run_csl.main([
+        "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(out), "--max_grad_norm", "0",
+        "--lr_scheduler_type", "cosine", "--warmup_steps", "0", "--num_train_epochs", "2", "--learning_rate", "0.01",
+        "--per_device_train_batch_size", "50", "--seed", "7", "--disable_tqdm", "True", "--denoise", "top2",
+    ])
+    on_disk = json.loads((out / "csl_report.json").read_text())
+    assert on_disk == report and report["seed"] == 7 and report["config"]["denoise"] == "top2"
+    assert report["config"]["per_device_train_batch_size"] == 50 and report["config"]["max_grad_norm"] == 0
+    assert len(report["rounds"]) == 3
+    # No student loads offline for this cache: the rounds keep the trained head.
+    assert (out / "round-2" / "probe_head.safetensors").is_file()
+    assert (out / "pgr.png").is_file() and (out / "soft_labels" / "csl_report.json").is_file()
+
+
+def test_compact_cache_flag_reads_transparently(tmp_path):
+    make_cache(n=300, seed=6).save(tmp_path / "cache")
+    report = run_csl.main(["--cache_dir", str(tmp_path / "cache"), "--output_dir", str(tmp_path / "out"),
+                           "--compact_cache_topk", "2", "--num_train_epochs", "1", "--disable_tqdm", "True",
+                           "--compare_label_types", "False"])
+    assert len(report["rounds"]) == 3
+
+
+def test_reduced_animal_mnist_run_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    common = ["--dataset_name", "animal_mnist", "--max_train_samples", "240", "--max_eval_samples", "120",
+              "--teacher_size", "200", "--test_size", "200", "--teacher_steps", "4", "--teachers_per_level", "1,2",
+              "--num_train_epochs", "1", "--student_image_size", "32", "--disable_tqdm", "True",
+              "--compare_label_types", "False"]
+    report = run_csl.main([*common, "--output_dir", str(out)])
+    assert [r["num_teachers"] for r in report["rounds"]] == [1, 2]
+    cache = json.loads((out / "cache" / "cache.json").read_text())
+    assert cache["num_labels"] == 10 and cache["levels"] == [[0], [1, 2]] and cache["id2label"]["0"] == "bear"
+    # Every round and the final student are standard checkpoints with the label names and a processor.
+    for directory in (out / "round-0", out / "round-1", out):
+        model = AutoModelForImageClassification.from_pretrained(directory)
+        assert model.config.id2label[0] == "bear"
+        assert (directory / "README.md").is_file()
+    classify = pipeline("image-classification", model=str(out / "round-1"))
+    prediction = classify(Image.new("L", (28, 28), color=128))
+    assert prediction[0]["label"] in set(cache["id2label"].values())
+    # The final student is round 1's.
+    a = AutoModelForImageClassification.from_pretrained(out)
+    b = AutoModelForImageClassification.from_pretrained(out / "round-1")
+    assert torch.equal(a.classifier.weight, b.classifier.weight)
+    # The saved teachers are reused as they are by a second run.
+    teachers = TeacherMixture.from_pretrained(out / "teachers")
+    assert teachers.config.teacher_names[0] == "generalist"
+    again = run_csl.main([*common, "--output_dir", str(tmp_path / "again"), "--teachers_name_or_path",
+                          str(out / "teachers")])
+    assert again["weak_accuracy"] == report["weak_accuracy"]
+    assert not (tmp_path / "again" / "teachers").exists()
