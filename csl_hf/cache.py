@@ -39,6 +39,8 @@ class CSLCache:
             when the cache is compact.
         topk_probs / topk_indices: ``[K, N, k]`` compact form (float16 probabilities, int class indices).
         domains: optional ``[N]`` int64 domain id per sample (oracle assignment and diagnostics only).
+        source_index: optional ``[N]`` int64 position of each row in the labeled data (train split first, then
+            test), written by the labeling pass so that images can be found again (``--student_mode full``).
     """
 
     features: torch.Tensor
@@ -51,6 +53,7 @@ class CSLCache:
     topk_probs: torch.Tensor | None = None
     topk_indices: torch.Tensor | None = None
     domains: torch.Tensor | None = None
+    source_index: torch.Tensor | None = None
     id2label: dict[int, str] = field(default_factory=dict)
     teacher_names: list[str] = field(default_factory=list)
     domain_names: list[str] | None = None
@@ -148,7 +151,8 @@ class CSLCache:
         return CSLCache(
             features=self.features, labels=self.labels, split=self.split, num_labels=self.num_labels,
             levels=self.levels, specialties=self.specialties, topk_probs=values.half(),
-            topk_indices=indices.to(torch.int32), domains=self.domains, id2label=self.id2label,
+            topk_indices=indices.to(torch.int32), domains=self.domains, source_index=self.source_index,
+            id2label=self.id2label,
             teacher_names=self.teacher_names, domain_names=self.domain_names, student=self.student,
         )
 
@@ -164,6 +168,8 @@ class CSLCache:
             tensors["teacher_topk_indices"] = self.topk_indices.contiguous()
         if self.domains is not None:
             tensors["domains"] = self.domains.long().contiguous()
+        if self.source_index is not None:
+            tensors["source_index"] = self.source_index.long().contiguous()
         cache_dir = os.path.abspath(os.fspath(cache_dir))
         parent = os.path.dirname(cache_dir)
         os.makedirs(parent, exist_ok=True)
@@ -217,6 +223,7 @@ class CSLCache:
             num_labels=meta["num_labels"], levels=meta["levels"], specialties=meta["specialties"],
             teacher_probs=dense, topk_probs=None if dense is not None else compact[0],
             topk_indices=None if dense is not None else compact[1], domains=tensors.get("domains"),
+            source_index=tensors.get("source_index"),
             id2label=meta.get("id2label") or {}, teacher_names=meta.get("teacher_names") or [],
             domain_names=meta.get("domain_names"), student=meta.get("student") or {},
         ) if _metadata_types_ok(meta, meta_path) else None

@@ -172,6 +172,9 @@ class CoSupervisedTrainer(Trainer):
         processing_class: Any = None,
         callbacks: list[TrainerCallback] | None = None,
         teachers: PreTrainedModel | None = None,
+        images: dict[str, Any] | None = None,
+        image_preprocessing: Any = None,
+        image_column: str = "image",
     ):
         if args is None:
             args = CoSupervisedConfig()
@@ -179,8 +182,11 @@ class CoSupervisedTrainer(Trainer):
             raise CSLError("CoSupervisedTrainer needs a CoSupervisedConfig as args (it holds the CSL settings)")
         if cache is None:
             raise CSLError("CoSupervisedTrainer needs a cache (a CSLCache with features, labels and teacher outputs)")
-        if args.student_mode != "probe":
-            raise CSLError("this trainer runs --student_mode probe on a cache; full fine-tuning needs images (run examples/run_csl.py with a dataset)")
+        self.full = args.student_mode == "full"
+        if self.full and (model is None or images is None or image_preprocessing is None):
+            raise CSLError("--student_mode full fine-tunes the whole student on images: it needs a student, the "
+                           "images of the cache's splits and their preprocessing (run examples/run_csl.py on a "
+                           "dataset, not --cache_dir)")
         _cache_accelerate_availability_checks()
         # The stock Trainer would push its own model (the probe wrapper); `finalize` pushes the student and every
         # round instead, each round to its own branch.
@@ -194,7 +200,15 @@ class CoSupervisedTrainer(Trainer):
             _check_head(head, cache)
         else:
             self.head_name, head = "classifier", nn.Linear(cache.feature_dim, cache.num_labels)
-        super().__init__(model=ClassifierProbe(head), args=args, processing_class=processing_class, callbacks=callbacks)
+        if self.full:
+            self.images, self.image_preprocessing, self.image_column = images, image_preprocessing, image_column
+            # Every round restarts from the pretrained student (see docs/algorithm.md): keep its weights.
+            self._pretrained_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            trained: nn.Module = model
+        else:
+            trained = ClassifierProbe(head)
+        self._head = head
+        super().__init__(model=trained, args=args, processing_class=processing_class, callbacks=callbacks)
         self.report: dict[str, Any] | None = None
         self._epochs_per_round = args.num_train_epochs
         self._phase_data: dict[str, torch.Tensor] | None = None
@@ -205,8 +219,11 @@ class CoSupervisedTrainer(Trainer):
         super().create_accelerator_and_postprocess()
         self.accelerator.free_memory = _QuietMemoryRelease(self.accelerator)
 
-    def get_train_dataloader(self) -> TensorBatches:
-        """Batches sliced from the current phase's tensors (no per-sample collation)."""
+    def get_train_dataloader(self):
+        """Probe mode: batches sliced from the current phase's tensors (no per-sample collation). Full mode: the
+        Trainer's own dataloader over the phase's images."""
+        if self.full:
+            return super().get_train_dataloader()
         if self._phase_data is None:
             raise CSLError("CoSupervisedTrainer.train() runs the rounds; it has no plain training dataset")
         return TensorBatches(
@@ -216,7 +233,10 @@ class CoSupervisedTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Cross-entropy against a class index (hard labels) or a probability vector (soft labels)."""
-        logits = model(inputs["features"])["logits"]
+        if "pixel_values" in inputs:
+            logits = model(pixel_values=inputs["pixel_values"]).logits
+        else:
+            logits = model(inputs["features"])["logits"]
         targets = inputs["labels"]
         loss = F.cross_entropy(logits, targets, reduction="sum")
         loss = loss / (num_items_in_batch if num_items_in_batch is not None else logits.shape[0])
@@ -240,8 +260,11 @@ class CoSupervisedTrainer(Trainer):
         set_seed(args.seed)
         train_rows, test_rows = cache.rows(TRAIN_SPLIT), cache.rows(TEST_SPLIT)
         device = args.device
-        x_train = cache.features[train_rows].to(device)
-        x_test = cache.features[test_rows].to(device)
+        if self.full:  # positions of the cache's rows in the image datasets
+            x_train, x_test = self._image_positions(train_rows, test_rows)
+        else:
+            x_train = cache.features[train_rows].to(device)
+            x_test = cache.features[test_rows].to(device)
         y_train, y_test = cache.labels[train_rows], cache.labels[test_rows]
         num_levels = len(cache.levels) if args.max_levels is None else min(args.max_levels, len(cache.levels))
         generalist = cache.levels[0][0]
@@ -260,7 +283,7 @@ class CoSupervisedTrainer(Trainer):
             ceiling = None
             if args.run_ceiling and bool((y_train >= 0).all()):
                 self._fit(x_train, y_train.to(device), args.num_train_epochs, phase=-1, reinit=True)
-                ceiling = C.accuracy(self._logits(x_test), y_test)
+                ceiling = C.accuracy(self._logits(x_test, "test"), y_test)
                 logger.info(f"ceiling (ground truth) accuracy: {ceiling:.4f}")
             elif args.run_ceiling:
                 logger.warning("the training split has unknown labels (-1): no ceiling, so PGR is null")
@@ -290,12 +313,14 @@ class CoSupervisedTrainer(Trainer):
                     f"level {level}: the consistency filter kept no sample (keep rate 0: no target is in the previous "
                     f"student's {args.denoise}); use a looser --denoise (e.g. top3 or all) or check the level's teachers"
                 )
-            epochs = C.scaled_epochs(args.num_train_epochs, keep_rate) if args.scale_epochs_by_keep_rate else args.num_train_epochs
+            scale = args.scale_epochs_by_keep_rate and level > 0
+            epochs = C.scaled_epochs(args.num_train_epochs, keep_rate) if scale else args.num_train_epochs
             fit_targets = targets if args.soft_labels else target_class
             reinit = level == 0 or args.reinit_head_each_round
-            self._fit(x_train[keep.to(device)], fit_targets[keep].to(device), epochs, phase=level, reinit=reinit)
+            self._fit(x_train[keep.to(x_train.device)], fit_targets[keep].to(x_train.device), epochs, phase=level,
+                      reinit=reinit)
             logits_train = self._logits(x_train).cpu()
-            test_predictions = self._logits(x_test).argmax(dim=-1).cpu()
+            test_predictions = self._logits(x_test, "test").argmax(dim=-1).cpu()
             student_acc = C.accuracy(F.one_hot(test_predictions, cache.num_labels), y_test)
             teacher_acc, precision, recall = C.label_quality(target_class, y_train, keep)
             record = {
@@ -365,9 +390,13 @@ class CoSupervisedTrainer(Trainer):
 
     def _progress_key(self) -> dict[str, Any]:
         a = self.args
-        return {"seed": a.seed, "assignment": a.assignment, "denoise": a.denoise, "soft_labels": a.soft_labels,
-                "num_train_epochs": self._epochs_per_round, "learning_rate": a.learning_rate,
-                "levels": self.cache.levels, "num_samples": self.cache.num_samples}
+        key = {k: _jsonable(getattr(a, k)) for k in (
+            "seed", "assignment", "denoise", "soft_labels", "reinit_head_each_round", "scale_epochs_by_keep_rate",
+            "student_mode", "learning_rate", "weight_decay", "per_device_train_batch_size", "lr_scheduler_type",
+            "warmup_steps", "max_grad_norm", "optim", "max_steps", "run_ceiling")}
+        key.update(num_train_epochs=self._epochs_per_round, world_size=a.world_size, levels=self.cache.levels,
+                   num_samples=self.cache.num_samples)
+        return key
 
     def _save_progress(self, weak: float, ceiling: float | None, rounds: list[dict[str, Any]]) -> None:
         if self.args.should_save:
@@ -399,24 +428,36 @@ class CoSupervisedTrainer(Trainer):
         from safetensors.torch import load_file
 
         directory = os.path.join(getattr(self, "_resume_dir", self.args.output_dir), f"round-{level}")
+        if self.full:
+            self.student.load_state_dict(load_file(os.path.join(directory, "model.safetensors")), strict=False)
+            return
         if self.student is None:
             state = load_file(os.path.join(directory, "probe_head.safetensors"))
         else:
             prefix = self.head_name + "."
             full = load_file(os.path.join(directory, "model.safetensors"))
             state = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
-        self.model.head.load_state_dict(state)
+        self._head.load_state_dict(state)
 
     # ------------------------------------------------------------------------------------------ helpers
-    def _fit(self, features: torch.Tensor, targets: torch.Tensor, epochs: float, phase: int, reinit: bool) -> None:
-        """One phase: (re)initialise the head, then a plain ``Trainer.train()`` over sliced tensor batches."""
-        if reinit:
-            reset_module(self.model.head, seed=self.args.seed * 1009 + phase + 1)
+    def _fit(self, inputs: torch.Tensor, targets: torch.Tensor, epochs: float, phase: int, reinit: bool) -> None:
+        """One phase: (re)initialise, then a plain ``Trainer.train()``. ``inputs`` are features ``[n, D]`` (probe)
+        or positions ``[n]`` in the training images (full)."""
+        if self.full:
+            # Full mode restarts each phase from the pretrained student (a fresh head on the pretrained backbone).
+            self.student.load_state_dict(self._pretrained_state)
+        if reinit or self.full:
+            reset_module(self._head, seed=self.args.seed * 1009 + phase + 1)
         # A fresh optimiser per phase: the Trainer keeps `self.optimizer` across train() calls, and Adam moments from
         # the previous round must not steer a new head.
         self.optimizer, self.lr_scheduler = None, None
-        self._phase_data = {"features": features, "labels": targets}
-        self._phase_seed = self.args.seed * 7919 + phase + 1
+        if self.full:
+            self.train_dataset = _ImageTargets(self.images["train"], inputs, targets, self.image_preprocessing,
+                                               self.image_column)
+            self.args.data_seed = self.args.seed * 7919 + phase + 1
+        else:
+            self._phase_data = {"features": inputs, "labels": targets}
+            self._phase_seed = self.args.seed * 7919 + phase + 1
         self.args.num_train_epochs = epochs
         try:
             super().train()
@@ -425,15 +466,34 @@ class CoSupervisedTrainer(Trainer):
             self._phase_data = None
 
     @torch.no_grad()
-    def _logits(self, features: torch.Tensor) -> torch.Tensor:
-        """The head's logits on ``features [n, D]``, in chunks: ``[n, C]`` float32 on the features' device."""
-        head = self.model.head
-        was_training = head.training
-        head.eval()
+    def _logits(self, inputs: torch.Tensor, split: str = "train") -> torch.Tensor:
+        """Logits ``[n, C]`` (float32) of the current head on features (probe) or of the student on the images of
+        ``split`` at positions ``inputs`` (full), in chunks of ``per_device_eval_batch_size``."""
+        module = self.student if self.full else self._head
+        was_training = module.training
+        module.eval()
         step = max(1, self.args.per_device_eval_batch_size)
-        out = torch.cat([head(features[i : i + step]).float() for i in range(0, features.shape[0], step)])
-        head.train(was_training)
-        return out
+        out = []
+        for i in range(0, inputs.shape[0], step):
+            if self.full:
+                batch = _ImageTargets(self.images[split], inputs[i : i + step], None, self.image_preprocessing,
+                                      self.image_column).pixel_batch()
+                out.append(self.student(pixel_values=batch.to(self.args.device)).logits.float().cpu())
+            else:
+                out.append(self._head(inputs[i : i + step]).float())
+        module.train(was_training)
+        return torch.cat(out)
+
+    def _image_positions(self, train_rows: torch.Tensor, test_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each cache row's image sits in ``images["train"]`` / ``images["test"]``."""
+        n_train, n_test = len(self.images["train"]), len(self.images["test"])
+        index = self.cache.source_index
+        if index is None:
+            if (len(train_rows), len(test_rows)) != (n_train, n_test):
+                raise CSLError("the cache's splits do not match the images given for --student_mode full "
+                               f"({len(train_rows)}/{len(test_rows)} rows vs {n_train}/{n_test} images); relabel the data")
+            return torch.arange(n_train), torch.arange(n_test)
+        return index[train_rows], index[test_rows] - n_train
 
     def _assignment_method(self, level: int) -> str:
         kind = self.cache.level_kind(level)
@@ -508,7 +568,7 @@ class CoSupervisedTrainer(Trainer):
         else:
             from safetensors.torch import save_file
 
-            save_file({k: v.detach().contiguous().cpu() for k, v in self.model.head.state_dict().items()},
+            save_file({k: v.detach().contiguous().cpu() for k, v in self._head.state_dict().items()},
                       os.path.join(directory, "probe_head.safetensors"))
 
 
@@ -544,6 +604,30 @@ class CoSupervisedTrainer(Trainer):
                                     private=getattr(self.args, "hub_private_repo", None))
             logger.info(f"pushed to {repo_id}: {refs}")
         return out
+
+
+class _ImageTargets(torch.utils.data.Dataset):
+    """Images of one split at given positions, preprocessed, with their CSL targets (full mode)."""
+
+    def __init__(self, dataset, positions: torch.Tensor, targets: torch.Tensor | None, preprocessing, image_column: str):
+        self.dataset, self.positions, self.targets = dataset, positions.tolist(), targets
+        self.preprocessing, self.image_column = preprocessing, image_column
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def _pixels(self, i: int) -> torch.Tensor:
+        from .data import decode_image, to_rgb
+        from .preprocessing import pil_to_uint8
+
+        image = pil_to_uint8(to_rgb(decode_image(self.dataset[self.positions[i]][self.image_column])))
+        return self.preprocessing(image.unsqueeze(0))[0]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"pixel_values": self._pixels(i), "labels": self.targets[i].cpu()}
+
+    def pixel_batch(self) -> torch.Tensor:
+        return torch.stack([self._pixels(i) for i in range(len(self))])
 
 
 def _replace_dir(src: str, dst: str) -> None:

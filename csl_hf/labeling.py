@@ -231,6 +231,7 @@ def build_cache(
         specialties=[dict(s) for s in config.specialties],
         teacher_probs=merged["probs"][order].permute(1, 0, 2).contiguous(),
         domains=None if merged["domains"] is None else merged["domains"][order],
+        source_index=merged["index"][order],
         id2label={int(k): v for k, v in config.id2label.items()},
         teacher_names=list(config.teacher_names),
         domain_names=list(config.domain_names) if config.domain_names else None,

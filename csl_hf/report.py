@@ -77,7 +77,11 @@ def plot_pgr(series: dict[str, list[tuple[int, float | None]]], path: str, title
     ax.set_ylabel("PGR (%)")
     ax.set_title(title or "Performance gap recovered")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_lines():
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "PGR undefined (no ceiling above the weak teacher)", ha="center", va="center",
+                transform=ax.transAxes)
     fig.tight_layout()
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)

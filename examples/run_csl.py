@@ -250,7 +250,8 @@ def images_to_cache(data: DataArguments, model: ModelArguments, targs: TeacherTr
         logger.info(f"cache: {cache.num_samples} images, {cache.num_teachers} teachers, "
                     f"{cache.bytes_per_image_per_teacher():.0f} bytes per image per teacher; labeled {stats.labeled}, "
                     f"skipped {stats.skipped}")
-    return cache, student, processor, teachers
+    images = {"train": train, "test": test, "column": image_col, "preprocessing": preprocessing}
+    return cache, student, processor, teachers, images
 
 
 def student_for_cache(model: ModelArguments, cache: CSLCache):
@@ -286,17 +287,27 @@ def main(argv: list[str] | None = None) -> dict:
     logging.get_logger("transformers").setLevel(pylogging.WARNING)
     check_output_dir(args)
 
+    resumed_cache = os.path.join(args.output_dir, "cache")
+    if args.resume_from_checkpoint and not data.cache_dir and os.path.isdir(resumed_cache):
+        # Resuming an images run: its cache already holds the teachers' labels and the student's features.
+        data.cache_dir = resumed_cache
+        model.student_model_name_or_path = model.student_model_name_or_path or csl_hf.models.DEFAULT_STUDENT
     if data.cache_dir:
         cache = CSLCache.load(data.cache_dir)
         if args.compact_cache_topk:
             cache = cache.to_compact(args.compact_cache_topk)
         student, processor = student_for_cache(model, cache)
-        teachers = None
+        teachers, images = None, None
     else:
-        cache, student, processor, teachers = images_to_cache(data, model, targs, args)
+        cache, student, processor, teachers, images = images_to_cache(data, model, targs, args)
 
-    trainer = CoSupervisedTrainer(model=student, args=args, cache=cache, processing_class=processor, teachers=teachers)
-    report = trainer.train()
+    full = {}
+    if args.student_mode == "full" and images is not None:
+        full = dict(images={"train": images["train"], "test": images["test"]}, image_column=images["column"],
+                    image_preprocessing=images["preprocessing"])
+    trainer = CoSupervisedTrainer(model=student, args=args, cache=cache, processing_class=processor, teachers=teachers,
+                                  **full)
+    report = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     series = {("soft labels" if args.soft_labels else "hard labels"): _pgr_points(report)}
     if model.compare_label_types:
         other = "hard" if args.soft_labels else "soft"

@@ -38,14 +38,19 @@ def tiny_vit(id2label, hidden=16, seed=0):
 
 
 def run_cli(capsys, *argv):
+    capsys.readouterr()  # drop what the test itself printed (progress bars of save_pretrained)
     rc = run_csl.cli([str(a) for a in argv])
     return rc, capsys.readouterr().err.strip()
 
 
-def assert_one_line_error(rc, err, *words):
+def assert_one_line_error(rc, err, *words, progress_bars=False):
+    """Exit code 2 and one ``error:`` line; with ``progress_bars`` the line may follow progress output."""
     assert rc == 2, err
     assert "Traceback" not in err
     lines = err.splitlines()
+    if progress_bars:  # loading an image folder or a model draws progress bars before the error
+        assert all("error" not in line for line in lines[:-1]), err
+        lines = lines[-1:]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     for word in words:
         assert word in err, (word, err)
@@ -188,13 +193,14 @@ def test_teachers_with_other_labels_or_pickled_weights_are_refused(tmp_path, cap
     mixture.save_pretrained(tmp_path / "teachers")
     common = ["--dataset_name", image_folder, "--teacher_size", 2, "--test_size", 4, "--output_dir", tmp_path / "out"]
     rc, err = run_cli(capsys, *common, "--teachers_name_or_path", tmp_path / "teachers")
-    assert_one_line_error(rc, err, "other labels", "'cat'", "'a'", "train teachers on this dataset")
+    assert_one_line_error(rc, err, "other labels", "'cat'", "'a'", "train teachers on this dataset",
+                          progress_bars=True)
     pickled = tmp_path / "pickled_teachers"
     pickled.mkdir()
     mixture.config.save_pretrained(pickled)
     torch.save(mixture.state_dict(), pickled / "pytorch_model.bin")
     rc, err = run_cli(capsys, *common, "--teachers_name_or_path", pickled)
-    assert_one_line_error(rc, err, f"{pickled} {PICKLE_MESSAGE}")
+    assert_one_line_error(rc, err, f"{pickled} {PICKLE_MESSAGE}", progress_bars=True)
     rc, err = run_cli(capsys, "--dataset_name", tmp_path / "nowhere", "--output_dir", tmp_path / "out")
     assert_one_line_error(rc, err, "does not exist", "image folder")
     assert not (tmp_path / "out").exists()
@@ -229,6 +235,11 @@ def test_bad_images_are_skipped_and_counted_or_fail(image_folder, streaming):
 
 
 # ------------------------------------------------------------------------------------------------ interrupted runs
+def rounds(out):
+    """The round entries of an output directory, temporaries (round-1.tmp, round-0.old) included."""
+    return sorted(p.name for p in out.iterdir() if p.name.startswith("round-"))
+
+
 def test_failed_checkpoint_write_keeps_the_previous_round(tmp_path, monkeypatch):
     cache = make_cache(n=300)
     out = tmp_path / "out"
@@ -251,7 +262,7 @@ def test_failed_checkpoint_write_keeps_the_previous_round(tmp_path, monkeypatch)
     monkeypatch.setattr(os, "replace", failing_replace("round-1.tmp"))
     with pytest.raises(OSError, match="No space"):
         trainer().train()
-    assert sorted(p.name for p in out.iterdir()) == ["round-0"]
+    assert rounds(out) == ["round-0"]
     head0 = load_file(out / "round-0" / "probe_head.safetensors")
     assert head0["weight"].shape == (cache.num_labels, cache.feature_dim)
 
@@ -259,11 +270,12 @@ def test_failed_checkpoint_write_keeps_the_previous_round(tmp_path, monkeypatch)
     monkeypatch.setattr(os, "replace", failing_replace("round-0.tmp"))
     with pytest.raises(OSError):
         trainer(overwrite_output_dir=True, seed=5).train()
-    assert sorted(p.name for p in out.iterdir()) == ["round-0"]
+    assert rounds(out) == ["round-0"]
     assert torch.equal(load_file(out / "round-0" / "probe_head.safetensors")["weight"], head0["weight"])
 
     # 3. With the disk back, a rerun completes over the leftovers.
     monkeypatch.setattr(os, "replace", real_replace)
     report = trainer(overwrite_output_dir=True).train()
     assert len(report["rounds"]) == 2
-    assert sorted(p.name for p in out.iterdir()) == ["csl_report.json", "round-0", "round-1"]
+    assert rounds(out) == ["round-0", "round-1"] and (out / "csl_report.json").is_file()
+    assert not [p.name for p in out.iterdir() if p.name.endswith((".tmp", ".old")) or p.name.startswith(".tmp")]

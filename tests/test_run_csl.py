@@ -82,3 +82,21 @@ def test_reduced_animal_mnist_run_end_to_end(tmp_path):
                           str(out / "teachers")])
     assert again["weak_accuracy"] == report["weak_accuracy"]
     assert not (tmp_path / "again" / "teachers").exists()
+
+
+def test_full_mode_fine_tunes_the_whole_student_from_images(tmp_path):
+    out = tmp_path / "full"
+    run_csl.main(["--dataset_name", "animal_mnist", "--max_train_samples", "96", "--max_eval_samples", "48",
+                  "--teacher_size", "100", "--test_size", "100", "--teacher_steps", "2", "--teachers_per_level", "1,2",
+                  "--num_train_epochs", "1", "--student_image_size", "32", "--disable_tqdm", "True",
+                  "--compare_label_types", "False", "--student_mode", "full", "--per_device_train_batch_size", "32",
+                  "--output_dir", str(out)])
+    from csl_hf.models import resolve_student_name_or_path
+
+    pretrained = AutoModelForImageClassification.from_pretrained(resolve_student_name_or_path("efficientnet-lite0"))
+    for level in (0, 1):
+        student = AutoModelForImageClassification.from_pretrained(out / f"round-{level}")
+        stem = "efficientnet_lite.stem.conv.weight"
+        a, b = dict(student.named_parameters()), dict(pretrained.named_parameters())
+        name = stem if stem in a else next(n for n in a if n.endswith("weight") and "classifier" not in n)
+        assert not torch.equal(a[name], b[name]), "full mode must train the backbone too"
