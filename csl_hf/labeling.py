@@ -5,9 +5,12 @@ derived from it on the batch; all teachers and the student's backbone run on the
 are the *input of its classifier module* (captured with a forward pre-hook), so a head trained on them drops
 straight back into the student.
 
-Under ``accelerate launch`` each process labels its shard (contiguous shards of a map-style dataset,
-``split_dataset_by_node`` for a stream); every sample carries its index, the main process gathers, sorts by index
-and writes one cache, so the cache is in dataset order whatever the number of processes.
+Under ``accelerate launch`` each process labels its shard (contiguous shards of a map-style dataset, a step split of a
+stream: see `shard_split`); every sample carries its global index, every process gathers and sorts by index, and the
+caller's main process writes one cache, so the cache is in dataset order whatever the number of processes.
+
+Streams (``datasets.IterableDataset``) are read batch by batch and never held: what grows during the pass is only the
+cache rows (features, teacher probabilities, label, split per image).
 """
 
 from __future__ import annotations
@@ -99,12 +102,20 @@ class _null:
         return False
 
 
-def _iter_batches(dataset, batch_size: int) -> Iterable[dict[str, list]]:
+INDEX_COLUMN = "__csl_index__"
+
+
+def _iter_batches(dataset, batch_size: int, base: int) -> Iterable[tuple[dict[str, list], list[int]]]:
+    """``(batch, global indices)``: a map-style shard is sliced (its rows are ``base, base+1, ...``), a stream is read
+    with `IterableDataset.iter` and carries its index column."""
     if isinstance(dataset, datasets.IterableDataset):
-        yield from dataset.iter(batch_size=batch_size)
+        for batch in dataset.iter(batch_size=batch_size):
+            yield batch, list(batch[INDEX_COLUMN])
     else:
         for start in range(0, len(dataset), batch_size):
-            yield dataset[start : start + batch_size]
+            batch = dataset[start : start + batch_size]
+            n = len(next(iter(batch.values()))) if batch else 0
+            yield batch, list(range(base + start, base + start + n))
 
 
 def _undecoded(dataset, image_col: str):
@@ -115,14 +126,34 @@ def _undecoded(dataset, image_col: str):
     return dataset
 
 
-def _shard(dataset, accelerator):
-    if accelerator is None or accelerator.num_processes == 1:
-        return dataset
-    if isinstance(dataset, datasets.IterableDataset):
-        from datasets.distributed import split_dataset_by_node
+def shard_bounds(num_samples: int, num_processes: int, process_index: int) -> tuple[int, int]:
+    """``[start, end)`` of one process's contiguous shard, exactly as ``Dataset.shard(contiguous=True)`` cuts it."""
+    div, mod = divmod(num_samples, num_processes)
+    start = div * process_index + min(process_index, mod)
+    return start, start + div + (1 if process_index < mod else 0)
 
-        return split_dataset_by_node(dataset, rank=accelerator.process_index, world_size=accelerator.num_processes)
-    return dataset.shard(num_shards=accelerator.num_processes, index=accelerator.process_index, contiguous=True)
+
+def shard_split(dataset, offset: int, num_processes: int = 1, process_index: int = 0):
+    """This process's share of one split, and the global index of its first row (map-style) or ``None`` (stream).
+
+    * map-style: the contiguous shard ``Dataset.shard(contiguous=True)`` would give, taken with ``select(range)`` (no
+      copy, no flattening of an indices mapping); row ``i`` of the shard has global index ``offset + start + i``.
+    * stream: every sample gets its global index ``offset + i`` (``map(with_indices=True)`` over the *whole* stream),
+      then each process keeps the samples with ``index % num_processes == process_index``. This is the step split
+      `datasets.distributed.split_dataset_by_node` falls back to when the shards do not divide evenly; we do not let
+      it push the split down to the source shards, because then each process would shuffle/skip/take its own shards
+      (a different train/test cut than one process, overlapping the teacher split) and number its samples from 0.
+      Every process reads the raw stream (undecoded bytes); only its share is decoded and labeled.
+    """
+    if isinstance(dataset, datasets.IterableDataset):
+        dataset = dataset.map(lambda _, i: {INDEX_COLUMN: offset + i}, with_indices=True)
+        if num_processes > 1:
+            dataset = dataset.filter(lambda ex: ex[INDEX_COLUMN] % num_processes == process_index)
+        return dataset, None
+    start, end = shard_bounds(len(dataset), num_processes, process_index)
+    if num_processes > 1:
+        dataset = dataset.select(range(start, end))
+    return dataset, offset + start
 
 
 def build_cache(
@@ -175,16 +206,12 @@ def build_cache(
             dataset = _undecoded(dataset, image_col)
             # A global index per sample, so shards gathered from several processes can be put back in order.
             size = len(dataset) if isinstance(dataset, datasets.Dataset) else None
-            if isinstance(dataset, datasets.Dataset):
-                dataset = dataset.add_column("__csl_index__", list(range(offset, offset + size)))
-            else:
-                base = offset
-                dataset = dataset.map(lambda ex, i: {"__csl_index__": base + i}, with_indices=True)
-            dataset = _shard(dataset, accelerator)
+            world = 1 if accelerator is None else accelerator.num_processes
+            rank = 0 if accelerator is None else accelerator.process_index
+            dataset, base = shard_split(dataset, offset, world, rank)
             stats.labeled[split_name] = stats.skipped[split_name] = 0
-            total = None if size is None else (len(dataset) if isinstance(dataset, datasets.Dataset) else None)
-            bar = tqdm(total=total, desc=f"labeling {split_name}", unit="img", disable=not (show_progress and is_main))
-            for batch in _iter_batches(dataset, batch_size):
+            bar = tqdm(total=size, desc=f"labeling {split_name}", unit="img", disable=not (show_progress and is_main))
+            for batch, indices in _iter_batches(dataset, batch_size, base):
                 images, keep = [], []
                 for i, value in enumerate(batch[image_col]):
                     try:
@@ -195,12 +222,12 @@ def build_cache(
                             raise CSLError(f"{err}; pass --on_bad_image skip to skip and count bad images") from None
                         stats.skipped[split_name] += 1
                         stats.first_error = stats.first_error or str(err)
-                bar.update(len(batch[image_col]))
+                bar.update(len(batch[image_col]) * world)
                 if not images:
                     continue
                 probs, feats = label_batch(images, teachers, student, student_preprocessing, capture, device, dtype)
                 pick = lambda col: [batch[col][i] for i in keep]  # noqa: E731
-                parts["index"].append(torch.tensor(pick("__csl_index__"), dtype=torch.long))
+                parts["index"].append(torch.tensor([indices[i] for i in keep], dtype=torch.long))
                 parts["probs"].append(probs)
                 parts["features"].append(feats)
                 labels = pick(label_col) if label_col and label_col in batch else [-1] * len(keep)
@@ -214,8 +241,6 @@ def build_cache(
     finally:
         capture.remove()
 
-    if any(stats.skipped.values()):
-        logger.warning(f"skipped bad images: {stats.skipped} (first: {stats.first_error})")
     local = {k: torch.cat(v) if v else None for k, v in parts.items()}
     merged = _gather(local, accelerator)
     if merged["index"] is None or merged["index"].numel() == 0:
@@ -241,8 +266,11 @@ def build_cache(
         cache = cache.to_compact(compact_topk)
     cache.validate()
     if accelerator is not None and accelerator.num_processes > 1:
-        counts = _gather({k: torch.tensor([v]) for k, v in stats.skipped.items()}, accelerator)
-        stats.skipped = {k: int(v.sum()) for k, v in counts.items()}
+        for name in ("labeled", "skipped"):
+            counts = _gather({k: torch.tensor([v]) for k, v in getattr(stats, name).items()}, accelerator)
+            setattr(stats, name, {k: int(v.sum()) for k, v in counts.items()})
+    if any(stats.skipped.values()) and is_main:
+        logger.warning(f"skipped bad images: {stats.skipped} (first on this process: {stats.first_error})")
     return cache, stats
 
 
@@ -255,3 +283,26 @@ def _gather(local: dict[str, torch.Tensor | None], accelerator) -> dict[str, tor
     pieces = gather_object([local])
     return {k: (torch.cat([p[k] for p in pieces if p[k] is not None]) if any(p[k] is not None for p in pieces) else None)
             for k in local}
+
+
+def cache_teacher_accuracies(cache: CSLCache) -> list[float]:
+    """Accuracy of each teacher inside its specialty on the cache's test split (``nan`` where it has no sample).
+
+    The same numbers as `csl_hf.teachers.evaluate_teachers` on the test images, read from the labeling pass's outputs
+    instead of a second pass over the images (the only way for a streamed test split, which is read once).
+    """
+    rows = cache.rows(TEST_SPLIT)
+    labels = cache.labels[rows]
+    preds = cache.probs(list(range(cache.num_teachers)), rows).argmax(-1)  # [K, n]
+    out = []
+    for k, spec in enumerate(cache.specialties):
+        if "domain" in spec:
+            names = cache.domain_names or []
+            if cache.domains is None or spec["domain"] not in names:
+                out.append(float("nan"))
+                continue
+            keep = cache.domains[rows] == names.index(spec["domain"])
+        else:
+            keep = torch.isin(labels, torch.as_tensor(spec["classes"], dtype=torch.long))
+        out.append(float((preds[k][keep] == labels[keep]).float().mean()) if bool(keep.any()) else float("nan"))
+    return out

@@ -100,3 +100,28 @@ def test_full_mode_fine_tunes_the_whole_student_from_images(tmp_path):
         a, b = dict(student.named_parameters()), dict(pretrained.named_parameters())
         name = stem if stem in a else next(n for n in a if n.endswith("weight") and "classifier" not in n)
         assert not torch.equal(a[name], b[name]), "full mode must train the backbone too"
+
+
+def test_user_multi_domain_image_folder_gets_domain_specialists(tmp_path):
+    """A folder laid out domain/class/image: the teachers are a generalist plus one specialist per domain, and the
+    specialist round routes by agreement."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    for d, domain in enumerate(("photo", "sketch")):
+        for c, cls in enumerate(("cat", "dog", "fox")):
+            folder = root / domain / cls
+            folder.mkdir(parents=True)
+            for i in range(16):
+                pixels = rng.integers(0, 60, (20, 20), dtype=np.uint8) + 60 * c + 30 * d
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "out"
+    report = run_csl.main(["--dataset_name", str(root), "--teacher_size", "30", "--test_size", "30",
+                           "--teacher_steps", "3", "--num_train_epochs", "1", "--student_image_size", "32",
+                           "--disable_tqdm", "True", "--compare_label_types", "False", "--output_dir", str(out)])
+    cache = json.loads((out / "cache" / "cache.json").read_text())
+    assert cache["specialties"][1:] == [{"domain": "photo"}, {"domain": "sketch"}]
+    assert cache["domain_names"] == ["photo", "sketch"] and cache["id2label"] == {"0": "cat", "1": "dog", "2": "fox"}
+    assert [r["assignment"] for r in report["rounds"]] == ["none", "agreement"]
+    assert 0.0 <= report["rounds"][1]["assignment_accuracy"] <= 1.0

@@ -189,3 +189,22 @@ def test_resume_with_other_settings_is_refused(tmp_path, hard_run):
                                                         num_train_epochs=4, learning_rate=1e-2, seed=3), cache=cache)
     with pytest.raises(CSLError, match="other settings"):
         other.train(resume_from_checkpoint=True)
+
+
+def test_unequal_non_contiguous_partitions_and_a_deep_hierarchy(tmp_path):
+    """Four levels; level 1 splits the 6 classes 1 + 5 with non-contiguous members, level 2 is 3 uneven blocks."""
+    cache = make_cache(teachers_per_level=(1, 2, 3, 6))
+    specs = list(cache.specialties)
+    specs[1], specs[2] = {"classes": [4]}, {"classes": [0, 1, 2, 3, 5]}
+    specs[3], specs[4], specs[5] = {"classes": [5, 0]}, {"classes": [1, 3, 4]}, {"classes": [2]}
+    cache.specialties = specs
+    # Rebuild the specialists' outputs for the new class sets: restrict the level's probabilities to each set.
+    for t in range(1, 6):
+        mask = torch.zeros(cache.num_labels, dtype=torch.bool)
+        mask[specs[t]["classes"]] = True
+        p = cache.teacher_probs[0] * mask + 1e-6 * mask
+        cache.teacher_probs[t] = p / p.sum(-1, keepdim=True)
+    cache.validate()
+    report, _, _ = run(tmp_path, cache=cache, assignment="oracle")
+    assert [r["num_teachers"] for r in report["rounds"]] == [1, 2, 3, 6]
+    assert all(r["assignment_accuracy"] == 1.0 for r in report["rounds"][1:])
