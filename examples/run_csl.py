@@ -65,6 +65,17 @@ class DataArguments:
         default="skip",
         metadata={"help": "Corrupt or tiny images: skip and count them, or fail on the first.", "choices": ["skip", "fail"]},
     )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read the dataset as a stream (datasets.IterableDataset) end to end: a seeded buffer "
+                  "shuffle, then the first --teacher_size examples train the teachers (held in memory), the next "
+                  "--test_size are the test split, the rest (or --train_size) the weak-to-strong split; the labeling "
+                  "pass reads those once, holding no image. Sizes must be counts; no stratification (see "
+                  "csl_hf/data/streaming.py)."},
+    )
+    shuffle_buffer_size: int = field(
+        default=1000, metadata={"help": "With --streaming: examples in the streaming shuffle buffer."}
+    )
 
 
 @dataclass
@@ -190,15 +201,26 @@ def images_to_cache(data: DataArguments, model: ModelArguments, targs: TeacherTr
 
     state = PartialState()
     try:  # csl_hf.data raises one-line ValueErrors for a bad path, layout, column or split size
-        dataset = load_csl_dataset(data.dataset_name)
+        dataset = load_csl_dataset(data.dataset_name, streaming=data.streaming)
         image_col, label_col, domain_col = infer_columns(dataset)
         names = class_names(dataset, label_col)
         id2label = dict(enumerate(names))
         size = lambda v: None if v is None else (int(v) if v >= 1 else float(v))  # noqa: E731
         stratify = (label_col, domain_col) if domain_col else label_col
-        splits = make_weak_to_strong_splits(dataset, seed=args.seed, teacher_size=size(data.teacher_size),
-                                            test_size=size(data.test_size), train_size=size(data.train_size),
-                                            stratify_by=stratify)
+        if data.streaming:
+            from csl_hf.data.streaming import stream_splits
+
+            if args.student_mode == "full":
+                raise CSLError("--student_mode full reads the training images once per epoch with random access; "
+                               "drop --streaming (or use --student_mode probe, which trains on the cache)")
+
+            splits = stream_splits(dataset, seed=args.seed, teacher_size=size(data.teacher_size),
+                                   test_size=size(data.test_size), train_size=size(data.train_size),
+                                   buffer_size=data.shuffle_buffer_size)
+        else:
+            splits = make_weak_to_strong_splits(dataset, seed=args.seed, teacher_size=size(data.teacher_size),
+                                                test_size=size(data.test_size), train_size=size(data.train_size),
+                                                stratify_by=stratify)
     except (ValueError, TypeError) as err:
         if isinstance(err, CSLError):
             raise
@@ -224,14 +246,18 @@ def images_to_cache(data: DataArguments, model: ModelArguments, targs: TeacherTr
             {c: n for c, n in ((image_col, "image"), (label_col, "label")) if c != n}), targs, domain_level=domain_level)
         if state.is_main_process:
             teachers.save_pretrained(os.path.join(args.output_dir, "teachers"))
-        accs = evaluate_teachers(teachers, test.rename_columns(
-            {c: n for c, n in ((image_col, "image"), (label_col, "label")) if c != n}))
-        for name, acc in zip(teachers.config.teacher_names, accs):
-            logger.info(f"teacher {name}: test accuracy within its specialty {acc:.3f}")
+        if not data.streaming:  # a streamed test split is read once: measured on the cache below instead
+            accs = evaluate_teachers(teachers, test.rename_columns(
+                {c: n for c, n in ((image_col, "image"), (label_col, "label")) if c != n}))
+            for name, acc in zip(teachers.config.teacher_names, accs):
+                logger.info(f"teacher {name}: test accuracy within its specialty {acc:.3f}")
 
     student_name = model.student_model_name_or_path or csl_hf.models.DEFAULT_STUDENT
-    student, processor = load_student(student_name, id2label, model.allow_pickle_weights,
-                                      labels_from=f"the dataset {data.dataset_name}")
+    # The main process first: it converts the bundled Lite0 checkpoint on first use (transformers' save_pretrained
+    # writes weights on rank 0 only once torch.distributed is up, so no other rank could convert it).
+    with state.main_process_first():
+        student, processor = load_student(student_name, id2label, model.allow_pickle_weights,
+                                          labels_from=f"the dataset {data.dataset_name}")
     preprocessing = Preprocessing.from_image_processor(processor)
     if model.student_image_size:
         s = model.student_image_size
@@ -247,6 +273,11 @@ def images_to_cache(data: DataArguments, model: ModelArguments, targs: TeacherTr
     )
     if state.is_main_process:
         cache.save(os.path.join(args.output_dir, "cache"))
+        if data.streaming and not model.teachers_name_or_path:
+            from csl_hf.labeling import cache_teacher_accuracies
+
+            for name, acc in zip(teachers.config.teacher_names, cache_teacher_accuracies(cache)):
+                logger.info(f"teacher {name}: test accuracy within its specialty {acc:.3f}")
         logger.info(f"cache: {cache.num_samples} images, {cache.num_teachers} teachers, "
                     f"{cache.bytes_per_image_per_teacher():.0f} bytes per image per teacher; labeled {stats.labeled}, "
                     f"skipped {stats.skipped}")
@@ -282,10 +313,12 @@ def main(argv: list[str] | None = None) -> dict:
         if isinstance(err, CSLError):
             raise
         raise CSLError(f"{str(err).strip().splitlines()[0]}; see python examples/run_csl.py --help") from None
-    pylogging.basicConfig(format="%(message)s", level=pylogging.INFO)
+    pylogging.basicConfig(format="%(message)s", level=pylogging.INFO if args.should_log else pylogging.WARNING)
     logging.set_verbosity_info() if args.should_log else logging.set_verbosity_warning()
     logging.get_logger("transformers").setLevel(pylogging.WARNING)
     check_output_dir(args)
+    # Under several processes: no process may write into OUTPUT_DIR before every process has checked it.
+    args.distributed_state.wait_for_everyone()
 
     resumed_cache = os.path.join(args.output_dir, "cache")
     if args.resume_from_checkpoint and not data.cache_dir and os.path.isdir(resumed_cache):

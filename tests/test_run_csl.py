@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.join(ROOT, "examples"))
 import run_csl  # noqa: E402
 
 from csl_hf import TeacherMixture  # noqa: E402
+from hub_stub import local_hub  # noqa: E402,F401
 
 
 def test_help_explains_every_flag():
@@ -125,3 +126,52 @@ def test_user_multi_domain_image_folder_gets_domain_specialists(tmp_path):
     assert cache["domain_names"] == ["photo", "sketch"] and cache["id2label"] == {"0": "cat", "1": "dog", "2": "fox"}
     assert [r["assignment"] for r in report["rounds"]] == ["none", "agreement"]
     assert 0.0 <= report["rounds"][1]["assignment_accuracy"] <= 1.0
+
+
+def _tiny_vit_student(path, id2label):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    model = ViTForImageClassification(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                intermediate_size=64, image_size=16, patch_size=8, id2label=id2label))
+    model.save_pretrained(path)
+    from csl_hf.preprocessing import Preprocessing
+
+    Preprocessing(size=(16, 16)).to_image_processor().save_pretrained(path)
+
+
+def test_report_to_tensorboard_logs_rounds_with_the_level_as_step(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    make_cache(n=300, seed=8).save(tmp_path / "cache")
+    out = tmp_path / "out"
+    report = run_csl.main(["--cache_dir", str(tmp_path / "cache"), "--output_dir", str(out), "--num_train_epochs", "1",
+                           "--disable_tqdm", "True", "--compare_label_types", "False", "--report_to", "tensorboard"])
+    runs = [os.path.join(d, "") for d, _, files in os.walk(out / "runs") if any("tfevents" in f for f in files)]
+    assert len(runs) == 1
+    events = EventAccumulator(runs[0]).Reload()
+    scalars = events.Scalars("train/csl/student_accuracy")  # the Trainer prefixes logged metrics with train/
+    assert [s.step for s in scalars] == [0, 1, 2]
+    assert [round(s.value, 5) for s in scalars] == [round(r["student_accuracy"], 5) for r in report["rounds"]]
+
+
+def test_push_to_hub_sends_rounds_to_branches(tmp_path, local_hub):
+    cache = make_cache(n=300, dim=32, seed=9)
+    cache.save(tmp_path / "cache")
+    _tiny_vit_student(tmp_path / "student", cache.id2label)
+    out = tmp_path / "out"
+    run_csl.main(["--cache_dir", str(tmp_path / "cache"), "--student_model_name_or_path", str(tmp_path / "student"),
+                  "--output_dir", str(out), "--num_train_epochs", "1", "--disable_tqdm", "True",
+                  "--compare_label_types", "False", "--max_levels", "2", "--push_to_hub", "True",
+                  "--hub_model_id", "stub-user/csl-tiny"])
+    from huggingface_hub import HfApi
+
+    branches = {b.name for b in HfApi().list_repo_refs("stub-user/csl-tiny").branches}
+    assert branches == {"main", "round-0", "round-1"}
+    for revision, local in (("round-0", out / "round-0"), ("round-1", out / "round-1"), ("main", out)):
+        remote = AutoModelForImageClassification.from_pretrained("stub-user/csl-tiny", revision=revision)
+        here = AutoModelForImageClassification.from_pretrained(local)
+        assert torch.equal(remote.classifier.weight, here.classifier.weight)
+    files = set(HfApi().list_repo_files("stub-user/csl-tiny"))
+    assert {"README.md", "csl_report.json", "model.safetensors", "config.json"} <= files
+    assert not any(f.startswith(("round-", "cache/")) for f in files)

@@ -23,6 +23,7 @@ from .digits_domains import DIGIT_CLASSES, DIGIT_DOMAINS, load_digits_domains
 from .image_folder import detect_layout, load_image_folder
 from .images import check_image, decode_image, to_rgb
 from .splits import cap, make_weak_to_strong_splits
+from .streaming import stream_splits
 
 __all__ = [
     "BUNDLED_DATASETS",
@@ -37,6 +38,7 @@ __all__ = [
     "infer_columns",
     "class_names",
     "make_weak_to_strong_splits",
+    "stream_splits",
     "cap",
     "decode_image",
     "check_image",
@@ -69,7 +71,8 @@ def load_csl_dataset(
 
     Args:
         name_or_path: ``"animal_mnist"``, ``"digits_domains"``, a local directory, or a Hub id.
-        streaming: return an ``IterableDataset`` (bundled sets via ``.to_iterable_dataset()``).
+        streaming: return an ``IterableDataset`` (bundled sets via ``.to_iterable_dataset(num_shards=...)``; split
+            it with `csl_hf.data.streaming.stream_splits`).
         split: for Hub datasets, forwarded to ``load_dataset`` (``None`` gives a ``DatasetDict``).
             Bundled sets and image folders are a single split: ``None``, ``"train"`` or ``"all"``.
         **kwargs: forwarded to ``datasets.load_dataset`` for image folders and Hub datasets.
@@ -88,7 +91,8 @@ def load_csl_dataset(
         if kwargs:
             raise ValueError(f"bundled dataset {name!r} takes no loading options, got {sorted(kwargs)}")
         ds = _BUNDLED_LOADERS[name]()
-        return ds.to_iterable_dataset() if streaming else ds
+        # Many small shards: the bundled sets are sorted by class, and a streaming shuffle permutes shards.
+        return ds.to_iterable_dataset(num_shards=min(len(ds), 1024)) if streaming else ds
     if os.path.isdir(os.path.expanduser(name)):
         return load_image_folder(os.path.expanduser(name), streaming=streaming, **kwargs)
     if os.path.exists(os.path.expanduser(name)) or _looks_like_path(name):
