@@ -38,7 +38,6 @@ setup(
         "tensorboard": ["tensorboard>=2.10"],
     },
     classifiers=[
-        "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],

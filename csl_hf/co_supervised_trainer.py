@@ -660,6 +660,10 @@ def _pct(x: float | None) -> str:
 
 
 def _jsonable(v: Any) -> Any:
+    import enum
+
+    if isinstance(v, enum.Enum):  # SchedulerType, OptimizerNames: str enums whose str() is "SchedulerType.COSINE"
+        return v.value
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     return str(getattr(v, "value", v))

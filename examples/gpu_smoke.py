@@ -50,7 +50,7 @@ def parse(argv=None):
     p.add_argument("--batch_size", type=int, default=128, help="Labeling / throughput batch size.")
     p.add_argument("--throughput_iters", type=int, default=10, help="Timed batches of the model-only throughput.")
     p.add_argument("--teacher_steps", type=int, default=50, help="Adam steps per teacher head.")
-    p.add_argument("--epochs", type=float, default=5, help="Epochs per phase of the CSL round (batch 100).")
+    p.add_argument("--epochs", type=float, default=20, help="Epochs per phase of the CSL round (batch 100; the paper's E = 20). Steps/s includes each phase's Trainer setup.")
     p.add_argument("--denoise", default="all", choices=["all", "top1", "top2", "top3"],
                    help="Filter of the round. 'all' by default: with random images (and random weights) a target is in "
                         "the student's top-3 of 1000 classes ~0.3%% of the time, and top3 could keep no sample.")

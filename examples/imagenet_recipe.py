@@ -360,6 +360,9 @@ def main(argv: list[str] | None = None) -> dict:
     if not label_types or any(t not in ("hard", "soft") for t in label_types) or len(set(label_types)) != len(label_types):
         raise CSLError(f"--label_types {model.label_types!r}: use 'hard,soft', 'soft,hard', 'hard' or 'soft'")
 
+    # The TrainingArguments set up the process group first (with --use_cpu True under a CPU launch: without it,
+    # accelerate's PartialState sees no GPU backend and every process would think it runs alone).
+    _ = args.device
     state = PartialState()
     device = state.device
     dtype = torch.bfloat16 if (model.bf16_labeling and device.type == "cuda") else None

@@ -99,8 +99,9 @@ def stream_splits(
         raise ValueError(f"the stream has only {len(rows)} examples, fewer than teacher_size={teacher_size} (and "
                          f"test_size={test_size} more are needed)")
     teacher = datasets.Dataset.from_list(rows, features=raw)
-    if raw is not None and raw != features:
-        teacher = teacher.cast(features)
+    for col, feature in (features or {}).items():
+        if isinstance(feature, datasets.Image) and raw[col] != feature:
+            teacher = teacher.cast_column(col, feature)  # back to the stream's decoding (a metadata change)
     _warn_missing_classes(teacher, features, buffer_size)
 
     shuffled = stream.shuffle(seed=seed, buffer_size=buffer_size)

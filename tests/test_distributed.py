@@ -1,0 +1,103 @@
+"""One cache whatever the number of processes: a tiny Animal-MNIST run in one process, under `accelerate launch` with
+two CPU processes (gloo DDP for the rounds), and streamed, give the same cache in dataset order.
+
+Launching: `accelerate launch --cpu --num_processes 2` starts a single process (accelerate's simple launcher only
+fans out CPU processes through mpirun), so two CPU processes are launched with torchrun's launcher
+(``--multi_gpu``) and the Trainer flag ``--use_cpu True`` (gloo, `DistributedType.MULTI_CPU`).
+
+Streaming: `stream_splits` cuts a stream with a buffer shuffle, not `make_weak_to_strong_splits`' stratified
+permutation, so a ``--streaming`` run labels other images than the map-style run. The streamed comparison therefore
+streams the *same* splits (``to_iterable_dataset`` of the map-style run's train/test, with the run's teachers and
+student) through `build_cache`; the ``--streaming`` CLI run is checked end to end on its own.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from csl_hf import CSLCache, TeacherMixture
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+import run_csl  # noqa: E402
+
+COMMON = ["--dataset_name", "animal_mnist", "--max_train_samples", "64", "--max_eval_samples", "32",
+          "--teacher_size", "100", "--test_size", "100", "--teacher_steps", "2", "--teachers_per_level", "1,2",
+          "--num_train_epochs", "1", "--student_image_size", "32", "--compare_label_types", "False",
+          "--disable_tqdm", "True", "--seed", "3"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def assert_same_cache(a: CSLCache, b: CSLCache):
+    assert a.num_samples == b.num_samples
+    assert torch.allclose(a.features, b.features, atol=1e-4)
+    assert torch.allclose(a.teacher_probs, b.teacher_probs, atol=1e-4)
+    assert torch.equal(a.labels, b.labels) and torch.equal(a.split, b.split)
+    assert a.metadata() == b.metadata()
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    out = tmp_path_factory.mktemp("one") / "run"
+    run_csl.main([*COMMON, "--output_dir", str(out)])
+    return out
+
+
+def test_two_processes_write_the_one_process_cache(one_process, tmp_path):
+    out = tmp_path / "two"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()), os.path.join(ROOT, "examples", "run_csl.py"),
+           *COMMON, "--use_cpu", "True", "--output_dir", str(out)]
+    env = {**os.environ, "PYTHONPATH": ROOT, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_cache(CSLCache.load(one_process / "cache"), CSLCache.load(out / "cache"))
+    # Both ranks labeled a share; the main process alone printed and wrote the run.
+    assert "labeled {'train': 64, 'test': 32}" in proc.stdout + proc.stderr
+    assert proc.stdout.count("report: ") == 1
+    assert sorted(os.listdir(out / "teachers")) == ["config.json", "model.safetensors"]
+    report = json.loads((out / "csl_report.json").read_text())
+    assert [r["num_teachers"] for r in report["rounds"]] == [1, 2]
+    assert (out / "round-1" / "model.safetensors").is_file() and (out / "model.safetensors").is_file()
+    assert not [n for n in os.listdir(out) if n.endswith((".tmp", ".old")) or n.startswith(".")]
+
+
+def test_streamed_labeling_of_the_same_splits_writes_the_same_cache(one_process):
+    from csl_hf.data import cap, infer_columns, load_csl_dataset, make_weak_to_strong_splits
+    from csl_hf.labeling import build_cache
+    from csl_hf.preprocessing import Preprocessing
+
+    ref = CSLCache.load(one_process / "cache")
+    dataset = load_csl_dataset("animal_mnist")
+    image_col, label_col, _ = infer_columns(dataset)
+    splits = make_weak_to_strong_splits(dataset, seed=3, teacher_size=100, test_size=100, stratify_by=label_col)
+    train, test = cap(splits["train"], 64, seed=3), cap(splits["test"], 32, seed=3)
+    teachers = TeacherMixture.from_pretrained(one_process / "teachers")
+    student, _ = run_csl.load_student("efficientnet-lite0", ref.id2label)
+    base = Preprocessing.from_image_processor(run_csl.AutoImageProcessor.from_pretrained(one_process))
+    streams = {"train": train.to_iterable_dataset(num_shards=4), "test": test.to_iterable_dataset()}
+    cache, stats = build_cache(streams, teachers, student, base, image_col=image_col, label_col=label_col,
+                               batch_size=128, student_name="efficientnet-lite0", show_progress=False)
+    assert stats.labeled == {"train": 64, "test": 32}
+    assert_same_cache(ref, cache)
+
+
+def test_streaming_cli_run(tmp_path):
+    out = tmp_path / "stream"
+    report = run_csl.main([*COMMON, "--streaming", "True", "--output_dir", str(out)])
+    assert [r["num_teachers"] for r in report["rounds"]] == [1, 2]
+    cache = CSLCache.load(out / "cache")
+    assert int((cache.split == 0).sum()) == 64 and int((cache.split == 1).sum()) == 32
+    with pytest.raises(run_csl.CSLError, match="counts"):
+        run_csl.main([*COMMON, "--streaming", "True", "--teacher_size", "0.1", "--output_dir", str(tmp_path / "f")])
