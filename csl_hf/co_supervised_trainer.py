@@ -239,6 +239,9 @@ class CoSupervisedTrainer(Trainer):
             logits = model(inputs["features"])["logits"]
         targets = inputs["labels"]
         loss = F.cross_entropy(logits, targets, reduction="sum")
+        if num_items_in_batch is not None and targets.dim() == 2:
+            # The Trainer counts label *elements* across accumulated micro-batches: C per soft-label sample.
+            num_items_in_batch = num_items_in_batch / targets.shape[-1]
         loss = loss / (num_items_in_batch if num_items_in_batch is not None else logits.shape[0])
         return (loss, {"logits": logits}) if return_outputs else loss
 

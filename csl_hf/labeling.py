@@ -90,8 +90,48 @@ def label_batch(
         student(pixel_values=prepared(student_preprocessing))
     if capture.value is None:
         raise CSLError("the student's classifier was not called in its forward pass; use an AutoModelForImageClassification student")
-    features = capture.value.flatten(1).float()
-    return probs.float().cpu(), features.cpu()
+    # Copies: the classifier's input is often a view into a larger tensor (a ViT's [CLS] row of [B, T, D]) and the
+    # pass keeps these rows until it ends; a view would keep all of that alive.
+    return _own(probs.float().cpu()), _own(capture.value.flatten(1).float().cpu())
+
+
+def _own(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when it owns exactly its storage, else a compact copy."""
+    if t.is_contiguous() and t.untyped_storage().nbytes() == t.numel() * t.element_size():
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+class _Rows:
+    """The cache rows, grown in chunks of about 1 MiB per column rather than one small tensor per batch: a long pass
+    then makes a few large allocations instead of thousands of small ones between the batches' temporaries (which
+    fragment the heap and keep the process's memory growing faster than the rows)."""
+
+    def __init__(self, chunk_bytes: int = 1 << 20):
+        self.chunk_bytes = chunk_bytes
+        self.chunks: dict[str, list[torch.Tensor]] = {}
+        self.filled: dict[str, int] = {}
+
+    def add(self, name: str, values: torch.Tensor) -> None:
+        chunks = self.chunks.setdefault(name, [])
+        done = 0
+        while done < len(values):
+            if not chunks or self.filled[name] == len(chunks[-1]):
+                row_bytes = max(1, values[0].numel() * values.element_size())
+                capacity = min(max(self.chunk_bytes // row_bytes, 256), 1 << 16)
+                chunks.append(torch.empty((capacity, *values.shape[1:]), dtype=values.dtype))
+                self.filled[name] = 0
+            last, start = chunks[-1], self.filled[name]
+            n = min(len(values) - done, len(last) - start)
+            last[start : start + n] = values[done : done + n]
+            self.filled[name], done = start + n, done + n
+
+    def pop(self, name: str) -> torch.Tensor | None:
+        """All rows of one column as one tensor (``None`` if never added); the chunks are released."""
+        chunks = self.chunks.pop(name, None)
+        if not chunks:
+            return None
+        return torch.cat([*chunks[:-1], chunks[-1][: self.filled.pop(name)]])
 
 
 class _null:
@@ -103,6 +143,7 @@ class _null:
 
 
 INDEX_COLUMN = "__csl_index__"
+_STREAM_TEST_OFFSET = 1 << 50  # a streamed test split's provisional first index (above any train index)
 
 
 def _iter_batches(dataset, batch_size: int, base: int) -> Iterable[tuple[dict[str, list], list[int]]]:
@@ -194,7 +235,7 @@ def build_cache(
     _, head = find_classifier(student)
     capture = _FeatureCapture(head)
     stats = LabelingStats()
-    parts: dict[str, list[torch.Tensor]] = {"index": [], "probs": [], "features": [], "labels": [], "split": [], "domains": []}
+    rows = _Rows()
     offset = 0
     from transformers.utils.logging import tqdm
 
@@ -227,25 +268,36 @@ def build_cache(
                     continue
                 probs, feats = label_batch(images, teachers, student, student_preprocessing, capture, device, dtype)
                 pick = lambda col: [batch[col][i] for i in keep]  # noqa: E731
-                parts["index"].append(torch.tensor([indices[i] for i in keep], dtype=torch.long))
-                parts["probs"].append(probs)
-                parts["features"].append(feats)
+                rows.add("index", torch.tensor([indices[i] for i in keep], dtype=torch.long))
+                rows.add("probs", probs)
+                rows.add("features", feats)
                 labels = pick(label_col) if label_col and label_col in batch else [-1] * len(keep)
-                parts["labels"].append(torch.tensor([-1 if y is None else int(y) for y in labels], dtype=torch.long))
-                parts["split"].append(torch.full((len(keep),), split_id, dtype=torch.int8))
+                rows.add("labels", torch.tensor([-1 if y is None else int(y) for y in labels], dtype=torch.long))
+                rows.add("split", torch.full((len(keep),), split_id, dtype=torch.int8))
                 if domain_col and domain_col in batch:
-                    parts["domains"].append(torch.tensor(pick(domain_col), dtype=torch.long))
+                    rows.add("domains", torch.tensor(pick(domain_col), dtype=torch.long))
                 stats.labeled[split_name] += len(keep)
             bar.close()
-            offset += size if size is not None else 10**12  # streams: keep train indices below test indices
+            offset += size if size is not None else _STREAM_TEST_OFFSET  # a stream's length is known at its end
     finally:
         capture.remove()
 
-    local = {k: torch.cat(v) if v else None for k, v in parts.items()}
+    local = {k: rows.pop(k) for k in ("index", "probs", "features", "labels", "split", "domains")}
     merged = _gather(local, accelerator)
+    del local
+    if accelerator is not None and accelerator.num_processes > 1:
+        for name in ("labeled", "skipped"):
+            counts = _gather({k: torch.tensor([v]) for k, v in getattr(stats, name).items()}, accelerator)
+            setattr(stats, name, {k: int(v.sum()) for k, v in counts.items()})
     if merged["index"] is None or merged["index"].numel() == 0:
         raise CSLError("the labeling pass produced no sample (every image was skipped or the splits are empty); check --dataset_name and --on_bad_image")
+    if offset >= _STREAM_TEST_OFFSET:  # a streamed train split: test positions follow its samples (skipped included)
+        index = merged["index"]
+        read = stats.labeled["train"] + stats.skipped["train"]
+        merged["index"] = torch.where(index >= _STREAM_TEST_OFFSET, index - _STREAM_TEST_OFFSET + read, index)
     order = merged["index"].argsort()
+    if bool((order == torch.arange(len(order))).all()):  # already in dataset order (one process): no copies
+        order = slice(None)
     config = teachers.config
     cache = CSLCache(
         features=merged["features"][order],
@@ -265,10 +317,6 @@ def build_cache(
     if compact_topk:
         cache = cache.to_compact(compact_topk)
     cache.validate()
-    if accelerator is not None and accelerator.num_processes > 1:
-        for name in ("labeled", "skipped"):
-            counts = _gather({k: torch.tensor([v]) for k, v in getattr(stats, name).items()}, accelerator)
-            setattr(stats, name, {k: int(v.sum()) for k, v in counts.items()})
     if any(stats.skipped.values()) and is_main:
         logger.warning(f"skipped bad images: {stats.skipped} (first on this process: {stats.first_error})")
     return cache, stats

@@ -267,7 +267,7 @@ def images_to_cache(data: DataArguments, model: ModelArguments, targs: TeacherTr
     processor = preprocessing.to_image_processor()
     cache, stats = build_cache(
         {"train": train, "test": test}, teachers, student, preprocessing, image_col=image_col, label_col=label_col,
-        domain_col=domain_col, batch_size=data.labeling_batch_size, accelerator=state if state.num_processes > 1 else None,
+        domain_col=domain_col, batch_size=data.labeling_batch_size, accelerator=state,
         on_bad_image=data.on_bad_image, student_name=student_name, compact_topk=args.compact_cache_topk,
         show_progress=not args.disable_tqdm,
     )

@@ -111,6 +111,7 @@ def test_build_cache_on_streams_equals_map_style():
     assert torch.allclose(got.teacher_probs, ref.teacher_probs, atol=1e-5)
     assert torch.equal(got.labels, ref.labels) and torch.equal(got.split, ref.split)
     assert got.labels[:21].tolist() == list(train["label"])  # dataset order
+    assert got.source_index.tolist() == ref.source_index.tolist() == list(range(31))  # test rows follow the stream's
     # Teacher accuracies read from the cache are evaluate_teachers' on the test images.
     assert np.allclose(cache_teacher_accuracies(got), evaluate_teachers(teachers, test.remove_columns("id")),
                        equal_nan=True)

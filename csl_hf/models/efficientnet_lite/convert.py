@@ -178,6 +178,7 @@ def convert_lite0_weights(output_dir: str, weights_path: str | None = None, over
 
     model = build_lite0_model(weights_path)
     tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
+    os.chmod(tmp_dir, 0o755)  # mkdtemp makes it private (0700); the converted checkpoint is for every user
     try:
         model.save_pretrained(tmp_dir, safe_serialization=True)
         lite_image_processor(model.config.image_size).save_pretrained(tmp_dir)
