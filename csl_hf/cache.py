@@ -41,6 +41,8 @@ class CSLCache:
         domains: optional ``[N]`` int64 domain id per sample (oracle assignment and diagnostics only).
         source_index: optional ``[N]`` int64 position of each row in the labeled data (train split first, then
             test), written by the labeling pass so that images can be found again (``--student_mode full``).
+        source_sizes: ``{"train": n, "test": m}``, the samples read per split (skipped bad images included): test
+            positions in ``source_index`` start at ``n``.
     """
 
     features: torch.Tensor
@@ -54,6 +56,7 @@ class CSLCache:
     topk_indices: torch.Tensor | None = None
     domains: torch.Tensor | None = None
     source_index: torch.Tensor | None = None
+    source_sizes: dict[str, int] | None = None
     id2label: dict[int, str] = field(default_factory=dict)
     teacher_names: list[str] = field(default_factory=list)
     domain_names: list[str] | None = None
@@ -140,6 +143,8 @@ class CSLCache:
         }
         if self.domain_names is not None:
             meta["domain_names"] = self.domain_names
+        if self.source_sizes is not None:
+            meta["source_sizes"] = self.source_sizes
         return meta
 
     def to_compact(self, k: int) -> "CSLCache":
@@ -152,6 +157,7 @@ class CSLCache:
             features=self.features, labels=self.labels, split=self.split, num_labels=self.num_labels,
             levels=self.levels, specialties=self.specialties, topk_probs=values.half(),
             topk_indices=indices.to(torch.int32), domains=self.domains, source_index=self.source_index,
+            source_sizes=self.source_sizes,
             id2label=self.id2label,
             teacher_names=self.teacher_names, domain_names=self.domain_names, student=self.student,
         )
@@ -223,7 +229,7 @@ class CSLCache:
             num_labels=meta["num_labels"], levels=meta["levels"], specialties=meta["specialties"],
             teacher_probs=dense, topk_probs=None if dense is not None else compact[0],
             topk_indices=None if dense is not None else compact[1], domains=tensors.get("domains"),
-            source_index=tensors.get("source_index"),
+            source_index=tensors.get("source_index"), source_sizes=meta.get("source_sizes"),
             id2label=meta.get("id2label") or {}, teacher_names=meta.get("teacher_names") or [],
             domain_names=meta.get("domain_names"), student=meta.get("student") or {},
         ) if _metadata_types_ok(meta, meta_path) else None

@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Iterator
 from typing import Any
 
+import datasets
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -454,10 +455,19 @@ class CoSupervisedTrainer(Trainer):
         # A fresh optimiser per phase: the Trainer keeps `self.optimizer` across train() calls, and Adam moments from
         # the previous round must not steer a new head.
         self.optimizer, self.lr_scheduler = None, None
+        max_steps = self.args.max_steps
         if self.full:
-            self.train_dataset = _ImageTargets(self.images["train"], inputs, targets, self.image_preprocessing,
-                                               self.image_column)
-            self.args.data_seed = self.args.seed * 7919 + phase + 1
+            seed = self.args.seed * 7919 + phase + 1
+            source = self.images["train"]
+            if isinstance(source, datasets.IterableDataset):
+                self.train_dataset = _StreamImageTargets(source, inputs, targets, self.image_preprocessing,
+                                                         self.image_column, seed=seed)
+                # A stream has no length: give the Trainer the step count the epochs mean.
+                per_step = self._train_batch_size * max(1, self.args.world_size)
+                self.args.max_steps = math.ceil(len(inputs) / per_step) * max(1, int(epochs))
+            else:
+                self.train_dataset = _ImageTargets(source, inputs, targets, self.image_preprocessing, self.image_column)
+            self.args.data_seed = seed
         else:
             self._phase_data = {"features": inputs, "labels": targets}
             self._phase_seed = self.args.seed * 7919 + phase + 1
@@ -466,6 +476,7 @@ class CoSupervisedTrainer(Trainer):
             super().train()
         finally:
             self.args.num_train_epochs = self._epochs_per_round
+            self.args.max_steps = max_steps
             self._phase_data = None
 
     @torch.no_grad()
@@ -477,6 +488,12 @@ class CoSupervisedTrainer(Trainer):
         module.eval()
         step = max(1, self.args.per_device_eval_batch_size)
         out = []
+        if self.full and isinstance(self.images[split], datasets.IterableDataset):
+            stream = _StreamImageTargets(self.images[split], inputs, None, self.image_preprocessing, self.image_column)
+            for batch in stream.ordered_batches(step):
+                out.append(self.student(pixel_values=batch.to(self.args.device)).logits.float().cpu())
+            module.train(was_training)
+            return torch.cat(out)
         for i in range(0, inputs.shape[0], step):
             if self.full:
                 batch = _ImageTargets(self.images[split], inputs[i : i + step], None, self.image_preprocessing,
@@ -488,15 +505,16 @@ class CoSupervisedTrainer(Trainer):
         return torch.cat(out)
 
     def _image_positions(self, train_rows: torch.Tensor, test_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Where each cache row's image sits in ``images["train"]`` / ``images["test"]``."""
+        """Where each cache row's image sits in ``images["train"]`` / ``images["test"]`` (map-style or stream)."""
+        index, sizes = self.cache.source_index, self.cache.source_sizes
+        if index is not None:
+            n_train = sizes["train"] if sizes else len(self.images["train"])
+            return index[train_rows], index[test_rows] - n_train
         n_train, n_test = len(self.images["train"]), len(self.images["test"])
-        index = self.cache.source_index
-        if index is None:
-            if (len(train_rows), len(test_rows)) != (n_train, n_test):
-                raise CSLError("the cache's splits do not match the images given for --student_mode full "
-                               f"({len(train_rows)}/{len(test_rows)} rows vs {n_train}/{n_test} images); relabel the data")
-            return torch.arange(n_train), torch.arange(n_test)
-        return index[train_rows], index[test_rows] - n_train
+        if (len(train_rows), len(test_rows)) != (n_train, n_test):
+            raise CSLError("the cache's splits do not match the images given for --student_mode full "
+                           f"({len(train_rows)}/{len(test_rows)} rows vs {n_train}/{n_test} images); relabel the data")
+        return torch.arange(n_train), torch.arange(n_test)
 
     def _assignment_method(self, level: int) -> str:
         kind = self.cache.level_kind(level)
@@ -631,6 +649,73 @@ class _ImageTargets(torch.utils.data.Dataset):
 
     def pixel_batch(self) -> torch.Tensor:
         return torch.stack([self._pixels(i) for i in range(len(self))])
+
+
+class _StreamImageTargets(torch.utils.data.IterableDataset):
+    """The images of a streamed split at given positions, with their CSL targets (full mode on ``--streaming``).
+
+    Positions count the stream's samples in order (as the labeling pass numbered them). Training reads the stream
+    once per epoch, keeps the wanted positions and shuffles them through a seeded buffer; `ordered_batches` reads it
+    once in cache-row order for predictions. Nothing but the buffer is held in memory.
+    """
+
+    def __init__(self, stream, positions: torch.Tensor, targets: torch.Tensor | None, preprocessing, image_column: str,
+                 seed: int = 0, buffer_size: int = 1000):
+        from .labeling import _undecoded
+
+        # Raw bytes: a bad image the labeling pass skipped must not stop the stream when datasets decodes it.
+        self.stream = _undecoded(stream, image_column)
+        self.preprocessing, self.image_column = preprocessing, image_column
+        self.row_of = {int(p): i for i, p in enumerate(positions.tolist())}
+        self.targets, self.seed, self.buffer_size, self.epoch = targets, seed, buffer_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _wanted(self):
+        for position, example in enumerate(self.stream):
+            row = self.row_of.get(position)
+            if row is not None:
+                yield row, example
+
+    def _pixels(self, example) -> torch.Tensor:
+        from .data import decode_image, to_rgb
+        from .preprocessing import pil_to_uint8
+
+        image = pil_to_uint8(to_rgb(decode_image(example[self.image_column])))
+        return self.preprocessing(image.unsqueeze(0))[0]
+
+    def __iter__(self):
+        rng = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        buffer = []
+        for row, example in self._wanted():
+            buffer.append((row, example))
+            if len(buffer) >= self.buffer_size:
+                row, example = buffer.pop(int(torch.randint(len(buffer), (1,), generator=rng)))
+                yield {"pixel_values": self._pixels(example), "labels": self.targets[row].cpu()}
+        while buffer:
+            row, example = buffer.pop(int(torch.randint(len(buffer), (1,), generator=rng)))
+            yield {"pixel_values": self._pixels(example), "labels": self.targets[row].cpu()}
+
+    def ordered_batches(self, batch_size: int):
+        """Pixel batches in the order of ``positions`` (one read of the stream; out-of-order rows wait in memory as
+        preprocessed tensors only until their turn)."""
+        pending: dict[int, torch.Tensor] = {}
+        next_row, n = 0, len(self.row_of)
+        batch: list[torch.Tensor] = []
+        for row, example in self._wanted():
+            pending[row] = self._pixels(example)
+            while next_row in pending:
+                batch.append(pending.pop(next_row))
+                next_row += 1
+                if len(batch) == batch_size:
+                    yield torch.stack(batch)
+                    batch = []
+        if next_row != n:
+            raise CSLError(f"the stream ended after {next_row} of the {n} images in the cache; stream the same split "
+                           "the cache was labeled from")
+        if batch:
+            yield torch.stack(batch)
 
 
 def _replace_dir(src: str, dst: str) -> None:

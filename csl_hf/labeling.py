@@ -313,6 +313,7 @@ def build_cache(
         teacher_names=list(config.teacher_names),
         domain_names=list(config.domain_names) if config.domain_names else None,
         student={"name_or_path": student_name or getattr(student.config, "_name_or_path", "") or type(student).__name__},
+        source_sizes={k: stats.labeled[k] + stats.skipped[k] for k in stats.labeled},
     )
     if compact_topk:
         cache = cache.to_compact(compact_topk)

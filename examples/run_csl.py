@@ -210,10 +210,6 @@ def images_to_cache(data: DataArguments, model: ModelArguments, targs: TeacherTr
         if data.streaming:
             from csl_hf.data.streaming import stream_splits
 
-            if args.student_mode == "full":
-                raise CSLError("--student_mode full reads the training images once per epoch with random access; "
-                               "drop --streaming (or use --student_mode probe, which trains on the cache)")
-
             splits = stream_splits(dataset, seed=args.seed, teacher_size=size(data.teacher_size),
                                    test_size=size(data.test_size), train_size=size(data.train_size),
                                    buffer_size=data.shuffle_buffer_size)

@@ -85,9 +85,10 @@ def test_reduced_animal_mnist_run_end_to_end(tmp_path):
     assert not (tmp_path / "again" / "teachers").exists()
 
 
-def test_full_mode_fine_tunes_the_whole_student_from_images(tmp_path):
+@pytest.mark.parametrize("streaming", [False, True])
+def test_full_mode_fine_tunes_the_whole_student_from_images(tmp_path, streaming):
     out = tmp_path / "full"
-    run_csl.main(["--dataset_name", "animal_mnist", "--max_train_samples", "96", "--max_eval_samples", "48",
+    run_csl.main(["--dataset_name", "animal_mnist", "--streaming", str(streaming), "--max_train_samples", "96", "--max_eval_samples", "48",
                   "--teacher_size", "100", "--test_size", "100", "--teacher_steps", "2", "--teachers_per_level", "1,2",
                   "--num_train_epochs", "1", "--student_image_size", "32", "--disable_tqdm", "True",
                   "--compare_label_types", "False", "--student_mode", "full", "--per_device_train_batch_size", "32",
@@ -101,6 +102,8 @@ def test_full_mode_fine_tunes_the_whole_student_from_images(tmp_path):
         a, b = dict(student.named_parameters()), dict(pretrained.named_parameters())
         name = stem if stem in a else next(n for n in a if n.endswith("weight") and "classifier" not in n)
         assert not torch.equal(a[name], b[name]), "full mode must train the backbone too"
+    report = json.loads((out / "csl_report.json").read_text())
+    assert [r["num_teachers"] for r in report["rounds"]] == [1, 2] and report["config"]["student_mode"] == "full"
 
 
 def test_user_multi_domain_image_folder_gets_domain_specialists(tmp_path):
