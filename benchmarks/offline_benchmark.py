@@ -72,8 +72,10 @@ def main() -> None:
 
     levels = [r["num_teachers"] for r in hard[0]["rounds"]]
     print(f"## {a.dataset_name}: {len(seeds)} seeds ({a.seeds}); mean ± std\n")
+    gaps = [100 * (r["ceiling_accuracy"] - r["weak_accuracy"]) for r in hard]
     print(f"weak (level-0 teacher) accuracy {mean_std(pct([r['weak_accuracy'] for r in hard]))} %, "
-          f"ceiling {mean_std(pct([r['ceiling_accuracy'] for r in hard]))} %\n")
+          f"ceiling {mean_std(pct([r['ceiling_accuracy'] for r in hard]))} %; ceiling - weak per seed: "
+          f"{', '.join(f'{g:.1f}' for g in gaps)} points\n")
     print("| teachers | assignment | keep rate % | precision % | student acc % (hard) | PGR hard | PGR soft | PGR oracle (hard) |")
     print("|---|---|---|---|---|---|---|---|")
     for i, n in enumerate(levels):

@@ -371,15 +371,11 @@ class CoSupervisedTrainer(Trainer):
         """PGR through the `evaluate` module `csl_hf/metrics/pgr` (loaded by local path, once)."""
         if ceiling is None:
             return None
-        if not hasattr(self, "_pgr_metric"):
-            from .metrics import load_pgr_metric
-
-            self._pgr_metric = load_pgr_metric()
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ceiling <= weak was already explained once
-            return self._pgr_metric.compute(predictions=predictions.tolist(), references=references.tolist(),
+            return _pgr_metric().compute(predictions=predictions.tolist(), references=references.tolist(),
                                             weak_accuracy=weak, ceiling_accuracy=ceiling)["pgr"]
 
     def _log_round(self, record: dict[str, Any]) -> None:
@@ -716,6 +712,14 @@ class _StreamImageTargets(torch.utils.data.IterableDataset):
                            "the cache was labeled from")
         if batch:
             yield torch.stack(batch)
+
+
+@functools.lru_cache(maxsize=1)
+def _pgr_metric():
+    """The PGR `evaluate` module, loaded once per process (``evaluate.load`` re-reads and re-imports it each call)."""
+    from .metrics import load_pgr_metric
+
+    return load_pgr_metric()
 
 
 def _replace_dir(src: str, dst: str) -> None:

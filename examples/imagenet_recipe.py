@@ -291,32 +291,23 @@ def load_backbone(name: str):
     from csl_hf.preprocessing import Preprocessing
 
     try:
-        backbone = AutoModel.from_pretrained(name)
+        backbone = AutoModel.from_pretrained(name, use_safetensors=True)  # never unpickle downloaded weights
         processor = AutoImageProcessor.from_pretrained(name)
     except OSError as err:
-        raise CSLError(f"cannot load --teacher_backbone {name!r} ({str(err).splitlines()[0]}); pass a local "
-                       "checkpoint, or --tiny for the offline stand-in") from None
+        raise CSLError(f"cannot load --teacher_backbone {name!r} as safetensors ({str(err).splitlines()[0]}); pass "
+                       "a local safetensors checkpoint, or --tiny for the offline stand-in") from None
     return backbone.eval(), Preprocessing.from_image_processor(processor)
 
 
 def load_student(name: str, id2label: dict[int, str]):
-    """The student with a fresh head over ``id2label`` (the checkpoint's own head is dropped) and its preprocessing."""
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
+    """The student with a fresh head over ``id2label`` and its preprocessing, loaded with run_csl's checks
+    (safetensors only, label names)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from run_csl import load_student as load_checked
 
     from csl_hf.preprocessing import Preprocessing
 
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity_error()  # the head is replaced on purpose: no size-mismatch report
-    try:
-        student = AutoModelForImageClassification.from_pretrained(
-            name, num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()},
-            ignore_mismatched_sizes=True)
-        processor = AutoImageProcessor.from_pretrained(name)
-    except OSError as err:
-        raise CSLError(f"cannot load --student_model_name_or_path {name!r} ({str(err).splitlines()[0]}); pass a "
-                       "local checkpoint, or --tiny for the offline stand-in") from None
-    finally:
-        logging.set_verbosity(verbosity)
+    student, processor = load_checked(name, id2label)
     return student.eval(), Preprocessing.from_image_processor(processor)
 
 
