@@ -300,13 +300,12 @@ class CoSupervisedTrainer(Trainer):
 
         for level in range(len(rounds), num_levels):
             members = cache.levels[level]
-            teacher_probs = cache.probs(members, train_rows)  # [T, n, C]
             if level == 0:
                 method, assignment = "none", torch.zeros(len(train_rows), dtype=torch.long)
             else:
                 method = self._assignment_method(level)
-                assignment = self._assign(level, method, previous_logits, teacher_probs, train_rows)
-            targets = C.gather_assigned(teacher_probs, assignment)  # [n, C]
+                assignment = self._assign(level, method, previous_logits, train_rows)
+            targets = self._assigned_targets(members, assignment, train_rows)  # [n, C]
             target_class = targets.argmax(dim=-1)
             if level == 0:
                 keep, keep_rate = torch.ones(len(train_rows), dtype=torch.bool), 1.0
@@ -521,18 +520,35 @@ class CoSupervisedTrainer(Trainer):
             raise CSLError(f"level {level} holds domain specialists: --assignment student routes by class; use agreement, oracle or auto")
         return method
 
-    def _assign(self, level: int, method: str, previous_logits: torch.Tensor, teacher_probs: torch.Tensor,
-                rows: torch.Tensor) -> torch.Tensor:
+    # Teacher outputs are read per teacher or per chunk of rows: a level's [T, N, C] never sits in memory at once
+    # (8 teachers x 1.28M images x 1000 classes would be 41 GB of float32).
+    _CHUNK = 65536
+
+    def _assign(self, level: int, method: str, previous_logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Each training sample's teacher (index into the level), ``[n]``."""
         cache = self.cache
+        members = cache.levels[level]
         if method == "student":
-            specs = [cache.specialties[t] for t in cache.levels[level]]
+            specs = [cache.specialties[t] for t in members]
             return C.assign_by_student(previous_logits, C.class_masks(specs, cache.num_labels))
         if method == "agreement":
-            return C.assign_by_agreement(previous_logits, teacher_probs)
+            return torch.cat([
+                C.assign_by_agreement(previous_logits[i : i + self._CHUNK], cache.probs(members, rows[i : i + self._CHUNK]))
+                for i in range(0, len(rows), self._CHUNK)
+            ])
         oracle = self._oracle_assignment(level, rows)
         if oracle is None:
             raise CSLError(f"level {level}: oracle assignment needs ground truth ({'domains' if cache.level_kind(level) == 'domain' else 'labels'}) for every training sample; use --assignment auto")
         return oracle
+
+    def _assigned_targets(self, members: list[int], assignment: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The assigned teacher's probabilities for every sample, ``[n, C]``, reading one teacher at a time."""
+        targets = torch.empty(len(rows), self.cache.num_labels)
+        for i, teacher in enumerate(members):
+            mine = (assignment == i).nonzero(as_tuple=True)[0]
+            if len(mine):
+                targets[mine] = self.cache.probs(teacher, rows[mine])
+        return targets
 
     def _oracle_assignment(self, level: int, rows: torch.Tensor) -> torch.Tensor | None:
         """Assignment by ground truth (true class or domain), or ``None`` where it is unknown."""

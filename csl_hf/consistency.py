@@ -117,12 +117,6 @@ def _class_owner(teacher_classes: torch.Tensor) -> torch.Tensor:
     return teacher_classes.to(torch.uint8).argmax(dim=0)
 
 
-def gather_assigned(teacher_probs: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
-    """Pick each sample's assigned teacher: ``teacher_probs [T, N, C]``, ``assignment [N]`` -> ``[N, C]``."""
-    n = teacher_probs.shape[1]
-    return teacher_probs[assignment, torch.arange(n)]
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Consistency filter (teacher-student / local-global).
 # --------------------------------------------------------------------------------------------------------------

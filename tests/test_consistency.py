@@ -71,12 +71,6 @@ def test_oracle_assignment_by_class_and_domain():
         C.assign_by_oracle_domain(torch.tensor([2]), torch.tensor([0, 1]))
 
 
-def test_gather_assigned():
-    probs = torch.arange(2 * 3 * 2, dtype=torch.float).view(2, 3, 2)  # [T=2, N=3, C=2]
-    out = C.gather_assigned(probs, torch.tensor([1, 0, 1]))
-    assert out.tolist() == [[6.0, 7.0], [2.0, 3.0], [10.0, 11.0]]
-
-
 def test_topk_keep_rate_hand_computed():
     # Targets: sample 0 -> 1 (2nd choice), 1 -> 1 (1st), 2 -> 0 (3rd: logits 0 vs -1), 3 -> 0 (4th).
     target = torch.tensor([1, 1, 0, 0])
