@@ -178,3 +178,28 @@ def test_push_to_hub_sends_rounds_to_branches(tmp_path, local_hub):
     files = set(HfApi().list_repo_files("stub-user/csl-tiny"))
     assert {"README.md", "csl_report.json", "model.safetensors", "config.json"} <= files
     assert not any(f.startswith(("round-", "cache/")) for f in files)
+
+
+def test_vit_round_checkpoints_load_without_csl_hf(tmp_path):
+    """A ViT student's rounds are plain transformers checkpoints: a fresh interpreter that never imports csl_hf
+    loads them with pipeline(), with the label names and the processor."""
+    cache = make_cache(n=300, dim=32, seed=10)
+    cache.save(tmp_path / "cache")
+    _tiny_vit_student(tmp_path / "student", cache.id2label)
+    out = tmp_path / "out"
+    run_csl.main(["--cache_dir", str(tmp_path / "cache"), "--student_model_name_or_path", str(tmp_path / "student"),
+                  "--output_dir", str(out), "--num_train_epochs", "1", "--disable_tqdm", "True",
+                  "--compare_label_types", "False", "--max_levels", "2"])
+    code = (
+        "import sys\n"
+        "from PIL import Image\n"
+        "from transformers import pipeline\n"
+        f"p = pipeline('image-classification', model={str(out / 'round-1')!r})\n"
+        "labels = [r['label'] for r in p(Image.new('RGB', (16, 16)), top_k=6)]\n"
+        "assert 'csl_hf' not in sys.modules, 'csl_hf was imported'\n"
+        "print(sorted(labels))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(sorted(cache.id2label.values()))
