@@ -240,8 +240,6 @@ def images_to_cache(data: DataArguments, model: ModelArguments, targs: TeacherTr
         domain_level = targs.teacher_domain_level or domain_col is not None
         teachers = train_teacher_hierarchy(splits["teacher"].rename_columns(
             {c: n for c, n in ((image_col, "image"), (label_col, "label")) if c != n}), targs, domain_level=domain_level)
-        if state.is_main_process:
-            teachers.save_pretrained(os.path.join(args.output_dir, "teachers"))
         if not data.streaming:  # a streamed test split is read once: measured on the cache below instead
             accs = evaluate_teachers(teachers, test.rename_columns(
                 {c: n for c, n in ((image_col, "image"), (label_col, "label")) if c != n}))
@@ -268,6 +266,8 @@ def images_to_cache(data: DataArguments, model: ModelArguments, targs: TeacherTr
         show_progress=not args.disable_tqdm,
     )
     if state.is_main_process:
+        if not model.teachers_name_or_path:  # saved only once the labeling pass succeeded: a failed run leaves nothing
+            teachers.save_pretrained(os.path.join(args.output_dir, "teachers"))
         cache.save(os.path.join(args.output_dir, "cache"))
         if data.streaming and not model.teachers_name_or_path:
             from csl_hf.labeling import cache_teacher_accuracies

@@ -279,3 +279,18 @@ def test_failed_checkpoint_write_keeps_the_previous_round(tmp_path, monkeypatch)
     assert len(report["rounds"]) == 2
     assert rounds(out) == ["round-0", "round-1"] and (out / "csl_report.json").is_file()
     assert not [p.name for p in out.iterdir() if p.name.endswith((".tmp", ".old")) or p.name.startswith(".tmp")]
+
+
+def test_a_failed_labeling_pass_leaves_no_run_behind(tmp_path, capsys, image_folder):
+    """--on_bad_image fail stops at the corrupt image before anything is saved: the same command then runs with
+    --on_bad_image skip into the same directory, no --overwrite_output_dir needed."""
+    out = tmp_path / "out"
+    common = ["--dataset_name", image_folder, "--teacher_size", 2, "--test_size", 4, "--teachers_per_level", "1",
+              "--teacher_steps", 1, "--num_train_epochs", 1, "--student_image_size", 32, "--compare_label_types",
+              "False", "--disable_tqdm", "True", "--output_dir", out]
+    rc, err = run_cli(capsys, *common, "--on_bad_image", "fail")
+    assert_one_line_error(rc, err, "--on_bad_image skip", progress_bars=True)
+    assert not out.exists() or not {"teachers", "cache", "csl_report.json"} & {p.name for p in out.iterdir()}
+    rc, err = run_cli(capsys, *common, "--on_bad_image", "skip")
+    assert rc == 0, err
+    assert (out / "teachers").is_dir() and (out / "csl_report.json").is_file()
