@@ -299,59 +299,13 @@ class CoSupervisedTrainer(Trainer):
             self._save_progress(weak, ceiling, rounds)
 
         for level in range(len(rounds), num_levels):
-            members = cache.levels[level]
-            if level == 0:
-                method, assignment = "none", torch.zeros(len(train_rows), dtype=torch.long)
-            else:
-                method = self._assignment_method(level)
-                assignment = self._assign(level, method, previous_logits, train_rows)
-            targets = self._assigned_targets(members, assignment, train_rows)  # [n, C]
-            target_class = targets.argmax(dim=-1)
-            if level == 0:
-                keep, keep_rate = torch.ones(len(train_rows), dtype=torch.bool), 1.0
-            else:
-                keep, keep_rate = C.consistency_filter(previous_logits, target_class, args.denoise)
-            if int(keep.sum()) == 0 or keep_rate <= 0:
-                raise CSLError(
-                    f"level {level}: the consistency filter kept no sample (keep rate 0: no target is in the previous "
-                    f"student's {args.denoise}); use a looser --denoise (e.g. top3 or all) or check the level's teachers"
-                )
-            scale = args.scale_epochs_by_keep_rate and level > 0
-            epochs = C.scaled_epochs(args.num_train_epochs, keep_rate) if scale else args.num_train_epochs
-            fit_targets = targets if args.soft_labels else target_class
-            reinit = level == 0 or args.reinit_head_each_round
-            self._fit(x_train[keep.to(x_train.device)], fit_targets[keep].to(x_train.device), epochs, phase=level,
-                      reinit=reinit)
-            logits_train = self._logits(x_train).cpu()
-            test_predictions = self._logits(x_test, "test").argmax(dim=-1).cpu()
-            student_acc = float((test_predictions == y_test).float().mean())  # every test label is known (validated)
-            teacher_acc, precision, recall = C.label_quality(target_class, y_train, keep)
-            record = {
-                "level": level,
-                "num_teachers": len(members),
-                "assignment": method,
-                "teacher_accuracy": teacher_acc,
-                "keep_rate": keep_rate,
-                "precision": precision,
-                "recall": recall,
-                "student_accuracy": student_acc,
-                "pgr": self._pgr(test_predictions, y_test, weak, ceiling),
-                "num_kept": int(keep.sum()),
-                "epochs": epochs,
-            }
-            oracle = self._oracle_assignment(level, train_rows) if level > 0 else None
-            if oracle is not None:
-                record["assignment_accuracy"] = float((assignment == oracle).float().mean())
+            record, previous_logits = self._run_round(level, previous_logits, x_train, x_test, train_rows, y_train,
+                                                      y_test, weak, ceiling)
             rounds.append(record)
-            logger.info(
-                f"level {level} ({len(members)} teachers, {method}): keep {keep_rate:.3f}, precision "
-                f"{_pct(precision)}, student {student_acc:.4f}, PGR {_pct(record['pgr'])}"
-            )
             self._log_round(record)
             if args.save_round_checkpoints:
                 self.save_round(level, record)
             self._save_progress(weak, ceiling, rounds)
-            previous_logits = logits_train
 
         self.report = {
             "weak_accuracy": weak,
@@ -364,6 +318,63 @@ class CoSupervisedTrainer(Trainer):
             os.makedirs(args.output_dir, exist_ok=True)
             atomic_write_json(os.path.join(args.output_dir, REPORT_NAME), self.report)
         return self.report
+
+    def _run_round(self, level: int, previous_logits: torch.Tensor | None, x_train: torch.Tensor,
+                   x_test: torch.Tensor, train_rows: torch.Tensor, y_train: torch.Tensor, y_test: torch.Tensor,
+                   weak: float, ceiling: float | None) -> tuple[dict[str, Any], torch.Tensor]:
+        """One level (DESIGN §1 steps 1-4): targets, consistency filter, training, evaluation.
+
+        Returns the round's report record and the new student's logits on the training split ``[n, C]``.
+        """
+        args, cache = self.args, self.cache
+        members = cache.levels[level]
+        if level == 0:
+            method, assignment = "none", torch.zeros(len(train_rows), dtype=torch.long)
+        else:
+            method = self._assignment_method(level)
+            assignment = self._assign(level, method, previous_logits, train_rows)
+        targets = self._assigned_targets(members, assignment, train_rows)  # [n, C]
+        target_class = targets.argmax(dim=-1)
+        if level == 0:
+            keep, keep_rate = torch.ones(len(train_rows), dtype=torch.bool), 1.0
+        else:
+            keep, keep_rate = C.consistency_filter(previous_logits, target_class, args.denoise)
+        if int(keep.sum()) == 0 or keep_rate <= 0:
+            raise CSLError(
+                f"level {level}: the consistency filter kept no sample (keep rate 0: no target is in the previous "
+                f"student's {args.denoise}); use a looser --denoise (e.g. top3 or all) or check the level's teachers"
+            )
+        scale = args.scale_epochs_by_keep_rate and level > 0
+        epochs = C.scaled_epochs(args.num_train_epochs, keep_rate) if scale else args.num_train_epochs
+        fit_targets = targets if args.soft_labels else target_class
+        reinit = level == 0 or args.reinit_head_each_round
+        self._fit(x_train[keep.to(x_train.device)], fit_targets[keep].to(x_train.device), epochs, phase=level,
+                  reinit=reinit)
+        logits_train = self._logits(x_train).cpu()
+        test_predictions = self._logits(x_test, "test").argmax(dim=-1).cpu()
+        student_acc = float((test_predictions == y_test).float().mean())  # every test label is known (validated)
+        teacher_acc, precision, recall = C.label_quality(target_class, y_train, keep)
+        record = {
+            "level": level,
+            "num_teachers": len(members),
+            "assignment": method,
+            "teacher_accuracy": teacher_acc,
+            "keep_rate": keep_rate,
+            "precision": precision,
+            "recall": recall,
+            "student_accuracy": student_acc,
+            "pgr": self._pgr(test_predictions, y_test, weak, ceiling),
+            "num_kept": int(keep.sum()),
+            "epochs": epochs,
+        }
+        oracle = self._oracle_assignment(level, train_rows) if level > 0 else None
+        if oracle is not None:
+            record["assignment_accuracy"] = float((assignment == oracle).float().mean())
+        logger.info(
+            f"level {level} ({len(members)} teachers, {method}): keep {keep_rate:.3f}, precision "
+            f"{_pct(precision)}, student {student_acc:.4f}, PGR {_pct(record['pgr'])}"
+        )
+        return record, logits_train
 
     # ------------------------------------------------------------------------------------------ metrics, logs, resume
     def _pgr(self, predictions: torch.Tensor, references: torch.Tensor, weak: float, ceiling: float | None):
