@@ -34,7 +34,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from .data import decode_image, to_rgb
+from .data import decode_image
 from .errors import CSLError
 from .modeling_teacher_mixture import TeacherMixture, pooled_features
 from .preprocessing import Preprocessing, pil_to_uint8, stack_or_list
@@ -61,7 +61,7 @@ def _batches(data: Any, batch_size: int, image_col: str, label_col: str, max_sam
         for batch in rows:
             if image_col not in batch or label_col not in batch:
                 raise CSLError(f"the teacher split needs columns {image_col!r} and {label_col!r}, got {sorted(batch)}")
-            images = [pil_to_uint8(to_rgb(decode_image(v))) for v in batch[image_col]]
+            images = [pil_to_uint8(decode_image(v)) for v in batch[image_col]]
             yield images, list(batch[label_col])
         return
     raise CSLError(f"cannot read images from {type(data).__name__}; pass a datasets.Dataset / IterableDataset, or "

@@ -661,10 +661,10 @@ class _ImageTargets(torch.utils.data.Dataset):
         return len(self.positions)
 
     def _pixels(self, i: int) -> torch.Tensor:
-        from .data import decode_image, to_rgb
+        from .data import decode_image
         from .preprocessing import pil_to_uint8
 
-        image = pil_to_uint8(to_rgb(decode_image(self.dataset[self.positions[i]][self.image_column])))
+        image = pil_to_uint8(decode_image(self.dataset[self.positions[i]][self.image_column]))
         return self.preprocessing(image.unsqueeze(0))[0]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
@@ -702,10 +702,10 @@ class _StreamImageTargets(torch.utils.data.IterableDataset):
                 yield row, example
 
     def _pixels(self, example) -> torch.Tensor:
-        from .data import decode_image, to_rgb
+        from .data import decode_image
         from .preprocessing import pil_to_uint8
 
-        image = pil_to_uint8(to_rgb(decode_image(example[self.image_column])))
+        image = pil_to_uint8(decode_image(example[self.image_column]))
         return self.preprocessing(image.unsqueeze(0))[0]
 
     def __iter__(self):

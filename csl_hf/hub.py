@@ -185,7 +185,7 @@ def create_csl_model_card(
     sections.append("")
     sections += ["## Model", "", f"- **Base (strong student) model:** {base_text}",
                  f"- **Training data:** {f'`{dataset_name}`' if dataset_name else 'not recorded'}",
-                 f"- **Library:** `transformers` (`AutoModelForImageClassification`), trained with `csl_hf`"]
+                 "- **Library:** `transformers` (`AutoModelForImageClassification`), trained with `csl_hf`"]
     if final is not None:
         summary = (f"- **This checkpoint:** the student after level {final['level']} "
                    f"({final['num_teachers']} teacher{'s' if final['num_teachers'] != 1 else ''}): "

@@ -26,7 +26,7 @@ from transformers.utils import logging
 
 from .cache import TEST_SPLIT, TRAIN_SPLIT, CSLCache
 from .co_supervised_trainer import find_classifier
-from .data import decode_image, to_rgb
+from .data import decode_image
 from .data.images import check_image
 from .errors import CSLError
 from .modeling_teacher_mixture import TeacherMixture
@@ -256,7 +256,7 @@ def build_cache(
                 images, keep = [], []
                 for i, value in enumerate(batch[image_col]):
                     try:
-                        images.append(pil_to_uint8(to_rgb(check_image(decode_image(value), min_image_size))))
+                        images.append(pil_to_uint8(check_image(decode_image(value), min_image_size)))
                         keep.append(i)
                     except ValueError as err:
                         if on_bad_image == "fail":

@@ -21,7 +21,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .configuration_teacher_mixture import TeacherMixtureConfig, validate_hierarchy
+from .configuration_teacher_mixture import TeacherMixtureConfig
 from .consistency import class_masks, masked_softmax
 from .errors import CSLError
 from .preprocessing import Preprocessing

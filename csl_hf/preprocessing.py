@@ -101,16 +101,11 @@ class Preprocessing:
 
 
 def pil_to_uint8(image) -> torch.Tensor:
-    """A PIL image (any mode) -> ``uint8 [3, H, W]`` RGB; RGBA is composited on white."""
-    from PIL import Image
+    """A PIL image (any mode) -> ``uint8 [3, H, W]`` RGB (`csl_hf.data.to_rgb`: alpha composited on white, 16-bit and
+    float images rescaled)."""
+    from .data.images import to_rgb
 
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return torch.from_numpy(np.asarray(to_rgb(image), dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
 def stack_or_list(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:

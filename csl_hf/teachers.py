@@ -32,7 +32,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from .configuration_teacher_mixture import class_hierarchy
-from .data import class_names, decode_image, infer_columns, to_rgb
+from .data import class_names, decode_image, infer_columns
 from .errors import CSLError
 from .modeling_teacher_mixture import TeacherMixture
 from .preprocessing import Preprocessing, pil_to_uint8, stack_or_list
@@ -301,7 +301,7 @@ def load_split_images(dataset: datasets.Dataset) -> tuple[torch.Tensor | list[to
     images = []
     for value in dataset[image_col]:
         try:
-            images.append(pil_to_uint8(to_rgb(decode_image(value))))
+            images.append(pil_to_uint8(decode_image(value)))
         except ValueError as e:
             raise CSLError(str(e)) from None
     labels = torch.as_tensor(dataset[label_col], dtype=torch.long)

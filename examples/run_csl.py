@@ -19,7 +19,6 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification, HfArgumentParser
 from transformers.utils import logging
 
