@@ -6,6 +6,9 @@ and print ``error: <message>`` without a traceback; library users get a normal `
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class CSLError(ValueError):
     """A user-facing error: bad input, a bad flag, an inconsistent cache. The message is one line."""
@@ -16,3 +19,14 @@ class CSLError(ValueError):
 
 class CacheError(CSLError):
     """The CSL cache (DESIGN §4) is missing, malformed or inconsistent."""
+
+
+def run_command(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
+    """Run a command-line entry point: a `CSLError` becomes one ``error: ...`` line on stderr and exit status 2
+    (a user mistake gets no traceback); success is 0."""
+    try:
+        main(argv)
+    except CSLError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -43,7 +43,7 @@ from transformers.utils import logging
 
 import csl_hf  # noqa: F401  (registers TeacherMixture with the Auto classes)
 from csl_hf import CoSupervisedConfig, CoSupervisedTrainer, TeacherMixture
-from csl_hf.errors import CSLError
+from csl_hf.errors import CSLError, run_command
 
 logger = logging.get_logger("csl_hf.imagenet_recipe")
 
@@ -451,12 +451,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    try:
-        main(argv)
-    except CSLError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(main, argv)
 
 
 if __name__ == "__main__":

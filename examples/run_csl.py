@@ -24,7 +24,7 @@ from transformers.utils import logging
 
 import csl_hf
 from csl_hf import CoSupervisedConfig, CoSupervisedTrainer, CSLCache, TeacherMixture
-from csl_hf.errors import CSLError
+from csl_hf.errors import CSLError, run_command
 from csl_hf.report import REPORT_NAME, format_report_table, plot_pgr
 from csl_hf.teachers import TeacherTrainingArguments
 
@@ -368,12 +368,7 @@ def _argument_error(message: str):
 
 def cli(argv: list[str] | None = None) -> int:
     """The command line: runs `main`, prints a `CSLError` as one ``error: ...`` line on stderr and returns 2."""
-    try:
-        main(argv)
-    except CSLError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(main, argv)
 
 
 if __name__ == "__main__":

@@ -143,6 +143,18 @@ def _tiny_vit_student(path, id2label):
     Preprocessing(size=(16, 16)).to_image_processor().save_pretrained(path)
 
 
+def _run_with_vit_student(tmp_path, seed, *extra):
+    """Two levels on a small cache with a saved tiny ViT student; returns (cache, output_dir)."""
+    cache = make_cache(n=300, dim=32, seed=seed)
+    cache.save(tmp_path / "cache")
+    _tiny_vit_student(tmp_path / "student", cache.id2label)
+    out = tmp_path / "out"
+    run_csl.main(["--cache_dir", str(tmp_path / "cache"), "--student_model_name_or_path", str(tmp_path / "student"),
+                  "--output_dir", str(out), "--num_train_epochs", "1", "--disable_tqdm", "True",
+                  "--compare_label_types", "False", "--max_levels", "2", *extra])
+    return cache, out
+
+
 def test_report_to_tensorboard_logs_rounds_with_the_level_as_step(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -159,14 +171,7 @@ def test_report_to_tensorboard_logs_rounds_with_the_level_as_step(tmp_path):
 
 
 def test_push_to_hub_sends_rounds_to_branches(tmp_path, local_hub):
-    cache = make_cache(n=300, dim=32, seed=9)
-    cache.save(tmp_path / "cache")
-    _tiny_vit_student(tmp_path / "student", cache.id2label)
-    out = tmp_path / "out"
-    run_csl.main(["--cache_dir", str(tmp_path / "cache"), "--student_model_name_or_path", str(tmp_path / "student"),
-                  "--output_dir", str(out), "--num_train_epochs", "1", "--disable_tqdm", "True",
-                  "--compare_label_types", "False", "--max_levels", "2", "--push_to_hub", "True",
-                  "--hub_model_id", "stub-user/csl-tiny"])
+    _, out = _run_with_vit_student(tmp_path, 9, "--push_to_hub", "True", "--hub_model_id", "stub-user/csl-tiny")
     from huggingface_hub import HfApi
 
     branches = {b.name for b in HfApi().list_repo_refs("stub-user/csl-tiny").branches}
@@ -183,13 +188,7 @@ def test_push_to_hub_sends_rounds_to_branches(tmp_path, local_hub):
 def test_vit_round_checkpoints_load_without_csl_hf(tmp_path):
     """A ViT student's rounds are plain transformers checkpoints: a fresh interpreter that never imports csl_hf
     loads them with pipeline(), with the label names and the processor."""
-    cache = make_cache(n=300, dim=32, seed=10)
-    cache.save(tmp_path / "cache")
-    _tiny_vit_student(tmp_path / "student", cache.id2label)
-    out = tmp_path / "out"
-    run_csl.main(["--cache_dir", str(tmp_path / "cache"), "--student_model_name_or_path", str(tmp_path / "student"),
-                  "--output_dir", str(out), "--num_train_epochs", "1", "--disable_tqdm", "True",
-                  "--compare_label_types", "False", "--max_levels", "2"])
+    cache, out = _run_with_vit_student(tmp_path, 10)
     code = (
         "import sys\n"
         "from PIL import Image\n"
