@@ -34,12 +34,10 @@ import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification, Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
 
-from csl_hf.co_supervised_trainer import find_classifier
-from csl_hf.data import decode_image, load_csl_dataset, make_weak_to_strong_splits, to_rgb
-from csl_hf.labeling import build_cache
+from csl_hf import Preprocessing, TeacherTrainingArguments, build_cache, train_teacher_hierarchy
+from csl_hf.data import load_csl_dataset, load_image, make_weak_to_strong_splits
 from csl_hf.models import resolve_student_name_or_path
-from csl_hf.preprocessing import Preprocessing, pil_to_uint8, stack_or_list
-from csl_hf.teachers import TeacherTrainingArguments, train_teacher_hierarchy
+from csl_hf.student import find_classifier
 
 
 def setup(teacher_steps: int, image_size: int):
@@ -69,7 +67,7 @@ def _decoded_batches(splits, batch_size):
     for name in ("train", "test"):
         ds = splits[name].cast_column("image", datasets.Image(decode=False))
         for start in range(0, len(ds), batch_size):
-            yield stack_or_list([pil_to_uint8(to_rgb(decode_image(v))) for v in ds[start : start + batch_size]["image"]])
+            yield [load_image(v) for v in ds[start : start + batch_size]["image"]]
 
 
 @torch.no_grad()
@@ -103,7 +101,7 @@ class PixelValues(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, i):
-        return {"pixel_values": self.pre(pil_to_uint8(to_rgb(decode_image(self.images[i])))[None])[0]}
+        return {"pixel_values": self.pre(load_image(self.images[i])[None])[0]}
 
 
 def trainer_predict(splits, student, pre, batch_size, output_dir):

@@ -56,7 +56,8 @@ def main() -> None:
         for _ in range(a.repeats):
             trainer = CoSupervisedTrainer(args=args, cache=cache)
             t0 = time.perf_counter()
-            report = trainer.train()
+            trainer.train()
+            report = trainer.report
             trainer_times.append(time.perf_counter() - t0)
             # The same optimiser steps: the ceiling (all training samples, E epochs), then every round's kept set.
             phases = [(len(train), a.epochs)] + [(r["num_kept"], r["epochs"]) for r in report["rounds"]]
@@ -70,7 +71,7 @@ def main() -> None:
           f"{len(phases)} phases, {steps} optimiser steps; threads={a.threads}; torch {torch.__version__}")
     print(f"CoSupervisedTrainer.train(): median {t:.3f} s  (runs: {', '.join(f'{v:.3f}' for v in trainer_times)})")
     print(f"bare PyTorch Adam loop:      median {b:.3f} s  (runs: {', '.join(f'{v:.3f}' for v in bare_times)})")
-    print(f"ratio trainer / bare: {t / b:.2f}x  (target: at most 2x)")
+    print(f"ratio trainer / bare: {t / b:.2f}x  (target: at most 1.5x)")
 
 
 if __name__ == "__main__":

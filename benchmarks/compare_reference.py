@@ -40,7 +40,9 @@ def main() -> int:
         args = CoSupervisedConfig(output_dir=tmp, num_train_epochs=a.epochs, per_device_train_batch_size=a.batch_size,
                                   learning_rate=a.lr, denoise=a.denoise, soft_labels=a.soft_labels, seed=a.seed,
                                   save_round_checkpoints=False, disable_tqdm=True, assignment="student")
-        ours = CoSupervisedTrainer(args=args, cache=CSLCache.load(a.cache_dir)).train()
+        trainer = CoSupervisedTrainer(args=args, cache=CSLCache.load(a.cache_dir))
+        trainer.train()
+        ours = trainer.report
 
     ok = True
     print(f"weak: package {ours['weak_accuracy']:.4f} reference {ref['weak_accuracy']:.4f}; ceiling: package "

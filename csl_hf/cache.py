@@ -1,4 +1,4 @@
-"""Read, write and validate the CSL cache (DESIGN §4): the seam between the labeling pass and the rounds.
+"""Read, write and validate the CSL cache (format in docs/cache.md): the seam between the labeling pass and the rounds.
 
 A cache is a directory holding ``cache.safetensors`` (tensors) and ``cache.json`` (metadata). Teacher outputs are
 stored either dense (``teacher_probs`` ``[K, N, C]``) or compact (each teacher's top-k probabilities in float16 with
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .atomic import staged_directory
 from .errors import CacheError
 
 CACHE_TENSORS = "cache.safetensors"
@@ -43,6 +42,9 @@ class CSLCache:
             test), written by the labeling pass so that images can be found again (``--student_mode full``).
         source_sizes: ``{"train": n, "test": m}``, the samples read per split (skipped bad images included): test
             positions in ``source_index`` start at ``n``.
+        source: where the rows come from, written by the labeling pass: ``dataset`` (name or path),
+            ``skipped_images`` per split, ``teachers`` (where they are saved) and the ``fingerprint`` that tells a
+            later run whether the cache holds the same data.
     """
 
     features: torch.Tensor
@@ -61,6 +63,7 @@ class CSLCache:
     teacher_names: list[str] = field(default_factory=list)
     domain_names: list[str] | None = None
     student: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] | None = None
 
     def __post_init__(self):
         if not self.id2label:
@@ -82,10 +85,6 @@ class CSLCache:
     def num_teachers(self) -> int:
         source = self.teacher_probs if self.teacher_probs is not None else self.topk_probs
         return int(source.shape[0])
-
-    @property
-    def is_compact(self) -> bool:
-        return self.teacher_probs is None
 
     def rows(self, split: int) -> torch.Tensor:
         """Indices of the samples of one split (``TRAIN_SPLIT`` or ``TEST_SPLIT``), ``[n]`` long."""
@@ -145,6 +144,8 @@ class CSLCache:
             meta["domain_names"] = self.domain_names
         if self.source_sizes is not None:
             meta["source_sizes"] = self.source_sizes
+        if self.source is not None:
+            meta["source"] = self.source
         return meta
 
     def to_compact(self, k: int) -> "CSLCache":
@@ -157,9 +158,8 @@ class CSLCache:
             features=self.features, labels=self.labels, split=self.split, num_labels=self.num_labels,
             levels=self.levels, specialties=self.specialties, topk_probs=values.half(),
             topk_indices=indices.to(torch.int32), domains=self.domains, source_index=self.source_index,
-            source_sizes=self.source_sizes,
-            id2label=self.id2label,
-            teacher_names=self.teacher_names, domain_names=self.domain_names, student=self.student,
+            source_sizes=self.source_sizes, id2label=self.id2label, teacher_names=self.teacher_names,
+            domain_names=self.domain_names, student=self.student, source=self.source,
         )
 
     def save(self, cache_dir: str | os.PathLike) -> None:
@@ -176,24 +176,10 @@ class CSLCache:
             tensors["domains"] = self.domains.long().contiguous()
         if self.source_index is not None:
             tensors["source_index"] = self.source_index.long().contiguous()
-        cache_dir = os.path.abspath(os.fspath(cache_dir))
-        parent = os.path.dirname(cache_dir)
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".cache-tmp-", dir=parent)
-        try:
+        with staged_directory(cache_dir) as tmp:
             save_file(tensors, os.path.join(tmp, CACHE_TENSORS))
-            with open(os.path.join(tmp, CACHE_METADATA), "w") as f:
+            with open(os.path.join(tmp, CACHE_METADATA), "w", encoding="utf-8") as f:
                 json.dump(self.metadata(), f, indent=2)
-            if os.path.isdir(cache_dir):
-                old = cache_dir + ".old"
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(cache_dir, old)
-                os.replace(tmp, cache_dir)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, cache_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def load(cls, cache_dir: str | os.PathLike, validate: bool = True) -> "CSLCache":
@@ -231,7 +217,7 @@ class CSLCache:
             topk_indices=None if dense is not None else compact[1], domains=tensors.get("domains"),
             source_index=tensors.get("source_index"), source_sizes=meta.get("source_sizes"),
             id2label=meta.get("id2label") or {}, teacher_names=meta.get("teacher_names") or [],
-            domain_names=meta.get("domain_names"), student=meta.get("student") or {},
+            domain_names=meta.get("domain_names"), student=meta.get("student") or {}, source=meta.get("source"),
         ) if _metadata_types_ok(meta, meta_path) else None
         if validate:
             cache.validate()
@@ -241,7 +227,7 @@ class CSLCache:
 
     # ---------------------------------------------------------------------------------------------- checks
     def validate(self) -> None:
-        """Check DESIGN §4's invariants; raise `CacheError` naming the first violation and its fix."""
+        """Check the cache format's invariants (docs/cache.md); raise `CacheError` naming the first violation and its fix."""
         from .configuration_teacher_mixture import validate_hierarchy
 
         f, y, s = self.features, self.labels, self.split

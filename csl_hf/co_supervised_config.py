@@ -15,8 +15,8 @@ STUDENT_MODES = ("probe", "full")
 @dataclass
 class CoSupervisedConfig(TrainingArguments):
     r"""
-    Configuration of [`CoSupervisedTrainer`]. Every `TrainingArguments` flag works; the defaults below follow the
-    paper's linear-probe recipe (DESIGN §1): Adam without weight decay, cosine schedule per step, no gradient
+    Configuration of [`CoSupervisedTrainer`]: the `TrainingArguments` of each training phase plus the settings of
+    the rounds. The defaults follow the paper's linear-probe recipe (Liu & Alahi 2024, see docs/algorithm.md): Adam without weight decay, cosine schedule per step, no gradient
     clipping, batch 100, 20 epochs per round, hard labels, ``top3`` filter, a fresh head each round. One exception:
     the learning rate defaults to 1e-3, tuned for the bundled EfficientNet-Lite0 features; the paper used 1e-4 on
     DINOv2 features (pass ``--learning_rate 1e-4`` for its recipe).
@@ -53,6 +53,14 @@ class CoSupervisedConfig(TrainingArguments):
         compact_cache_topk (`int`, *optional*):
             Write the labeling pass's cache in compact form: each teacher's top-k probabilities in float16 with
             their class indices.
+        labeling_batch_size (`int`, defaults to 128):
+            Images per batch in the labeling pass.
+        on_bad_image (`str`, defaults to `"skip"`):
+            A corrupt or degenerate image in the labeling pass: ``skip`` (counted in the log and the cache's
+            ``source.skipped_images``) or ``fail`` (stop with an error naming the file).
+
+    Raises:
+        `CSLError` (one line): a value out of range or a choice that does not exist.
     """
 
     # ---- CSL rounds
@@ -96,6 +104,13 @@ class CoSupervisedConfig(TrainingArguments):
         metadata={"help": "Store each teacher's top-k probabilities (float16 + class ids) instead of all classes."},
     )
 
+    labeling_batch_size: int = field(default=128, metadata={"help": "Images per batch in the labeling pass."})
+    on_bad_image: str = field(
+        default="skip",
+        metadata={"help": "A corrupt or tiny image: skip it and count it (in the log and the report), or fail on the "
+                  "first one.", "choices": ["skip", "fail"]},
+    )
+
     # ---- TrainingArguments defaults that follow the paper's probe recipe
     output_dir: str | None = field(
         default="csl_output", metadata={"help": "Where the report, round checkpoints and the final student go."}
@@ -126,6 +141,10 @@ class CoSupervisedConfig(TrainingArguments):
             raise CSLError(f"--student_mode {self.student_mode!r} does not exist; use one of {', '.join(STUDENT_MODES)}")
         if self.max_levels is not None and self.max_levels < 1:
             raise CSLError(f"--max_levels must be at least 1 (level 0), got {self.max_levels}")
+        if self.labeling_batch_size < 1:
+            raise CSLError(f"--labeling_batch_size must be at least 1, got {self.labeling_batch_size}")
+        if self.on_bad_image not in ("skip", "fail"):
+            raise CSLError(f"--on_bad_image {self.on_bad_image!r} does not exist; use skip or fail")
         if self.compact_cache_topk is not None and self.compact_cache_topk < 1:
             raise CSLError(f"--compact_cache_topk must be a positive number of classes, got {self.compact_cache_topk}")
         super().__post_init__()

@@ -1,239 +1,189 @@
-"""`CoSupervisedTrainer`: the rounds of co-supervised learning on top of `transformers.Trainer` (DESIGN §1).
+"""`CoSupervisedTrainer`: co-supervised learning (Liu & Alahi, arXiv:2402.15505) as a `transformers.Trainer`.
 
-The trainer only orchestrates: the math lives in :mod:`csl_hf.consistency`, the data in a :class:`~csl_hf.CSLCache`.
-Each phase of a run (the ground-truth ceiling, level 0, one round per further level) is one ``Trainer.train()``
-call on its own targets, so every `TrainingArguments` feature (optimiser, schedule, logging, accelerate/DDP) applies.
-
-In ``probe`` mode the Trainer's model is the student's classifier module wrapped in :class:`ClassifierProbe`, fed
-with the cached features (the input of that module), so a trained head drops straight back into the student.
+The trainer orchestrates; everything it orchestrates is a library call of its own: the labeling pass
+(`csl_hf.labeling`), one round's targets and filter (`csl_hf.rounds`, on the tensor math of `csl_hf.consistency`),
+how a phase trains the student (`csl_hf.training_modes`), the report and the model card (`csl_hf.report`,
+`csl_hf.hub`). Each phase of a run (the ground-truth ceiling, level 0, one round per further level) is one
+``Trainer.train()`` on its own targets, so every `TrainingArguments` feature that applies (optimiser, schedule,
+logging, accelerate/DDP) works as usual.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import copy
+import json
 import math
 import os
-import shutil
-from collections.abc import Iterator
+import tempfile
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel, Trainer, TrainerCallback
-from transformers.trainer_utils import set_seed
+from transformers import PreTrainedModel, PrinterCallback, ProgressCallback, Trainer, TrainerCallback
+from transformers.trainer_utils import PredictionOutput, TrainOutput, set_seed, speed_metrics
 from transformers.utils import logging
 
+from . import _compat
 from . import consistency as C
+from . import rounds as R
+from .atomic import atomic_write_json, publish_files, staged_directory
 from .cache import TEST_SPLIT, TRAIN_SPLIT, CSLCache
+from .callbacks import PhaseLogCallback, PhaseProgressCallback
 from .co_supervised_config import CoSupervisedConfig
+from .data.source import ImageSource
 from .errors import CSLError
-from .report import REPORT_NAME, atomic_write_json
+from .modeling_teacher_mixture import TeacherMixture
+from .report import REPORT_NAME, jsonable
+from .student import ClassifierProbe, check_head, find_classifier
+from .training_modes import FullMode, ProbeMode
 
 logger = logging.get_logger(__name__)
 
-CLASSIFIER_ATTRIBUTES = ("classifier", "head", "fc", "score", "classification_head")
 ROUND_STATE_NAME = "csl_round.json"
 PROGRESS_NAME = "csl_progress.json"
+CACHE_DIR_NAME = "cache"
+TEACHERS_DIR_NAME = "teachers"
+# Settings that change a run's results: a resume must use the same ones.
+_RUN_KEYS = ("seed", "assignment", "denoise", "soft_labels", "reinit_head_each_round", "scale_epochs_by_keep_rate",
+             "student_mode", "learning_rate", "weight_decay", "per_device_train_batch_size", "lr_scheduler_type",
+             "warmup_steps", "max_grad_norm", "optim", "max_steps", "run_ceiling",
+             "gradient_accumulation_steps", "num_train_epochs")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# The probe and the batches it eats
-# ----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class _Phase:
+    """The training phase in progress: its label for progress bars and logs, and its level (-1: the ceiling)."""
 
-
-def find_classifier(model: nn.Module) -> tuple[str, nn.Module]:
-    """The classifier module of an image classifier (``classifier`` for ViT/DINOv2/ConvNeXt, ``fc``, ``head``, ...)."""
-    for name in CLASSIFIER_ATTRIBUTES:
-        module = getattr(model, name, None)
-        if isinstance(module, nn.Module) and any(True for _ in module.parameters()):
-            return name, module
-    raise CSLError(
-        f"cannot find the classifier module of {type(model).__name__} (looked for {', '.join(CLASSIFIER_ATTRIBUTES)}); "
-        "use an AutoModelForImageClassification student"
-    )
-
-
-def reset_module(module: nn.Module, seed: int) -> None:
-    """Re-initialise every parameterised submodule with its own ``reset_parameters``, deterministically."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for sub in module.modules():
-            if hasattr(sub, "reset_parameters"):
-                sub.reset_parameters()
-
-
-class ClassifierProbe(nn.Module):
-    """Wraps the student's classifier module: ``features [B, D] -> logits [B, C]``. The parameters are the
-    student's own, so training the probe trains the student's head in place."""
-
-    def __init__(self, head: nn.Module):
-        super().__init__()
-        self.head = head
-
-    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        return {"logits": self.head(features)}
-
-
-class TensorBatches:
-    """Batches by slicing tensors already on the device, in a seeded permutation per epoch.
-
-    This replaces a `DataLoader` over per-sample dicts and its collation, which dominate the step time of a linear
-    probe. Under several processes each takes a strided share of the permutation, padded to equal length so every
-    process runs the same number of steps (DDP needs that).
-    """
-
-    def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, seed: int, process_index: int = 0,
-                 num_processes: int = 1):
-        self.tensors = tensors
-        self.batch_size = batch_size
-        self.seed = seed
-        self.process_index, self.num_processes = process_index, num_processes
-        self.num_samples = next(iter(tensors.values())).shape[0]
-        self.epoch = 0
-        self.per_process = math.ceil(self.num_samples / num_processes)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(self.per_process / self.batch_size)
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.num_samples, generator=generator)
-        if self.num_processes > 1:
-            pad = self.per_process * self.num_processes - self.num_samples
-            order = torch.cat([order, order[:pad]])[self.process_index :: self.num_processes]
-        device = next(iter(self.tensors.values())).device
-        order = order.to(device)
-        for start in range(0, len(order), self.batch_size):
-            index = order[start : start + self.batch_size]
-            yield {name: t[index] for name, t in self.tensors.items()}
-
-
-def _cache_accelerate_availability_checks() -> None:
-    """`AcceleratedOptimizer.step` asks importlib whether ``lomo_optim`` is installed on every step (two
-    ``find_spec`` scans of ``sys.path``, ~0.4 ms: longer than a probe's whole optimiser step). Installed packages do
-    not change during a run, so memoise the answer once, as accelerate already does for its other checks."""
-    import accelerate.optimizer
-
-    check = accelerate.optimizer.is_lomo_available
-    if not hasattr(check, "cache_info"):
-        accelerate.optimizer.is_lomo_available = functools.lru_cache(maxsize=None)(check)
-
-
-class _QuietMemoryRelease:
-    """Stands in for `Accelerator.free_memory` at the start of each phase's ``Trainer.train()``: it drops the same
-    references (the previous phase's prepared optimizer and scheduler) but skips ``gc.collect()``, which costs
-    ~0.3 s with transformers loaded, more than a whole probe phase. A run allocates no reference cycles worth it."""
-
-    def __init__(self, accelerator):
-        self.accelerator = accelerator
-
-    def __call__(self, *objects):
-        acc = self.accelerator
-        acc._schedulers, acc._optimizers, acc._models, acc._dataloaders = [], [], [], []
-        acc.deepspeed_engine_wrapped = None
-        acc.step = 0
-        return objects
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# The trainer
-# ----------------------------------------------------------------------------------------------------------------------
+    label: str
+    level: int
 
 
 class CoSupervisedTrainer(Trainer):
-    """Runs co-supervised learning over a teacher hierarchy stored in a `CSLCache`.
+    """Co-supervised learning: a strong student taught round by round by a hierarchy of weak teachers.
+
+    Liu & Alahi, *Co-Supervised Learning: Improving Weak-to-Strong Generalization with Hierarchical Mixture of
+    Experts*, arXiv:2402.15505 (2024). The method as implemented is described in docs/algorithm.md. A run is:
+
+    1. **labeling** (images only): one pass over ``train_dataset`` and ``eval_dataset`` runs every teacher and the
+       student's backbone on each image once and writes ``OUTPUT_DIR/cache`` (reused by later runs when it matches
+       the same teachers, student preprocessing and data);
+    2. **ceiling**: the student trained on the training split's ground truth (for PGR; skipped with
+       ``run_ceiling=False`` or unknown labels);
+    3. **level 0**: the student trained on the generalist's labels (the single-teacher weak-to-strong baseline);
+    4. **one round per further level**: each training sample is routed to one specialist of the level
+       (``assignment``), its label is kept only if it agrees with the previous round's student (``denoise``), and the
+       student is trained again on the kept labels.
+
+    After `train`, the trainer's model is the final student: `evaluate`, `predict`, `save_model`, `create_model_card`
+    and `push_to_hub` all mean that student, as for any `Trainer`. Each round's student is also written to
+    ``OUTPUT_DIR/round-{level}/`` (``save_round_checkpoints``) and `push_to_hub` sends each round to its own branch.
 
     Args:
         model (`PreTrainedModel`, *optional*):
-            The strong student (any `AutoModelForImageClassification`) whose classifier is trained, with
-            ``num_labels`` equal to the cache's. ``None`` trains a standalone linear head on the cached features
-            (round checkpoints then hold the head only).
-        args (`CoSupervisedConfig`):
-            The run's settings.
-        cache (`CSLCache`):
-            Student features, teacher probabilities, labels and splits (DESIGN §4).
-        processing_class (*optional*):
-            The student's image processor, saved with every round checkpoint.
+            The strong student: any ``AutoModelForImageClassification`` whose classifier outputs as many classes as
+            the teachers (load it with ``num_labels=...`` / ``id2label=...`` and ``ignore_mismatched_sizes=True``, or
+            with `csl_hf.load_student`). ``None`` is allowed only with ``cache`` in probe mode: a standalone linear
+            head is trained on the cached features (round checkpoints then hold ``probe_head.safetensors``).
+        args (`CoSupervisedConfig`, *optional*):
+            The run's settings (defaults: the paper's probe recipe). Never modified: each phase trains on a copy.
+        teachers (`TeacherMixture`, *optional*):
+            The weak teachers; with ``train_dataset`` and ``eval_dataset`` the trainer labels the images itself.
+        train_dataset (`datasets.Dataset` or `datasets.IterableDataset`, *optional*):
+            The weak-to-strong training split: images (column ``image``, or any ``datasets.Image`` column) whose
+            labels come from the teachers. Its ground truth (``label``), when present, is used only for the ceiling
+            and the label-quality diagnostics. An optional ``domain`` column enables oracle routing by domain.
+        eval_dataset (`datasets.Dataset` or `datasets.IterableDataset`, *optional*):
+            The labeled test split: every round's student is evaluated on it.
+        cache (`CSLCache`, *optional*):
+            Start from precomputed student features and teacher probabilities instead of images (the cache format is
+            in docs/cache.md). With ``student_mode="full"`` the images are still needed (``train_dataset`` /
+            ``eval_dataset``, the datasets the cache was labeled from).
+        processing_class (image processor, *optional*):
+            The student's image processor; required with images (it defines the student's input preprocessing) and
+            saved with every checkpoint.
         callbacks (`list[TrainerCallback]`, *optional*):
-            Passed to `Trainer`; they see every phase.
+            Passed to `Trainer`; they see every phase (``on_train_begin``/``on_train_end`` once per phase).
 
-    ``train()`` returns the report (DESIGN §4) and writes it to ``OUTPUT_DIR/csl_report.json``.
+    Raises:
+        `CSLError` (one line): a missing input (no cache and no teachers/datasets, no processor for images, no images
+        in full mode), teachers, student and data that disagree on the label space, a student whose classifier does
+        not fit the data, or args that are not a `CoSupervisedConfig`.
     """
 
     def __init__(
         self,
         model: PreTrainedModel | None = None,
         args: CoSupervisedConfig | None = None,
+        teachers: TeacherMixture | None = None,
+        train_dataset: datasets.Dataset | datasets.IterableDataset | None = None,
+        eval_dataset: datasets.Dataset | datasets.IterableDataset | None = None,
         cache: CSLCache | None = None,
         processing_class: Any = None,
         callbacks: list[TrainerCallback] | None = None,
-        teachers: PreTrainedModel | None = None,
-        images: dict[str, Any] | None = None,
-        image_preprocessing: Any = None,
-        image_column: str = "image",
     ):
         if args is None:
             args = CoSupervisedConfig()
         if not isinstance(args, CoSupervisedConfig):
             raise CSLError("CoSupervisedTrainer needs a CoSupervisedConfig as args (it holds the CSL settings)")
-        if cache is None:
-            raise CSLError("CoSupervisedTrainer needs a cache (a CSLCache with features, labels and teacher outputs)")
-        self.full = args.student_mode == "full"
-        if self.full and (model is None or images is None or image_preprocessing is None):
-            raise CSLError("--student_mode full fine-tunes the whole student on images: it needs a student, the "
-                           "images of the cache's splits and their preprocessing (run examples/run_csl.py on a "
-                           "dataset, not --cache_dir)")
-        _cache_accelerate_availability_checks()
-        # The stock Trainer would push its own model (the probe wrapper); `finalize` pushes the student and every
-        # round instead, each round to its own branch.
-        self._push_requested = args.push_to_hub
-        args.push_to_hub = False
-        self.cache = cache
-        self.student = model
-        self.teachers = teachers
+        images = None
+        if train_dataset is not None or eval_dataset is not None:
+            images = ImageSource.from_datasets(train_dataset, eval_dataset, processing_class, teachers=teachers,
+                                               cache=cache)
+        if cache is None and (teachers is None or images is None):
+            raise CSLError("CoSupervisedTrainer needs either cache= (a CSLCache) or teachers= with train_dataset= and "
+                           "eval_dataset= (images the teachers label)")
+        if args.student_mode == "full" and (model is None or images is None):
+            raise CSLError("student_mode='full' fine-tunes the whole student on images: pass model= and the "
+                           "train_dataset= / eval_dataset= the cache was labeled from")
+        num_labels = cache.num_labels if cache is not None else teachers.config.num_labels
         if model is not None:
             self.head_name, head = find_classifier(model)
-            _check_head(head, cache)
+            check_head(head, num_labels, cache.feature_dim if cache is not None else None)
+            if images is not None:
+                images.check_student(model)
         else:
-            self.head_name, head = "classifier", nn.Linear(cache.feature_dim, cache.num_labels)
-        if self.full:
-            self.images, self.image_preprocessing, self.image_column = images, image_preprocessing, image_column
-            # Every round restarts from the pretrained student (see docs/algorithm.md): keep its weights.
-            self._pretrained_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            trained: nn.Module = model
-        else:
-            trained = ClassifierProbe(head)
+            self.head_name, head = None, nn.Linear(cache.feature_dim, num_labels)
+        self.student, self.teachers, self.images = model, teachers, images
         self._head = head
-        super().__init__(model=trained, args=args, processing_class=processing_class, callbacks=callbacks)
+        self._cache = cache
+        self._base_args = args
+        super().__init__(model=model if model is not None else ClassifierProbe(head), args=args,
+                         processing_class=processing_class, callbacks=callbacks)
+        self._user_model = self.model
+        self._phase: _Phase | None = None
+        self._mode: ProbeMode | FullMode | None = None
+        self._phase_data = None
+        self._steps_before_phase = 0
+        self._phase_losses: list[tuple[int, float]] = []
+        self._run_log: list[dict[str, Any]] = []  # the whole run's log history (each phase's state starts empty)
         self.report: dict[str, Any] | None = None
-        self._epochs_per_round = args.num_train_epochs
-        self._phase_data: dict[str, torch.Tensor] | None = None
-        self._phase_seed = args.seed
+        # Progress bars and printed logs that name the phase (ceiling, level 0, ...) instead of raw dicts.
+        for stock in (ProgressCallback, PrinterCallback):
+            self.remove_callback(stock)
+        self.add_callback(PhaseLogCallback(self) if args.disable_tqdm else PhaseProgressCallback(self))
 
-    # ------------------------------------------------------------------------------------------ Trainer hooks
-    def create_accelerator_and_postprocess(self) -> None:
-        super().create_accelerator_and_postprocess()
-        self.accelerator.free_memory = _QuietMemoryRelease(self.accelerator)
+    # ================================================================================================ Trainer hooks
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """The Hub repo is created by `push_to_hub` when it pushes, not when the trainer is built: a run can be
+        started offline and pushed later."""
 
     def get_train_dataloader(self):
-        """Probe mode: batches sliced from the current phase's tensors (no per-sample collation). Full mode: the
-        Trainer's own dataloader over the phase's images."""
-        if self.full:
-            return super().get_train_dataloader()
-        if self._phase_data is None:
-            raise CSLError("CoSupervisedTrainer.train() runs the rounds; it has no plain training dataset")
-        return TensorBatches(
-            self._phase_data, batch_size=self._train_batch_size, seed=self._phase_seed,
-            process_index=self.args.process_index, num_processes=self.args.world_size,
-        )
+        """The current phase's batches: slices of the cached features (probe) or the Trainer's own ``DataLoader``
+        over the phase's images (full)."""
+        if self._phase is None:
+            raise CSLError("CoSupervisedTrainer trains through train(), which runs the rounds; it has no plain "
+                           "training dataset")
+        if isinstance(self._mode, ProbeMode):
+            return self._phase_data
+        return super().get_train_dataloader()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Cross-entropy against a class index (hard labels) or a probability vector (soft labels)."""
+        """Cross-entropy against class ids ``[B]`` (hard labels) or probabilities ``[B, C]`` (soft labels)."""
         if "pixel_values" in inputs:
             logits = model(pixel_values=inputs["pixel_values"]).logits
         else:
@@ -246,367 +196,306 @@ class CoSupervisedTrainer(Trainer):
         loss = loss / (num_items_in_batch if num_items_in_batch is not None else logits.shape[0])
         return (loss, {"logits": logits}) if return_outputs else loss
 
-    def _get_grad_norm(self, model, grad_norm=None):
-        # Without clipping, the Trainer would compute a full gradient norm every step only to log it; a probe step is
-        # so cheap that this doubles its cost. Keep the norm when clipping computed it anyway.
-        if grad_norm is None and self.args.max_grad_norm <= 0:
-            return None
-        return super()._get_grad_norm(model, grad_norm=grad_norm)
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Log on one step axis for the whole run: a phase's steps continue where the previous phase stopped (each
+        ``Trainer.train()`` counts from 0), and every entry carries the phase's ``level`` (-1 for the ceiling)."""
+        if self._phase is None:
+            return super().log(logs, start_time)
+        step = self.state.global_step
+        self.state.global_step = self._steps_before_phase + step
+        try:
+            super().log({**logs, "level": self._phase.level}, start_time)
+        finally:
+            self.state.global_step = step
+        self._run_log.append(self.state.log_history[-1])
 
-    # ------------------------------------------------------------------------------------------ the rounds
-    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs) -> dict[str, Any]:  # type: ignore[override]
-        """Run the ceiling, level 0 and one round per further level; write the report and checkpoints.
+    @property
+    def phase_step_offset(self) -> int:
+        """Optimiser steps of the phases before the current one (the run-wide step axis starts each phase there)."""
+        return self._steps_before_phase
+
+    @property
+    def phase_label(self) -> str | None:
+        """``"ceiling"``, ``"level 2 (4 teachers)"``, ... while a phase trains; ``None`` otherwise."""
+        return None if self._phase is None else self._phase.label
+
+    # ================================================================================================ the cache
+    @property
+    def cache(self) -> CSLCache:
+        """The run's `CSLCache`: the one given, or the one labeled from the images (on first use)."""
+        if self._cache is None:
+            from .labeling import label_or_reuse
+
+            self._cache = label_or_reuse(self.images, self.teachers, self.student, self._base_args)
+            check_head(self._head, self._cache.num_labels, self._cache.feature_dim)
+        return self._cache
+
+    def _make_mode(self) -> ProbeMode | FullMode:
+        args = self._base_args
+        if args.student_mode == "full":
+            return FullMode(self.student, self._head, self.cache, self.images.datasets, self.images.preprocessing,
+                            self.images.image_column, args.per_device_eval_batch_size, args.device)
+        return ProbeMode(self._head, self.cache, args.device, args.per_device_eval_batch_size)
+
+    # ================================================================================================ the run
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None,
+              **kwargs) -> TrainOutput:
+        """Run the ceiling, level 0 and one round per further level; write the report and the round checkpoints.
+
+        Args:
+            resume_from_checkpoint (`str` or `bool`, *optional*): the output directory of an interrupted CSL run
+                (``True``: ``args.output_dir``). Finished rounds are reloaded from their checkpoints and the run goes
+                on with the next one; the settings must be the same (else `CSLError`).
 
         Returns:
-            The report dict (DESIGN §4), also written to ``OUTPUT_DIR/csl_report.json``.
+            `TrainOutput`: ``global_step`` counts the optimiser steps of all phases, ``training_loss`` is their mean
+            loss, ``metrics`` holds the final student's accuracy and PGR and the run's runtime. The full report (see
+            docs/algorithm.md) is in ``self.report`` and ``OUTPUT_DIR/csl_report.json``.
         """
-        args, cache = self.args, self.cache
+        start = time.time()
+        args, cache = self._base_args, self.cache
         set_seed(args.seed)
+        self._mode = self._make_mode()
         train_rows, test_rows = cache.rows(TRAIN_SPLIT), cache.rows(TEST_SPLIT)
-        device = args.device
-        if self.full:  # positions of the cache's rows in the image datasets
-            x_train, x_test = self._image_positions(train_rows, test_rows)
-        else:
-            x_train = cache.features[train_rows].to(device)
-            x_test = cache.features[test_rows].to(device)
         y_train, y_test = cache.labels[train_rows], cache.labels[test_rows]
         num_levels = len(cache.levels) if args.max_levels is None else min(args.max_levels, len(cache.levels))
-        generalist = cache.levels[0][0]
+        self._steps_before_phase, self._phase_losses, self._run_log = 0, [], []
 
         rounds: list[dict[str, Any]] = []
-        previous_logits: torch.Tensor | None = None
+        previous_logits = None
         progress = self._load_progress(resume_from_checkpoint)
         if progress is not None:
             weak, ceiling, rounds = progress["weak_accuracy"], progress["ceiling_accuracy"], progress["rounds"]
             if rounds:
-                self._load_round_head(rounds[-1]["level"])
-                previous_logits = self._logits(x_train).cpu()
-            logger.info(f"resuming after level {rounds[-1]['level'] if rounds else 'ceiling'} from {args.output_dir}")
+                self._mode.load_round(os.path.join(self._resume_dir, f"round-{rounds[-1]['level']}"), self.head_name)
+                previous_logits = self._mode.logits("train")
+            logger.info(f"resuming after {'level ' + str(rounds[-1]['level']) if rounds else 'the ceiling'} "
+                        f"from {self._resume_dir}")
         else:
-            weak = C.accuracy(cache.probs(generalist, test_rows), y_test)
-            ceiling = None
-            if args.run_ceiling and bool((y_train >= 0).all()):
-                self._fit(x_train, y_train.to(device), args.num_train_epochs, phase=-1, reinit=True)
-                ceiling = C.accuracy(self._logits(x_test, "test"), y_test)
-                logger.info(f"ceiling (ground truth) accuracy: {ceiling:.4f}")
-            elif args.run_ceiling:
-                logger.warning("the training split has unknown labels (-1): no ceiling, so PGR is null")
-            if ceiling is not None and ceiling <= weak:
-                logger.warning(
-                    f"the ceiling ({ceiling:.4f}) is not above the weak teacher ({weak:.4f}): PGR is undefined (null); "
-                    "use a stronger student or weaker teachers"
-                )
+            weak = C.accuracy(cache.probs(cache.levels[0][0], test_rows), y_test)
+            ceiling = self._ceiling(y_train, y_test, weak)
             self._save_progress(weak, ceiling, rounds)
 
         for level in range(len(rounds), num_levels):
-            record, previous_logits = self._run_round(level, previous_logits, x_train, x_test, train_rows, y_train,
-                                                      y_test, weak, ceiling)
+            targets = R.plan_round(cache, level, previous_logits, train_rows, assignment=args.assignment,
+                                   denoise=args.denoise, soft_labels=args.soft_labels,
+                                   num_epochs=args.num_train_epochs,
+                                   scale_epochs_by_keep_rate=args.scale_epochs_by_keep_rate)
+            members = len(cache.levels[level])
+            self._run_phase(_Phase(f"level {level} ({members} teacher{'s' if members > 1 else ''})", level),
+                            targets.keep, targets.fit_targets(), targets.epochs,
+                            reinit=level == 0 or args.reinit_head_each_round)
+            previous_logits = self._mode.logits("train")
+            test_predictions = self._mode.logits("test").argmax(dim=-1)
+            accuracy = float((test_predictions == y_test).float().mean())  # every test label is known (validated)
+            record = R.round_record(cache, targets, train_rows, y_train, accuracy,
+                                    self._pgr(test_predictions, y_test, weak, ceiling))
             rounds.append(record)
             self._log_round(record)
+            logger.info(f"level {level} ({record['num_teachers']} teacher{'s' if record['num_teachers'] > 1 else ''}, {record['assignment']}): keep "
+                        f"{record['keep_rate']:.3f}, precision {_fmt(record['precision'])}, student "
+                        f"{record['student_accuracy']:.4f}, PGR {_fmt(record['pgr'])}")
             if args.save_round_checkpoints:
                 self.save_round(level, record)
             self._save_progress(weak, ceiling, rounds)
 
-        self.report = {
-            "weak_accuracy": weak,
-            "ceiling_accuracy": ceiling,
-            "seed": args.seed,
-            "config": self._report_config(),
-            "rounds": rounds,
-        }
+        self.report = {"weak_accuracy": weak, "ceiling_accuracy": ceiling, "seed": args.seed,
+                       "config": self._report_config(), "rounds": rounds}
         if args.should_save:
-            os.makedirs(args.output_dir, exist_ok=True)
             atomic_write_json(os.path.join(args.output_dir, REPORT_NAME), self.report)
-        return self.report
+        # The trainer's state after train() describes the whole run, as after a plain Trainer.train().
+        self.state.global_step, self.state.log_history = self._steps_before_phase, self._run_log
+        return self._train_output(start)
 
-    def _run_round(self, level: int, previous_logits: torch.Tensor | None, x_train: torch.Tensor,
-                   x_test: torch.Tensor, train_rows: torch.Tensor, y_train: torch.Tensor, y_test: torch.Tensor,
-                   weak: float, ceiling: float | None) -> tuple[dict[str, Any], torch.Tensor]:
-        """One level (DESIGN §1 steps 1-4): targets, consistency filter, training, evaluation.
+    def _ceiling(self, y_train: torch.Tensor, y_test: torch.Tensor, weak: float) -> float | None:
+        """The student trained on the training split's ground truth (``None`` when off or labels are unknown)."""
+        args = self._base_args
+        if not args.run_ceiling:
+            return None
+        if not bool((y_train >= 0).all()):
+            logger.warning("the training split has unknown labels (-1): no ceiling, so PGR is null")
+            return None
+        everything = torch.ones(len(y_train), dtype=torch.bool)
+        self._run_phase(_Phase("ceiling (ground truth)", -1), everything, y_train, args.num_train_epochs, reinit=True)
+        ceiling = C.accuracy(self._mode.logits("test"), y_test)
+        logger.info(f"ceiling (ground truth) accuracy: {ceiling:.4f}")
+        if ceiling <= weak:
+            logger.warning(f"the ceiling ({ceiling:.4f}) is not above the weak teacher ({weak:.4f}): PGR is undefined "
+                           "(null); use a stronger student or weaker teachers")
+        return ceiling
 
-        Returns the round's report record and the new student's logits on the training split ``[n, C]``.
+    def _run_phase(self, phase: _Phase, keep: torch.Tensor, targets: torch.Tensor, epochs: float,
+                   reinit: bool) -> None:
+        """One phase: reset the head (or the whole student in full mode), then one ``Trainer.train()`` on a copy of
+        the args with the phase's epochs and seed. The seeds depend only on ``args.seed`` and the level, so a
+        resumed run trains exactly what the uninterrupted run would have."""
+        base = self._base_args
+        mode = self._mode
+        mode.reset(seed=base.seed * 1009 + phase.level + 1, reinit=reinit)
+        seed = base.seed * 7919 + phase.level + 1
+        phase_args = copy.copy(base)
+        phase_args.num_train_epochs = epochs
+        if isinstance(mode, ProbeMode):
+            self._phase_data = mode.phase_data(keep, targets, seed, self._train_batch_size, base.process_index,
+                                               base.world_size)
+            speedups = _compat.probe_phase_speedups(self)
+        else:
+            self.train_dataset = mode.phase_data(keep, targets, seed)
+            phase_args.data_seed = seed
+            if mode.is_stream():  # a stream has no length: give the Trainer the step count the epochs mean
+                per_step = self._train_batch_size * max(1, base.world_size) * base.gradient_accumulation_steps
+                phase_args.max_steps = math.ceil(int(keep.sum()) / per_step) * max(1, int(epochs))
+            speedups = contextlib.nullcontext()
+        # A fresh optimiser per phase: the Trainer keeps `self.optimizer` across train() calls, and Adam moments from
+        # the previous round must not steer a new head.
+        self.optimizer, self.lr_scheduler = None, None
+        self.args, self._phase = phase_args, phase
+        self.model = self.model_wrapped = mode.module
+        try:
+            with speedups:
+                output = super().train()
+            self._phase_losses.append((output.global_step, output.training_loss))
+            self._steps_before_phase += output.global_step
+        finally:
+            self.args, self._phase, self._phase_data, self.train_dataset = base, None, None, None
+            self.model = self.model_wrapped = self._user_model
+
+    def _train_output(self, start: float) -> TrainOutput:
+        steps = sum(s for s, _ in self._phase_losses)
+        loss = sum(s * l for s, l in self._phase_losses) / steps if steps else 0.0
+        metrics = speed_metrics("train", start, num_steps=steps)
+        final = self.report["rounds"][-1] if self.report["rounds"] else {}
+        metrics.update({"train_loss": loss, "weak_accuracy": self.report["weak_accuracy"],
+                        "ceiling_accuracy": self.report["ceiling_accuracy"],
+                        "student_accuracy": final.get("student_accuracy"), "pgr": final.get("pgr")})
+        return TrainOutput(steps, loss, {k: v for k, v in metrics.items() if v is not None})
+
+    # ================================================================================================ evaluation
+    def predict(self, test_dataset=None, ignore_keys: list[str] | None = None,
+                metric_key_prefix: str = "test") -> PredictionOutput:
+        """The current student's logits and metrics on ``test_dataset`` (images with a label column), or on the
+        run's test split when ``None``.
+
+        Returns:
+            `PredictionOutput`: ``predictions`` float32 ``[n, C]`` logits, ``label_ids`` ``[n]``, ``metrics`` with
+            ``{prefix}_accuracy``, ``{prefix}_loss`` (cross-entropy) and, once the run measured the weak teacher and
+            the ceiling, ``{prefix}_pgr`` (percent).
         """
-        args, cache = self.args, self.cache
-        members = cache.levels[level]
-        if level == 0:
-            method, assignment = "none", torch.zeros(len(train_rows), dtype=torch.long)
+        start = time.time()
+        if test_dataset is None:
+            mode = self._mode or self._make_mode()
+            logits, labels = mode.logits("test"), self.cache.labels[self.cache.rows(TEST_SPLIT)]
         else:
-            method = self._assignment_method(level)
-            assignment = self._assign(level, method, previous_logits, train_rows)
-        targets = self._assigned_targets(members, assignment, train_rows)  # [n, C]
-        target_class = targets.argmax(dim=-1)
-        if level == 0:
-            keep, keep_rate = torch.ones(len(train_rows), dtype=torch.bool), 1.0
-        else:
-            keep, keep_rate = C.consistency_filter(previous_logits, target_class, args.denoise)
-        if int(keep.sum()) == 0 or keep_rate <= 0:
-            raise CSLError(
-                f"level {level}: the consistency filter kept no sample (keep rate 0: no target is in the previous "
-                f"student's {args.denoise}); use a looser --denoise (e.g. top3 or all) or check the level's teachers"
-            )
-        scale = args.scale_epochs_by_keep_rate and level > 0
-        epochs = C.scaled_epochs(args.num_train_epochs, keep_rate) if scale else args.num_train_epochs
-        fit_targets = targets if args.soft_labels else target_class
-        reinit = level == 0 or args.reinit_head_each_round
-        self._fit(x_train[keep.to(x_train.device)], fit_targets[keep].to(x_train.device), epochs, phase=level,
-                  reinit=reinit)
-        logits_train = self._logits(x_train).cpu()
-        test_predictions = self._logits(x_test, "test").argmax(dim=-1).cpu()
-        student_acc = float((test_predictions == y_test).float().mean())  # every test label is known (validated)
-        teacher_acc, precision, recall = C.label_quality(target_class, y_train, keep)
-        record = {
-            "level": level,
-            "num_teachers": len(members),
-            "assignment": method,
-            "teacher_accuracy": teacher_acc,
-            "keep_rate": keep_rate,
-            "precision": precision,
-            "recall": recall,
-            "student_accuracy": student_acc,
-            "pgr": self._pgr(test_predictions, y_test, weak, ceiling),
-            "num_kept": int(keep.sum()),
-            "epochs": epochs,
-        }
-        oracle = self._oracle_assignment(level, train_rows) if level > 0 else None
-        if oracle is not None:
-            record["assignment_accuracy"] = float((assignment == oracle).float().mean())
-        logger.info(
-            f"level {level} ({len(members)} teachers, {method}): keep {keep_rate:.3f}, precision "
-            f"{_pct(precision)}, student {student_acc:.4f}, PGR {_pct(record['pgr'])}"
-        )
-        return record, logits_train
+            if self.student is None:
+                raise CSLError("this trainer has no student model (a head trained on cached features): predict on "
+                               "images needs model=")
+            logits, labels = self.images.student_logits(self.student, test_dataset, self._base_args)
+        known = labels >= 0
+        metrics = {f"{metric_key_prefix}_accuracy": C.accuracy(logits, labels)}
+        if bool(known.any()):
+            metrics[f"{metric_key_prefix}_loss"] = float(F.cross_entropy(logits[known], labels[known]))
+        if self.report is not None and self.report.get("ceiling_accuracy") is not None and bool(known.all()):
+            pgr = self._pgr(logits.argmax(-1), labels, self.report["weak_accuracy"], self.report["ceiling_accuracy"])
+            if pgr is not None:
+                metrics[f"{metric_key_prefix}_pgr"] = pgr
+        metrics.update(speed_metrics(metric_key_prefix, start, num_samples=len(labels)))
+        return PredictionOutput(predictions=logits.numpy(), label_ids=labels.numpy(), metrics=metrics)
 
-    # ------------------------------------------------------------------------------------------ metrics, logs, resume
+    def evaluate(self, eval_dataset=None, ignore_keys: list[str] | None = None,
+                 metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Evaluate the current student (see `predict`), log the metrics and call ``on_evaluate`` callbacks."""
+        metrics = self.predict(eval_dataset, ignore_keys, metric_key_prefix).metrics
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
     def _pgr(self, predictions: torch.Tensor, references: torch.Tensor, weak: float, ceiling: float | None):
-        """PGR through the `evaluate` module `csl_hf/metrics/pgr` (loaded by local path, once)."""
+        """PGR through the `evaluate` module ``csl_hf/metrics/pgr`` (loaded by local path, once per process)."""
         if ceiling is None:
             return None
         import warnings
 
+        from .metrics import pgr_metric
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ceiling <= weak was already explained once
-            return _pgr_metric().compute(predictions=predictions.tolist(), references=references.tolist(),
-                                            weak_accuracy=weak, ceiling_accuracy=ceiling)["pgr"]
+            return pgr_metric().compute(predictions=predictions.tolist(), references=references.tolist(),
+                                        weak_accuracy=weak, ceiling_accuracy=ceiling)["pgr"]
 
     def _log_round(self, record: dict[str, Any]) -> None:
-        """Log a round's metrics to every `report_to` integration with the *level* as the step."""
+        """Log a round's metrics to every ``report_to`` integration under ``csl/*``, with the *level* as the step
+        (the x-axis of the paper's plots)."""
         step = self.state.global_step
         self.state.global_step = record["level"]
         try:
-            self.log({f"csl/{k}": float(v) for k, v in record.items()
-                      if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and k != "level"})
+            Trainer.log(self, {f"csl/{k}": float(v) for k, v in record.items()
+                               if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "level"})
         finally:
             self.state.global_step = step
+        # In the run's history, on its step axis: after the round's training, tagged with the level.
+        self._run_log.append({**self.state.log_history[-1], "level": record["level"],
+                              "step": self._steps_before_phase})
 
-    def _progress_key(self) -> dict[str, Any]:
-        a = self.args
-        key = {k: _jsonable(getattr(a, k)) for k in (
-            "seed", "assignment", "denoise", "soft_labels", "reinit_head_each_round", "scale_epochs_by_keep_rate",
-            "student_mode", "learning_rate", "weight_decay", "per_device_train_batch_size", "lr_scheduler_type",
-            "warmup_steps", "max_grad_norm", "optim", "max_steps", "run_ceiling")}
-        key.update(num_train_epochs=self._epochs_per_round, world_size=a.world_size, levels=self.cache.levels,
-                   num_samples=self.cache.num_samples)
+    def _report_config(self) -> dict[str, Any]:
+        a, cache = self._base_args, self.cache
+        keys = ("assignment", "denoise", "soft_labels", "reinit_head_each_round", "scale_epochs_by_keep_rate",
+                "student_mode", "learning_rate", "weight_decay", "per_device_train_batch_size", "lr_scheduler_type",
+                "warmup_steps", "max_grad_norm", "optim", "max_steps", "num_train_epochs")
+        config = {k: jsonable(getattr(a, k)) for k in keys}
+        config.update(world_size=a.world_size, levels=cache.levels, teacher_names=cache.teacher_names,
+                      student=cache.student.get("name_or_path"))
+        return config
+
+    # ================================================================================================ resume
+    def _run_key(self) -> dict[str, Any]:
+        key = {k: jsonable(getattr(self._base_args, k)) for k in _RUN_KEYS}
+        key.update(world_size=self._base_args.world_size, levels=self.cache.levels,
+                   num_samples=self.cache.num_samples, student=self.cache.student.get("name_or_path"))
         return key
 
     def _save_progress(self, weak: float, ceiling: float | None, rounds: list[dict[str, Any]]) -> None:
-        if self.args.should_save:
-            atomic_write_json(os.path.join(self.args.output_dir, PROGRESS_NAME), {
-                "weak_accuracy": weak, "ceiling_accuracy": ceiling, "rounds": rounds, "run": self._progress_key()})
+        if self._base_args.should_save:
+            atomic_write_json(os.path.join(self._base_args.output_dir, PROGRESS_NAME),
+                              {"weak_accuracy": weak, "ceiling_accuracy": ceiling, "rounds": rounds,
+                               "run": self._run_key()})
 
     def _load_progress(self, resume_from_checkpoint: str | bool | None) -> dict[str, Any] | None:
         if not resume_from_checkpoint:
             return None
-        directory = self.args.output_dir if resume_from_checkpoint is True else os.fspath(resume_from_checkpoint)
+        directory = (self._base_args.output_dir if resume_from_checkpoint in (True, "True", "true")
+                     else os.fspath(resume_from_checkpoint))
         path = os.path.join(directory, PROGRESS_NAME)
         if not os.path.isfile(path):
             raise CSLError(f"--resume_from_checkpoint: {path} does not exist; resume needs the output directory of a "
                            "CSL run started with round checkpoints")
-        import json
-
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             progress = json.load(f)
-        if progress.get("run") != self._progress_key():
-            raise CSLError(f"--resume_from_checkpoint: the run in {directory} used other settings or another cache "
-                           f"({progress.get('run')}); resume with the same flags or start a new --output_dir")
-        if progress["rounds"] and not self.args.save_round_checkpoints:
+        recorded, wanted = progress.get("run") or {}, self._run_key()
+        changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
+        if changed:
+            first = changed[0]
+            raise CSLError(f"--resume_from_checkpoint: the run in {directory} used other settings ({first}: "
+                           f"{recorded.get(first)!r} there, {wanted.get(first)!r} now); resume with the same settings "
+                           "or start a new --output_dir")
+        if progress["rounds"] and not self._base_args.save_round_checkpoints:
             raise CSLError("--resume_from_checkpoint needs round checkpoints; drop --save_round_checkpoints False")
         self._resume_dir = directory
         return progress
 
-    def _load_round_head(self, level: int) -> None:
-        """Put round ``level``'s trained head back into the probe (from its checkpoint)."""
-        from safetensors.torch import load_file
-
-        directory = os.path.join(getattr(self, "_resume_dir", self.args.output_dir), f"round-{level}")
-        if self.full:
-            self.student.load_state_dict(load_file(os.path.join(directory, "model.safetensors")), strict=False)
-            return
-        if self.student is None:
-            state = load_file(os.path.join(directory, "probe_head.safetensors"))
-        else:
-            prefix = self.head_name + "."
-            full = load_file(os.path.join(directory, "model.safetensors"))
-            state = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
-        self._head.load_state_dict(state)
-
-    # ------------------------------------------------------------------------------------------ helpers
-    def _fit(self, inputs: torch.Tensor, targets: torch.Tensor, epochs: float, phase: int, reinit: bool) -> None:
-        """One phase: (re)initialise, then a plain ``Trainer.train()``. ``inputs`` are features ``[n, D]`` (probe)
-        or positions ``[n]`` in the training images (full)."""
-        if self.full:
-            # Full mode restarts each phase from the pretrained student (a fresh head on the pretrained backbone).
-            self.student.load_state_dict(self._pretrained_state)
-        if reinit or self.full:
-            reset_module(self._head, seed=self.args.seed * 1009 + phase + 1)
-        # A fresh optimiser per phase: the Trainer keeps `self.optimizer` across train() calls, and Adam moments from
-        # the previous round must not steer a new head.
-        self.optimizer, self.lr_scheduler = None, None
-        max_steps = self.args.max_steps
-        if self.full:
-            seed = self.args.seed * 7919 + phase + 1
-            source = self.images["train"]
-            if isinstance(source, datasets.IterableDataset):
-                self.train_dataset = _StreamImageTargets(source, inputs, targets, self.image_preprocessing,
-                                                         self.image_column, seed=seed)
-                # A stream has no length: give the Trainer the step count the epochs mean.
-                per_step = self._train_batch_size * max(1, self.args.world_size)
-                self.args.max_steps = math.ceil(len(inputs) / per_step) * max(1, int(epochs))
-            else:
-                self.train_dataset = _ImageTargets(source, inputs, targets, self.image_preprocessing, self.image_column)
-            self.args.data_seed = seed
-        else:
-            self._phase_data = {"features": inputs, "labels": targets}
-            self._phase_seed = self.args.seed * 7919 + phase + 1
-        self.args.num_train_epochs = epochs
-        try:
-            super().train()
-        finally:
-            self.args.num_train_epochs = self._epochs_per_round
-            self.args.max_steps = max_steps
-            self._phase_data = None
-
-    @torch.no_grad()
-    def _logits(self, inputs: torch.Tensor, split: str = "train") -> torch.Tensor:
-        """Logits ``[n, C]`` (float32) of the current head on features (probe) or of the student on the images of
-        ``split`` at positions ``inputs`` (full), in chunks of ``per_device_eval_batch_size``."""
-        module = self.student if self.full else self._head
-        was_training = module.training
-        module.eval()
-        step = max(1, self.args.per_device_eval_batch_size)
-        out = []
-        if self.full and isinstance(self.images[split], datasets.IterableDataset):
-            stream = _StreamImageTargets(self.images[split], inputs, None, self.image_preprocessing, self.image_column)
-            for batch in stream.ordered_batches(step):
-                out.append(self.student(pixel_values=batch.to(self.args.device)).logits.float().cpu())
-            module.train(was_training)
-            return torch.cat(out)
-        for i in range(0, inputs.shape[0], step):
-            if self.full:
-                batch = _ImageTargets(self.images[split], inputs[i : i + step], None, self.image_preprocessing,
-                                      self.image_column).pixel_batch()
-                out.append(self.student(pixel_values=batch.to(self.args.device)).logits.float().cpu())
-            else:
-                out.append(self._head(inputs[i : i + step]).float())
-        module.train(was_training)
-        return torch.cat(out)
-
-    def _image_positions(self, train_rows: torch.Tensor, test_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Where each cache row's image sits in ``images["train"]`` / ``images["test"]`` (map-style or stream)."""
-        index, sizes = self.cache.source_index, self.cache.source_sizes
-        if index is not None:
-            n_train = sizes["train"] if sizes else len(self.images["train"])
-            return index[train_rows], index[test_rows] - n_train
-        n_train, n_test = len(self.images["train"]), len(self.images["test"])
-        if (len(train_rows), len(test_rows)) != (n_train, n_test):
-            raise CSLError("the cache's splits do not match the images given for --student_mode full "
-                           f"({len(train_rows)}/{len(test_rows)} rows vs {n_train}/{n_test} images); relabel the data")
-        return torch.arange(n_train), torch.arange(n_test)
-
-    def _assignment_method(self, level: int) -> str:
-        kind = self.cache.level_kind(level)
-        method = self.args.assignment
-        if method == "auto":
-            return "agreement" if kind == "domain" else "student"
-        if method == "student" and kind == "domain":
-            raise CSLError(f"level {level} holds domain specialists: --assignment student routes by class; use agreement, oracle or auto")
-        return method
-
-    # Teacher outputs are read per teacher or per chunk of rows: a level's [T, N, C] never sits in memory at once
-    # (8 teachers x 1.28M images x 1000 classes would be 41 GB of float32).
-    _CHUNK = 65536
-
-    def _assign(self, level: int, method: str, previous_logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Each training sample's teacher (index into the level), ``[n]``."""
-        cache = self.cache
-        members = cache.levels[level]
-        if method == "student":
-            specs = [cache.specialties[t] for t in members]
-            return C.assign_by_student(previous_logits, C.class_masks(specs, cache.num_labels))
-        if method == "agreement":
-            return torch.cat([
-                C.assign_by_agreement(previous_logits[i : i + self._CHUNK], cache.probs(members, rows[i : i + self._CHUNK]))
-                for i in range(0, len(rows), self._CHUNK)
-            ])
-        oracle = self._oracle_assignment(level, rows)
-        if oracle is None:
-            raise CSLError(f"level {level}: oracle assignment needs ground truth ({'domains' if cache.level_kind(level) == 'domain' else 'labels'}) for every training sample; use --assignment auto")
-        return oracle
-
-    def _assigned_targets(self, members: list[int], assignment: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """The assigned teacher's probabilities for every sample, ``[n, C]``, reading one teacher at a time."""
-        targets = torch.empty(len(rows), self.cache.num_labels)
-        for i, teacher in enumerate(members):
-            mine = (assignment == i).nonzero(as_tuple=True)[0]
-            if len(mine):
-                targets[mine] = self.cache.probs(teacher, rows[mine])
-        return targets
-
-    def _oracle_assignment(self, level: int, rows: torch.Tensor) -> torch.Tensor | None:
-        """Assignment by ground truth (true class or domain), or ``None`` where it is unknown."""
-        cache = self.cache
-        if cache.level_kind(level) == "domain":
-            if cache.domains is None:
-                return None
-            return C.assign_by_oracle_domain(cache.domains[rows], cache.teacher_domain_ids(level))
-        labels = cache.labels[rows]
-        if bool((labels < 0).any()):
-            return None
-        specs = [cache.specialties[t] for t in cache.levels[level]]
-        return C.assign_by_oracle_class(labels, C.class_masks(specs, cache.num_labels))
-
-    def _report_config(self) -> dict[str, Any]:
-        a = self.args
-        keys = ("assignment", "denoise", "soft_labels", "reinit_head_each_round", "scale_epochs_by_keep_rate",
-                "student_mode", "learning_rate", "weight_decay", "per_device_train_batch_size", "lr_scheduler_type",
-                "warmup_steps", "max_grad_norm", "optim", "max_steps")
-        config = {k: _jsonable(getattr(a, k)) for k in keys}
-        config["num_train_epochs"] = self._epochs_per_round
-        config["world_size"] = a.world_size
-        config["levels"] = self.cache.levels
-        config["teacher_names"] = self.cache.teacher_names
-        config["student"] = self.cache.student.get("name_or_path")
-        return config
-
-    # ------------------------------------------------------------------------------------------ saving
+    # ================================================================================================ saving
     def save_round(self, level: int, record: dict[str, Any]) -> str | None:
-        """Write ``OUTPUT_DIR/round-{level}/`` atomically (temporary directory, then rename)."""
-        if not self.args.should_save:
+        """Write the current student to ``OUTPUT_DIR/round-{level}/`` with its ``csl_round.json``, atomically."""
+        if not self._base_args.should_save:
             return None
-        final = os.path.join(self.args.output_dir, f"round-{level}")
-        tmp = final + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        try:
-            self._save_student(tmp)
+        final = os.path.join(self._base_args.output_dir, f"round-{level}")
+        with staged_directory(final) as tmp:
+            self._write_student(tmp)
             atomic_write_json(os.path.join(tmp, ROUND_STATE_NAME), record)
-            _replace_dir(tmp, final)
-        finally:  # a failed save leaves no half-written round-{level}.tmp behind
-            shutil.rmtree(tmp, ignore_errors=True)
         return final
 
-    def _save_student(self, directory: str) -> None:
+    def _write_student(self, directory: str, state_dict: dict | None = None) -> None:
         if self.student is not None:
-            self.student.save_pretrained(directory)
+            self.student.save_pretrained(directory, state_dict=state_dict)
             if self.processing_class is not None:
                 self.processing_class.save_pretrained(directory)
         else:
@@ -615,174 +504,62 @@ class CoSupervisedTrainer(Trainer):
             save_file({k: v.detach().contiguous().cpu() for k, v in self._head.state_dict().items()},
                       os.path.join(directory, "probe_head.safetensors"))
 
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """`save_model` writes the student (``save_pretrained`` + its image processor; or the trained head of a run
+        without a student), file by file atomically. No pickled ``training_args.bin``: the run's settings are in
+        ``csl_report.json``."""
+        output_dir = output_dir if output_dir is not None else self._base_args.output_dir
+        if not self._base_args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".student-", dir=output_dir) as tmp:
+            self._write_student(tmp, state_dict)
+            publish_files(tmp, output_dir)
 
-    def finalize(self, dataset_name: str | None = None, plot_path: str | None = None) -> str | None:
-        """After `train`: save the final student in ``OUTPUT_DIR`` itself with a model card (also in every round
-        directory), and push everything when ``--push_to_hub`` (rounds to branches ``round-{level}``)."""
-        from .hub import create_csl_model_card, push_csl_outputs, round_directories, write_model_card
+    def create_model_card(self, language: str | None = None, license: str | None = None,
+                          tags: str | list[str] | None = None, model_name: str | None = None,
+                          finetuned_from: str | None = None, tasks: str | list[str] | None = None,
+                          dataset_tags: str | list[str] | None = None, dataset: str | list[str] | None = None,
+                          dataset_args: str | list[str] | None = None) -> None:
+        """Write the CSL model card (``README.md``: teachers, settings, per-round table, PGR plot when
+        ``pgr.png`` is there, loading snippet, citation) into ``OUTPUT_DIR`` and every ``round-{level}/``."""
+        if not self.is_world_process_zero() or self.report is None:
+            return
+        from .model_card import write_run_model_cards
 
-        if self.report is None:
-            raise CSLError("finalize() needs a finished run; call train() first")
-        if not self.args.should_save:
+        if isinstance(dataset, list):
+            dataset = dataset[0] if dataset else None
+        source = self.cache.source or {}
+        write_run_model_cards(
+            self._base_args.output_dir, self.report, base_model=finetuned_from or self.cache.student.get("name_or_path"),
+            dataset_name=dataset or source.get("dataset"), teacher_names=self.cache.teacher_names,
+            levels=self.cache.levels, hub_model_id=self._base_args.hub_model_id, license=license or "apache-2.0",
+            tags=[tags] if isinstance(tags, str) else tags, model_name=model_name)
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
+                    token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
+        """Push the final student to ``main`` and each round's student to branch ``round-{level}`` of
+        ``args.hub_model_id`` (default: the output directory's name), with the model card.
+
+        Returns:
+            The `huggingface_hub.CommitInfo` of the ``main`` commit (each branch's commit is logged).
+        """
+        if not self.is_world_process_zero():
             return None
-        out = self.args.output_dir
-        tmp = os.path.join(out, ".final.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        try:
-            self._save_student(tmp)
-            for name in os.listdir(tmp):  # one rename per file: each file is whole at any time
-                os.replace(os.path.join(tmp, name), os.path.join(out, name))
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        card = lambda plot: create_csl_model_card(  # noqa: E731
-            self.report, base_model=self.cache.student.get("name_or_path"), dataset_name=dataset_name,
-            teacher_names=self.cache.teacher_names, levels=self.cache.levels,
-            hub_model_id=self.args.hub_model_id, plot_path=plot)
-        write_model_card(out, card(plot_path))
-        for _, directory in round_directories(out):
-            write_model_card(directory, card(None))
-        if self._push_requested:
-            repo_id = self.args.hub_model_id or os.path.basename(os.path.abspath(out))
-            refs = push_csl_outputs(out, repo_id, token=self.args.hub_token,
-                                    private=getattr(self.args, "hub_private_repo", None))
-            logger.info(f"pushed to {repo_id}: {refs}")
-        return out
+        from .hub import push_csl_outputs
+
+        self.save_model(_internal_call=True)
+        self.create_model_card(**{k: v for k, v in kwargs.items() if k in ("license", "tags", "model_name",
+                                                                             "finetuned_from", "dataset")})
+        out = self._base_args.output_dir
+        repo_id = self._base_args.hub_model_id or os.path.basename(os.path.abspath(out))
+        commits = push_csl_outputs(out, repo_id, token=token or self._base_args.hub_token,
+                                   private=private if private is not None else self._base_args.hub_private_repo,
+                                   commit_message=commit_message)
+        for branch, info in commits.items():
+            logger.info(f"pushed {repo_id}@{branch}: {getattr(info, 'commit_url', info)}")
+        return commits.get("main")
 
 
-class _ImageTargets(torch.utils.data.Dataset):
-    """Images of one split at given positions, preprocessed, with their CSL targets (full mode)."""
-
-    def __init__(self, dataset, positions: torch.Tensor, targets: torch.Tensor | None, preprocessing, image_column: str):
-        self.dataset, self.positions, self.targets = dataset, positions.tolist(), targets
-        self.preprocessing, self.image_column = preprocessing, image_column
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def _pixels(self, i: int) -> torch.Tensor:
-        from .data import decode_image
-        from .preprocessing import pil_to_uint8
-
-        image = pil_to_uint8(decode_image(self.dataset[self.positions[i]][self.image_column]))
-        return self.preprocessing(image.unsqueeze(0))[0]
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"pixel_values": self._pixels(i), "labels": self.targets[i].cpu()}
-
-    def pixel_batch(self) -> torch.Tensor:
-        return torch.stack([self._pixels(i) for i in range(len(self))])
-
-
-class _StreamImageTargets(torch.utils.data.IterableDataset):
-    """The images of a streamed split at given positions, with their CSL targets (full mode on ``--streaming``).
-
-    Positions count the stream's samples in order (as the labeling pass numbered them). Training reads the stream
-    once per epoch, keeps the wanted positions and shuffles them through a seeded buffer; `ordered_batches` reads it
-    once in cache-row order for predictions. Nothing but the buffer is held in memory.
-    """
-
-    def __init__(self, stream, positions: torch.Tensor, targets: torch.Tensor | None, preprocessing, image_column: str,
-                 seed: int = 0, buffer_size: int = 1000):
-        from .labeling import _undecoded
-
-        # Raw bytes: a bad image the labeling pass skipped must not stop the stream when datasets decodes it.
-        self.stream = _undecoded(stream, image_column)
-        self.preprocessing, self.image_column = preprocessing, image_column
-        self.row_of = {int(p): i for i, p in enumerate(positions.tolist())}
-        self.targets, self.seed, self.buffer_size, self.epoch = targets, seed, buffer_size, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _wanted(self):
-        for position, example in enumerate(self.stream):
-            row = self.row_of.get(position)
-            if row is not None:
-                yield row, example
-
-    def _pixels(self, example) -> torch.Tensor:
-        from .data import decode_image
-        from .preprocessing import pil_to_uint8
-
-        image = pil_to_uint8(decode_image(example[self.image_column]))
-        return self.preprocessing(image.unsqueeze(0))[0]
-
-    def __iter__(self):
-        rng = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        buffer = []
-        for row, example in self._wanted():
-            buffer.append((row, example))
-            if len(buffer) >= self.buffer_size:
-                row, example = buffer.pop(int(torch.randint(len(buffer), (1,), generator=rng)))
-                yield {"pixel_values": self._pixels(example), "labels": self.targets[row].cpu()}
-        while buffer:
-            row, example = buffer.pop(int(torch.randint(len(buffer), (1,), generator=rng)))
-            yield {"pixel_values": self._pixels(example), "labels": self.targets[row].cpu()}
-
-    def ordered_batches(self, batch_size: int):
-        """Pixel batches in the order of ``positions`` (one read of the stream; out-of-order rows wait in memory as
-        preprocessed tensors only until their turn)."""
-        pending: dict[int, torch.Tensor] = {}
-        next_row, n = 0, len(self.row_of)
-        batch: list[torch.Tensor] = []
-        for row, example in self._wanted():
-            pending[row] = self._pixels(example)
-            while next_row in pending:
-                batch.append(pending.pop(next_row))
-                next_row += 1
-                if len(batch) == batch_size:
-                    yield torch.stack(batch)
-                    batch = []
-        if next_row != n:
-            raise CSLError(f"the stream ended after {next_row} of the {n} images in the cache; stream the same split "
-                           "the cache was labeled from")
-        if batch:
-            yield torch.stack(batch)
-
-
-@functools.lru_cache(maxsize=1)
-def _pgr_metric():
-    """The PGR `evaluate` module, loaded once per process (``evaluate.load`` re-reads and re-imports it each call)."""
-    from .metrics import load_pgr_metric
-
-    return load_pgr_metric()
-
-
-def _replace_dir(src: str, dst: str) -> None:
-    """Move ``src`` onto ``dst``; the previous ``dst`` stays whole until the new one is in place."""
-    if os.path.isdir(dst):
-        old = dst + ".old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-        try:
-            os.replace(src, dst)
-        except BaseException:
-            os.replace(old, dst)  # put the previous checkpoint back
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
-
-
-def _check_head(head: nn.Module, cache: CSLCache) -> None:
-    out_features = getattr(head, "out_features", None)
-    in_features = getattr(head, "in_features", None)
-    if out_features is not None and out_features != cache.num_labels:
-        raise CSLError(f"the student's classifier outputs {out_features} classes but the cache has {cache.num_labels}; load the student with num_labels={cache.num_labels} (and ignore_mismatched_sizes=True)")
-    if in_features is not None and in_features != cache.feature_dim:
-        raise CSLError(f"the student's classifier takes {in_features}-dim inputs but the cache's features are {cache.feature_dim}-dim; the cache was made with another student")
-
-
-def _pct(x: float | None) -> str:
+def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
-
-
-def _jsonable(v: Any) -> Any:
-    import enum
-
-    if isinstance(v, enum.Enum):  # SchedulerType, OptimizerNames: str enums whose str() is "SchedulerType.COSINE"
-        return v.value
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    return str(getattr(v, "value", v))

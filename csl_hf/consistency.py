@@ -1,4 +1,4 @@
-"""The pure tensor math of co-supervised learning (DESIGN §1): teacher assignment, consistency filtering, label
+"""The pure tensor math of co-supervised learning (docs/algorithm.md): teacher assignment, consistency filtering, label
 quality. No I/O, no training, no state: every function maps tensors to tensors and is unit-tested on hand-computed
 cases. The trainer only orchestrates these.
 
@@ -29,18 +29,6 @@ def class_masks(specialties: Sequence[dict], num_labels: int) -> torch.Tensor:
         else:
             masks[t, torch.as_tensor(list(classes), dtype=torch.long)] = True
     return masks
-
-
-def restrict_to_classes(probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Restrict probabilities ``[..., C]`` to a class set ``[C]`` (or broadcastable) and renormalise.
-
-    Outside the set the result is exactly zero. A row with no mass inside the set (only possible with underflow)
-    becomes uniform over the set, so every row still sums to one.
-    """
-    masked = probs * mask.to(probs.dtype)
-    total = masked.sum(dim=-1, keepdim=True)
-    uniform = mask.to(probs.dtype) / mask.sum(dim=-1, keepdim=True).clamp_min(1).to(probs.dtype)
-    return torch.where(total > 0, masked / total.clamp_min(torch.finfo(probs.dtype).tiny), uniform.expand_as(masked))
 
 
 def masked_softmax(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -163,7 +151,8 @@ def small_loss_selection(student_logits: torch.Tensor, target_class: torch.Tenso
 def consistency_filter(
     student_logits: torch.Tensor, target_class: torch.Tensor, denoise: str
 ) -> tuple[torch.Tensor, float]:
-    """The whole filter of DESIGN §1 step 2: the top-k keep rate, then the small-loss selection.
+    """The whole consistency filter (step 2 of a round in docs/algorithm.md): the top-k keep rate, then the small-loss
+    selection.
 
     Returns:
         ``(keep [N] bool, keep_rate)``; ``denoise="all"`` keeps everything with rate 1.
@@ -188,7 +177,7 @@ def scaled_epochs(num_epochs: float, keep_rate: float) -> int:
 def label_quality(
     target_class: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor
 ) -> tuple[float | None, float | None, float | None]:
-    """Teacher accuracy, precision and recall of the kept labels (DESIGN §1), on samples with known labels.
+    """Teacher accuracy, precision and recall of the kept labels, on samples with known labels.
 
     ``correct = target == label``; teacher accuracy ``|correct| / N``; precision ``|kept & correct| / |kept|``;
     recall ``|kept & correct| / |correct|``. A ratio with an empty denominator (or no known labels) is ``None``.

@@ -18,7 +18,7 @@ class CSLError(ValueError):
 
 
 class CacheError(CSLError):
-    """The CSL cache (DESIGN §4) is missing, malformed or inconsistent."""
+    """The CSL cache (docs/cache.md) is missing, malformed or inconsistent."""
 
 
 def run_command(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:

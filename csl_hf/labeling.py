@@ -1,7 +1,8 @@
-"""The one-pass labeling of a dataset into a CSL cache (DESIGN §2).
+"""The one-pass labeling of a dataset into a CSL cache (the cache format is in docs/cache.md).
 
-Each image is decoded **once** into a uint8 tensor; every distinct preprocessing (each teacher's, the student's) is
-derived from it on the batch; all teachers and the student's backbone run on the same batch; the student's features
+Each image is decoded **once** (`csl_hf.data.images.preprocess_images`) and every distinct preprocessing (each
+teacher's, the student's) is derived from it right away; all teachers and the student's backbone run on the same
+batch; the student's features
 are the *input of its classifier module* (captured with a forward pre-hook), so a head trained on them drops
 straight back into the student.
 
@@ -15,6 +16,10 @@ cache rows (features, teacher probabilities, label, split per image).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,13 +29,15 @@ import torch
 from transformers import PreTrainedModel
 from transformers.utils import logging
 
-from .cache import TEST_SPLIT, TRAIN_SPLIT, CSLCache
-from .co_supervised_trainer import find_classifier
-from .data import decode_image
-from .data.images import check_image
-from .errors import CSLError
+from ._compat import dataset_fingerprint
+from .atomic import staged_directory
+from .cache import TRAIN_SPLIT, TEST_SPLIT, CSLCache
+from .data.images import preprocess_images
+from .data.targets import raw_images
+from .errors import CacheError, CSLError
 from .modeling_teacher_mixture import TeacherMixture
-from .preprocessing import Preprocessing, pil_to_uint8, stack_or_list
+from .preprocessing import Preprocessing
+from .student import find_classifier
 
 logger = logging.get_logger(__name__)
 
@@ -60,9 +67,14 @@ class _FeatureCapture:
         self.handle.remove()
 
 
+def input_preprocessings(teachers: TeacherMixture, student_preprocessing: Preprocessing) -> list[Preprocessing]:
+    """Each teacher's preprocessing (teachers without their own see the student's inputs)."""
+    return [s or student_preprocessing for s in teachers.preprocessings()]
+
+
 @torch.no_grad()
 def label_batch(
-    images: list[torch.Tensor],
+    pixel_values: dict[Preprocessing, torch.Tensor],
     teachers: TeacherMixture,
     student: PreTrainedModel,
     student_preprocessing: Preprocessing,
@@ -70,21 +82,18 @@ def label_batch(
     device: torch.device,
     dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher probabilities ``[B, K, C]`` and student features ``[B, D]`` for decoded uint8 images ``[3, H, W]``."""
-    batch = stack_or_list(images)
-    cache: dict[Preprocessing, torch.Tensor] = {}
+    """Teacher probabilities ``[B, K, C]`` and student features ``[B, D]`` for one batch, given its pixel values per
+    preprocessing (`csl_hf.data.images.preprocess_images`)."""
+    moved: dict[Preprocessing, torch.Tensor] = {}
 
     def prepared(p: Preprocessing) -> torch.Tensor:
-        if p not in cache:
-            x = p(batch).to(device)
-            cache[p] = x.to(dtype) if dtype is not None else x
-        return cache[p]
+        if p not in moved:
+            x = pixel_values[p].to(device)
+            moved[p] = x.to(dtype) if dtype is not None else x
+        return moved[p]
 
-    specs = teachers.preprocessings()
-    if any(s is None for s in specs):
-        # Teachers without their own preprocessing see the student's inputs.
-        specs = [s or student_preprocessing for s in specs]
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else _null()
+    specs = input_preprocessings(teachers, student_preprocessing)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with autocast:
         probs = teachers(pixel_values_per_teacher=[prepared(s) for s in specs]).probs
         student(pixel_values=prepared(student_preprocessing))
@@ -134,14 +143,6 @@ class _Rows:
         return torch.cat([*chunks[:-1], chunks[-1][: self.filled.pop(name)]])
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 INDEX_COLUMN = "__csl_index__"
 _STREAM_TEST_OFFSET = 1 << 50  # a streamed test split's provisional first index (above any train index)
 
@@ -157,14 +158,6 @@ def _iter_batches(dataset, batch_size: int, base: int) -> Iterable[tuple[dict[st
             batch = dataset[start : start + batch_size]
             n = len(next(iter(batch.values()))) if batch else 0
             yield batch, list(range(base + start, base + start + n))
-
-
-def _undecoded(dataset, image_col: str):
-    """Read images as raw bytes/paths so that a corrupt file reaches our decoder (and its one-line error)."""
-    feature = dataset.features.get(image_col) if dataset.features is not None else None
-    if isinstance(feature, datasets.Image) and feature.decode:
-        return dataset.cast_column(image_col, datasets.Image(decode=False))
-    return dataset
 
 
 def shard_bounds(num_samples: int, num_processes: int, process_index: int) -> tuple[int, int]:
@@ -213,6 +206,7 @@ def build_cache(
     student_name: str | None = None,
     compact_topk: int | None = None,
     show_progress: bool = True,
+    source: dict[str, Any] | None = None,
 ) -> tuple[CSLCache, LabelingStats]:
     """Label the ``train`` and ``test`` splits (map-style or streaming datasets) into one `CSLCache`.
 
@@ -224,6 +218,7 @@ def build_cache(
         student_preprocessing: the student's input preprocessing.
         on_bad_image: ``"skip"`` (skip and count corrupt or tiny images) or ``"fail"`` (stop with a one-line error).
         compact_topk: store each teacher's top-k probabilities in float16 with their class ids.
+        source: recorded in the cache's ``source`` (e.g. the dataset's name); the pass adds the skipped counts.
     Returns:
         ``(cache, stats)``. Under several processes every process returns the same gathered cache.
     """
@@ -233,6 +228,7 @@ def build_cache(
     teachers.to(device).eval()
     student.to(device).eval()
     _, head = find_classifier(student)
+    preprocessings = [student_preprocessing, *input_preprocessings(teachers, student_preprocessing)]
     capture = _FeatureCapture(head)
     stats = LabelingStats()
     rows = _Rows()
@@ -244,7 +240,7 @@ def build_cache(
         for split_name in ("train", "test"):
             dataset = splits[split_name]
             split_id = SPLIT_IDS[split_name]
-            dataset = _undecoded(dataset, image_col)
+            dataset = raw_images(dataset, image_col)
             # A global index per sample, so shards gathered from several processes can be put back in order.
             size = len(dataset) if isinstance(dataset, datasets.Dataset) else None
             world = 1 if accelerator is None else accelerator.num_processes
@@ -253,20 +249,20 @@ def build_cache(
             stats.labeled[split_name] = stats.skipped[split_name] = 0
             bar = tqdm(total=size, desc=f"labeling {split_name}", unit="img", disable=not (show_progress and is_main))
             for batch, indices in _iter_batches(dataset, batch_size, base):
-                images, keep = [], []
-                for i, value in enumerate(batch[image_col]):
-                    try:
-                        images.append(pil_to_uint8(check_image(decode_image(value), min_image_size)))
-                        keep.append(i)
-                    except ValueError as err:
-                        if on_bad_image == "fail":
-                            raise CSLError(f"{err}; pass --on_bad_image skip to skip and count bad images") from None
-                        stats.skipped[split_name] += 1
-                        stats.first_error = stats.first_error or str(err)
+                try:
+                    decoded = preprocess_images(batch[image_col], preprocessings, min_image_size,
+                                                skip_bad=on_bad_image == "skip")
+                except ValueError as err:
+                    raise CSLError(f"{err} (in the {split_name} split); remove or fix the file, or pass --on_bad_image "
+                                   "skip to skip and count bad images") from None
+                keep = decoded.kept
+                stats.skipped[split_name] += len(decoded.errors)
+                stats.first_error = stats.first_error or next(iter(decoded.errors), None)
                 bar.update(len(batch[image_col]) * world)
-                if not images:
+                if not keep:
                     continue
-                probs, feats = label_batch(images, teachers, student, student_preprocessing, capture, device, dtype)
+                probs, feats = label_batch(decoded.pixel_values, teachers, student, student_preprocessing, capture,
+                                           device, dtype)
                 pick = lambda col: [batch[col][i] for i in keep]  # noqa: E731
                 rows.add("index", torch.tensor([indices[i] for i in keep], dtype=torch.long))
                 rows.add("probs", probs)
@@ -312,8 +308,10 @@ def build_cache(
         id2label={int(k): v for k, v in config.id2label.items()},
         teacher_names=list(config.teacher_names),
         domain_names=list(config.domain_names) if config.domain_names else None,
-        student={"name_or_path": student_name or getattr(student.config, "_name_or_path", "") or type(student).__name__},
+        student={"name_or_path": student_name or getattr(student.config, "name_or_path", "") or type(student).__name__,
+                 "preprocessing": student_preprocessing.to_dict()},
         source_sizes={k: stats.labeled[k] + stats.skipped[k] for k in stats.labeled},
+        source={**(source or {}), "skipped_images": dict(stats.skipped)},
     )
     if compact_topk:
         cache = cache.to_compact(compact_topk)
@@ -334,24 +332,83 @@ def _gather(local: dict[str, torch.Tensor | None], accelerator) -> dict[str, tor
             for k in local}
 
 
-def cache_teacher_accuracies(cache: CSLCache) -> list[float]:
-    """Accuracy of each teacher inside its specialty on the cache's test split (``nan`` where it has no sample).
+# ----------------------------------------------------------------------------------------------------------------------
+# Reusing OUTPUT_DIR/cache
+# ----------------------------------------------------------------------------------------------------------------------
 
-    The same numbers as `csl_hf.teachers.evaluate_teachers` on the test images, read from the labeling pass's outputs
-    instead of a second pass over the images (the only way for a streamed test split, which is read once).
+
+def _hash_tensors(module: torch.nn.Module, skip_prefix: str | None = None) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        if skip_prefix and name.startswith(skip_prefix):
+            continue
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def labeling_fingerprint(images, teachers: TeacherMixture, student: PreTrainedModel,
+                         compact_topk: int | None) -> dict[str, Any] | None:
+    """What a cache's content depends on: the teachers (config and weights), the student's weights outside its
+    classifier (the features are that classifier's input) and preprocessing, the two datasets (``datasets``
+    fingerprints) and the compact top-k. ``None`` when a dataset has no fingerprint (a stream): then it cannot be
+    told whether an existing cache holds the same images."""
+    train, test = (dataset_fingerprint(images.datasets[k]) for k in ("train", "test"))
+    if train is None or test is None:
+        return None
+    head_name, _ = find_classifier(student)
+    return {
+        "teachers": hashlib.sha256(json.dumps(teachers.config.to_dict(), sort_keys=True, default=str).encode())
+        .hexdigest()[:16] + _hash_tensors(teachers),
+        "student": _hash_tensors(student, skip_prefix=head_name + "."),
+        "preprocessing": images.preprocessing.to_dict(),
+        "train": train,
+        "test": test,
+        "compact_topk": compact_topk,
+    }
+
+
+def label_or_reuse(images, teachers: TeacherMixture, student: PreTrainedModel, args) -> CSLCache:
+    """The cache of a `CoSupervisedTrainer` run from images: ``OUTPUT_DIR/cache`` when it was labeled from the same
+    teachers, student and data (see `labeling_fingerprint`), else a new labeling pass, saved there with the teachers
+    (in ``OUTPUT_DIR/teachers``, unless they were loaded from a directory, whose path is recorded instead).
+
+    Under several processes every process labels its shard and returns the same gathered cache; the main process
+    writes it.
     """
-    rows = cache.rows(TEST_SPLIT)
-    labels = cache.labels[rows]
-    preds = cache.probs(list(range(cache.num_teachers)), rows).argmax(-1)  # [K, n]
-    out = []
-    for k, spec in enumerate(cache.specialties):
-        if "domain" in spec:
-            names = cache.domain_names or []
-            if cache.domains is None or spec["domain"] not in names:
-                out.append(float("nan"))
-                continue
-            keep = cache.domains[rows] == names.index(spec["domain"])
+    from accelerate import PartialState
+
+    from .co_supervised_trainer import CACHE_DIR_NAME, TEACHERS_DIR_NAME
+
+    directory = os.path.join(args.output_dir, CACHE_DIR_NAME)
+    key = labeling_fingerprint(images, teachers, student, args.compact_cache_topk)
+    if key is not None and os.path.isfile(os.path.join(directory, "cache.json")):
+        try:
+            cached = CSLCache.load(directory)
+        except CacheError as err:
+            logger.warning(f"{directory} is not a usable cache ({err}); labeling again")
         else:
-            keep = torch.isin(labels, torch.as_tensor(spec["classes"], dtype=torch.long))
-        out.append(float((preds[k][keep] == labels[keep]).float().mean()) if bool(keep.any()) else float("nan"))
-    return out
+            if (cached.source or {}).get("fingerprint") == key:
+                logger.info(f"reusing the cache in {directory}: labeled from the same teachers, student and data")
+                return cached
+            logger.info(f"{directory} was labeled from other teachers, student or data: labeling again")
+    state = PartialState()
+    teachers_path = getattr(teachers, "name_or_path", "") or ""
+    source = {"dataset": images.dataset_name, "fingerprint": key,
+              "teachers": teachers_path if os.path.isdir(teachers_path) else TEACHERS_DIR_NAME}
+    cache, stats = build_cache(
+        images.datasets, teachers, student, images.preprocessing, image_col=images.image_column,
+        label_col=images.label_column, domain_col=images.domain_column, batch_size=args.labeling_batch_size,
+        accelerator=state, on_bad_image=args.on_bad_image, student_name=student.config.name_or_path or None,
+        compact_topk=args.compact_cache_topk, show_progress=not args.disable_tqdm, source=source)
+    if args.should_save:
+        # Saved only once the pass succeeded: a failed pass leaves the output directory as it was.
+        if source["teachers"] == TEACHERS_DIR_NAME:
+            with staged_directory(os.path.join(args.output_dir, TEACHERS_DIR_NAME)) as tmp:
+                teachers.save_pretrained(tmp)
+        cache.save(directory)
+        logger.info(f"cache: {cache.num_samples} images x {cache.num_teachers} teachers in {directory} "
+                    f"({cache.bytes_per_image_per_teacher():.0f} bytes per image per teacher); labeled {stats.labeled}, "
+                    f"skipped {stats.skipped}")
+    state.wait_for_everyone()
+    return cache

@@ -1,4 +1,4 @@
-"""`TeacherMixture`: a hierarchy of weak teachers as one `PreTrainedModel` (DESIGN §1).
+"""`TeacherMixture`: a hierarchy of weak teachers as one `PreTrainedModel` (see docs/teachers.md).
 
 Two layouts:
 

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -69,6 +68,11 @@ class Preprocessing:
         rescale = getattr(processor, "rescale_factor", 1 / 255) if getattr(processor, "do_rescale", True) else 1.0
         return cls(size=hw, image_mean=tuple(mean), image_std=tuple(std), rescale_factor=float(rescale))
 
+    def resized(self, side: int) -> "Preprocessing":
+        """The same normalisation at another square input size ``side`` x ``side``."""
+        return Preprocessing(size=(int(side), int(side)), image_mean=self.image_mean, image_std=self.image_std,
+                             rescale_factor=self.rescale_factor)
+
     def to_image_processor(self):
         """A standard `ViTImageProcessor` with these settings (loads in any transformers, no csl_hf code)."""
         try:  # the PIL backend by name: without torchvision, transformers would fall back to it with a warning
@@ -98,18 +102,3 @@ class Preprocessing:
         # Antialiasing only matters (and is only supported well) when shrinking.
         shrink = x.shape[-2] > self.size[0] or x.shape[-1] > self.size[1]
         return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=shrink).clamp_(0, 255)
-
-
-def pil_to_uint8(image) -> torch.Tensor:
-    """A PIL image (any mode) -> ``uint8 [3, H, W]`` RGB (`csl_hf.data.to_rgb`: alpha composited on white, 16-bit and
-    float images rescaled)."""
-    from .data.images import to_rgb
-
-    return torch.from_numpy(np.asarray(to_rgb(image), dtype=np.uint8).copy()).permute(2, 0, 1)
-
-
-def stack_or_list(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
-    """Stack same-sized images into one batch tensor; keep a list when sizes differ."""
-    if images and all(img.shape == images[0].shape for img in images):
-        return torch.stack(images)
-    return images

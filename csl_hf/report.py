@@ -1,33 +1,53 @@
-"""The run report (DESIGN §4 ``csl_report.json``): PGR, atomic JSON writing, a printable table and the PGR plot."""
+"""The run report ``csl_report.json`` (its schema is in docs/algorithm.md): a printable table and the PGR plot."""
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from typing import Any
 
 from transformers.utils import logging
 
+from .atomic import atomic_write
+
 logger = logging.get_logger(__name__)
 
 REPORT_NAME = "csl_report.json"
+#: Below this ceiling - weak gap (a fraction: 0.05 = 5 accuracy points), PGR is flagged as unreliable.
+PGR_MIN_GAP = 0.05
 
 
-def atomic_write_json(path: str, obj: Any) -> None:
-    """Write JSON to a temporary file in the same directory, then rename it over ``path`` (never half-written)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def pgr_reliability(report: dict[str, Any], min_gap: float = PGR_MIN_GAP) -> str | None:
+    """A one-sentence warning when the report's PGR numbers mean little, else ``None``.
+
+    PGR = 100 * (student - weak) / (ceiling - weak) divides by the gap between the ceiling and the weak teacher.
+    With a gap of g accuracy points, one point of test accuracy moves PGR by 100 / g points: below ``min_gap``
+    (5 points), test-set noise alone swings PGR by tens of points.
+    """
+    weak, ceiling = report.get("weak_accuracy"), report.get("ceiling_accuracy")
+    if weak is None or ceiling is None:
+        return None
+    gap = ceiling - weak
+    if gap <= 0:
+        return (f"PGR is undefined: the ceiling ({100 * ceiling:.1f}%) is not above the weak teacher "
+                f"({100 * weak:.1f}%), so there is no gap to recover.")
+    if gap < min_gap:
+        return (f"PGR is unreliable here: the ceiling is only {100 * gap:.1f} points above the weak teacher (under "
+                f"{100 * min_gap:.0f}), so one point of test accuracy moves PGR by {100 / (100 * gap):.0f} points; "
+                "compare accuracies instead.")
+    return None
+
+
+def jsonable(value: Any) -> Any:
+    """A settings value as plain JSON: enums (``SchedulerType.COSINE``, ``OptimizerNames.ADAMW_TORCH``) by value."""
+    import enum
+
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return str(getattr(value, "value", value))
 
 
 def _fmt(x: float | None, pct: bool = True) -> str:
@@ -47,46 +67,78 @@ def format_report_table(report: dict[str, Any], markdown: bool = False) -> str:
     ]
     title = (f"weak (level-0 teacher) accuracy {_fmt(report.get('weak_accuracy'))}%, "
              f"ceiling {_fmt(report.get('ceiling_accuracy'))}%  (accuracies and rates in %, PGR in %)")
+    if pgr_reliability(report):
+        head[-1] = "PGR (unreliable)"
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         return title + "\n\n" + "\n".join(lines)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([title, fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+    warning = pgr_reliability(report)
+    return "\n".join([title, fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows),
+                      *([f"note: {warning}"] if warning else [])])
 
 
-def plot_pgr(series: dict[str, list[tuple[int, float | None]]], path: str, title: str = "") -> str:
-    """Plot PGR against the number of teachers, one line per series (e.g. hard / soft labels), to ``path`` (PNG)."""
+#: Stable colours: a series keeps its colour in every plot, whichever series are present.
+SERIES_COLORS = {"hard labels": "tab:blue", "soft labels": "tab:orange", "oracle": "tab:green",
+                 "ensemble": "tab:purple", "single teacher": "tab:gray"}
+
+
+def plot_pgr(reports: dict[str, dict[str, Any]], path: str, title: str = "") -> str:
+    """Plot a run (and its comparisons) to ``path`` (PNG): PGR by number of teachers (left) and the student's test
+    accuracy beside the weak teacher and the ceiling (right).
+
+    Args:
+        reports: ``{series name: report}`` (e.g. ``{"hard labels": ..., "soft labels": ...}``); the first report's
+            weak and ceiling accuracies are the reference lines, its level 0 the single-teacher reference.
+        title: names the data, e.g. ``"CSL on animal_mnist"``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
-    for name, points in series.items():
-        pts = [(n, p) for n, p in points if p is not None]
+    first = next(iter(reports.values()))
+    weak, ceiling = first.get("weak_accuracy"), first.get("ceiling_accuracy")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.8), dpi=120)
+    spare = iter(c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] if c not in SERIES_COLORS.values())
+    xs_all = sorted({r["num_teachers"] for rep in reports.values() for r in rep["rounds"]})
+    for name, rep in reports.items():
+        color = SERIES_COLORS.get(name) or next(spare, None)
+        rounds = rep["rounds"]
+        pts = [(r["num_teachers"], r["pgr"]) for r in rounds if r.get("pgr") is not None]
         if pts:
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o", label=name)
-    ax.set_xscale("log", base=2)
-    xs_all = sorted({n for pts in series.values() for n, _ in pts})
-    if xs_all:
-        ax.set_xticks(xs_all, [str(x) for x in xs_all])
-    ax.set_xlabel("number of teachers (level)")
-    ax.set_ylabel("PGR (%)")
-    ax.set_title(title or "Performance gap recovered")
-    ax.grid(alpha=0.3)
-    if ax.get_lines():
-        ax.legend()
-    else:
-        ax.text(0.5, 0.5, "PGR undefined (no ceiling above the weak teacher)", ha="center", va="center",
-                transform=ax.transAxes)
+            left.plot(*zip(*pts), marker="o", color=color, label=name)
+        right.plot([r["num_teachers"] for r in rounds], [100 * r["student_accuracy"] for r in rounds], marker="o",
+                   color=color, label=f"student, {name}")
+    single = first["rounds"][0].get("pgr") if first["rounds"] else None
+    if single is not None:
+        left.axhline(single, color=SERIES_COLORS["single teacher"], linestyle=":", label="single teacher (level 0)")
+    if weak is not None:
+        right.axhline(100 * weak, color="tab:red", linestyle="--", label="weak (level-0 teacher)")
+    if ceiling is not None:
+        right.axhline(100 * ceiling, color="black", linestyle="--", label="ceiling (ground truth)")
+    for ax, ylabel in ((left, "PGR (%)"), (right, "test accuracy (%)")):
+        ax.set_xscale("log", base=2)
+        if xs_all:
+            ax.set_xticks(xs_all, [str(x) for x in xs_all])
+            ax.minorticks_off()
+        ax.set_xlabel("number of teachers (level)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize=7)
+    warning = pgr_reliability(first)
+    if not left.get_lines():
+        left.text(0.5, 0.5, "PGR undefined (no ceiling above the weak teacher)", ha="center", va="center",
+                  transform=left.transAxes, fontsize=8)
+    elif warning:
+        left.set_title("PGR unreliable: ceiling − weak gap < 5 points", fontsize=8, color="tab:red")
+    fig.suptitle(title or "Performance gap recovered")
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
-    os.close(fd)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
     return path

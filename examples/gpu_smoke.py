@@ -7,7 +7,7 @@
 What it does, timing each stage:
 1. makes ``--num_images`` synthetic random images (224 px, 1000 classes; no dataset or network needed), or reads
    ``--dataset_name`` (a bundled set or a local image folder);
-2. trains 1+2+4+8 linear teacher heads on the frozen backbone's features (`csl_hf.backbone_teachers`);
+2. trains 1+2+4+8 linear teacher heads on the frozen backbone's features (`csl_hf.train_backbone_heads`);
 3. model-only throughput: all 15 heads on one backbone pass + the student, on a preprocessed batch, bf16 autocast;
 4. the labeling pass (`csl_hf.labeling.build_cache`: decode, preprocess, teachers + student, bf16 autocast);
 5. one CSL round (`CoSupervisedTrainer`, levels 0 and 1, plus the ceiling): optimiser steps/s;
@@ -29,7 +29,6 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -79,10 +78,8 @@ def synthetic_dataset(n: int, num_labels: int, size: int, seed: int):
 
 def build_models(kind: str, student_name: str, backbone_name: str, id2label: dict, image_size: int):
     """``(backbone, backbone_prep, student, student_prep, description)``."""
-    from imagenet_recipe import load_backbone, load_student, tiny_backbone, tiny_student
-
-    from csl_hf.errors import CSLError
-    from csl_hf.preprocessing import Preprocessing
+    from csl_hf import CSLError, Preprocessing, load_backbone, load_student
+    from csl_hf.models.tiny import tiny_backbone, tiny_student
 
     if kind == "tiny":
         b, bp = tiny_backbone(image_size)
@@ -91,7 +88,8 @@ def build_models(kind: str, student_name: str, backbone_name: str, id2label: dic
     if kind in ("hub", "auto"):
         try:
             b, bp = load_backbone(backbone_name)
-            s, sp = load_student(student_name, id2label)
+            s, processor = load_student(student_name, id2label)
+            sp = Preprocessing.from_image_processor(processor)
             return b, bp, s, sp, f"{backbone_name} + {student_name} (pretrained, local cache)"
         except CSLError as err:
             if kind == "hub":
@@ -118,12 +116,8 @@ def main(argv=None) -> dict:
     from transformers import TrainerCallback
     from transformers.utils import logging as hf_logging
 
-    import csl_hf  # noqa: F401
-    from csl_hf import CoSupervisedConfig, CoSupervisedTrainer
-    from csl_hf.backbone_teachers import train_backbone_heads
-    from csl_hf.configuration_teacher_mixture import class_hierarchy
-    from csl_hf.labeling import build_cache
-    from csl_hf.teachers import parse_teachers_per_level
+    from csl_hf import CoSupervisedConfig, CoSupervisedTrainer, build_cache, class_hierarchy, train_backbone_heads
+    from csl_hf.hierarchy import parse_teachers_per_level
 
     hf_logging.set_verbosity_error()
     if args.device == "auto":
@@ -235,7 +229,8 @@ def main(argv=None) -> dict:
     trainer = CoSupervisedTrainer(model=student, args=run_args, cache=cache, callbacks=[StepCounter()])
     sync()
     t0 = time.perf_counter()
-    report = trainer.train()
+    trainer.train()
+    report = trainer.report
     sync()
     rounds_s = time.perf_counter() - t0
     steps_ps = StepCounter.steps / rounds_s

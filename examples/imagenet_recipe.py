@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The CSL paper's ImageNet recipe (Liu & Alahi 2024, DESIGN §1), end to end.
+"""The CSL paper's ImageNet recipe (Liu & Alahi 2024), end to end.
 
     weak backbone (frozen)  --15 linear heads: 1 generalist + 2/4/8 class-block specialists-->  TeacherMixture
     one labeling pass        --all 15 heads on ONE backbone pass + the student's features-->      CSL cache
@@ -41,20 +41,34 @@ import torch
 from transformers import HfArgumentParser
 from transformers.utils import logging
 
-import csl_hf  # noqa: F401  (registers TeacherMixture with the Auto classes)
-from csl_hf import CoSupervisedConfig, CoSupervisedTrainer, TeacherMixture
-from csl_hf.errors import CSLError, run_command
+from csl_hf import (
+    CoSupervisedConfig,
+    CoSupervisedTrainer,
+    CSLError,
+    Preprocessing,
+    TeacherMixture,
+    build_cache,
+    cache_teacher_accuracies,
+    load_backbone,
+    class_hierarchy,
+    load_student,
+    train_backbone_heads,
+)
+from csl_hf.errors import run_command
+from csl_hf.hierarchy import parse_teachers_per_level
+from csl_hf.models.tiny import tiny_backbone, tiny_student
+from csl_hf.report import REPORT_NAME, format_report_table
 
 logger = logging.get_logger("csl_hf.imagenet_recipe")
 
 # The paper's reference PGR (%) by number of teachers 1, 2, 4, 8 (AlexNet -> DINOv2 ViT-S/14, ImageNet).
 PAPER_PGR = {"hard": [49.7, 63.8, 67.0, 69.4], "soft": [56.8, 69.0, 73.4, 75.5]}
 
-# The paper's round hyperparameters (DESIGN §1); YAML and command-line flags override them.
+# The paper's round hyperparameters (docs/algorithm.md); YAML and command-line flags override them.
 RECIPE_DEFAULTS = dict(
     output_dir="csl_imagenet", learning_rate=1e-4, weight_decay=0.0, per_device_train_batch_size=100,
     lr_scheduler_type="cosine", num_train_epochs=20.0, denoise="top3", max_grad_norm=0.0, warmup_steps=0,
-    reinit_head_each_round=True, scale_epochs_by_keep_rate=True, assignment="auto",
+    reinit_head_each_round=True, scale_epochs_by_keep_rate=True, assignment="auto", labeling_batch_size=256,
 )
 
 # --tiny: offline stand-ins (applied as defaults too, so explicit flags still win). The models are RANDOM: the tiny
@@ -102,13 +116,8 @@ class RecipeDataArguments:
     shuffle_buffer_size: int = field(
         default=10000, metadata={"help": "With --streaming: the shuffle buffer of each stream (seeded by --seed)."}
     )
-    labeling_batch_size: int = field(default=256, metadata={"help": "Images per batch in the labeling pass."})
     feature_batch_size: int = field(
         default=256, metadata={"help": "Images per batch when extracting the teacher backbone's features."}
-    )
-    on_bad_image: str = field(
-        default="skip",
-        metadata={"help": "Corrupt or tiny images: skip and count them, or fail on the first.", "choices": ["skip", "fail"]},
     )
 
 
@@ -178,7 +187,7 @@ def parse_args(argv: list[str] | None = None):
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    known = {a.dest for a in parser._actions}
+    known = {f.name for dtype in parser.dataclass_types for f in dataclasses.fields(dtype)}
     from_yaml: dict = {}
     if argv and argv[0].endswith((".yaml", ".yml")):
         with open(argv.pop(0), encoding="utf-8") as f:
@@ -256,87 +265,9 @@ def load_splits(data: RecipeDataArguments, model: RecipeModelArguments, seed: in
     return splits, image_col, label_col, names
 
 
-# ------------------------------------------------------------------------------------------------------ models
-def tiny_backbone(image_size: int = 28):
-    """A tiny random ConvNeXt ``AutoModel`` (2 stages, 16/32 channels) and its preprocessing."""
-    from transformers import ConvNextConfig, ConvNextModel
-
-    from csl_hf.preprocessing import Preprocessing
-
-    torch.manual_seed(0)
-    config = ConvNextConfig(num_channels=3, num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], patch_size=4,
-                            image_size=image_size, drop_path_rate=0.0)
-    s = int(image_size)
-    return ConvNextModel(config).eval(), Preprocessing(size=(s, s), image_mean=(0.5,) * 3, image_std=(0.5,) * 3)
-
-
-def tiny_student(id2label: dict[int, str], image_size: int = 28):
-    """A tiny random ``ViTForImageClassification`` and its preprocessing."""
-    from transformers import ViTConfig, ViTForImageClassification
-
-    from csl_hf.preprocessing import Preprocessing
-
-    torch.manual_seed(1)
-    config = ViTConfig(image_size=image_size, patch_size=4, num_channels=3, hidden_size=64, num_hidden_layers=2,
-                       num_attention_heads=4, intermediate_size=128, num_labels=len(id2label), id2label=id2label,
-                       label2id={v: k for k, v in id2label.items()})
-    s = int(image_size)
-    return ViTForImageClassification(config).eval(), Preprocessing(size=(s, s), image_mean=(0.5,) * 3, image_std=(0.5,) * 3)
-
-
-def load_backbone(name: str):
-    """A Hub/local ``AutoModel`` backbone and the `Preprocessing` of its image processor."""
-    from transformers import AutoImageProcessor, AutoModel
-
-    from csl_hf.preprocessing import Preprocessing
-
-    try:
-        backbone = AutoModel.from_pretrained(name, use_safetensors=True)  # never unpickle downloaded weights
-        processor = AutoImageProcessor.from_pretrained(name)
-    except OSError as err:
-        raise CSLError(f"cannot load --teacher_backbone {name!r} as safetensors ({str(err).splitlines()[0]}); pass "
-                       "a local safetensors checkpoint, or --tiny for the offline stand-in") from None
-    return backbone.eval(), Preprocessing.from_image_processor(processor)
-
-
-def load_student(name: str, id2label: dict[int, str]):
-    """The student with a fresh head over ``id2label`` and its preprocessing, loaded with run_csl's checks
-    (safetensors only, label names)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from run_csl import load_student as load_checked
-
-    from csl_hf.preprocessing import Preprocessing
-
-    student, processor = load_checked(name, id2label)
-    return student.eval(), Preprocessing.from_image_processor(processor)
-
-
-def teacher_test_accuracies(cache) -> list[float | None]:
-    """Each teacher's accuracy on the test images of its class block (the generalist: all test images)."""
-    from csl_hf.cache import TEST_SPLIT
-
-    rows = cache.rows(TEST_SPLIT)
-    labels = cache.labels[rows]
-    out = []
-    for k, spec in enumerate(cache.specialties):
-        keep = torch.isin(labels, torch.as_tensor(spec["classes"], dtype=torch.long)) & (labels >= 0)
-        if not bool(keep.any()):
-            out.append(None)
-            continue
-        pred = cache.probs(k, rows[keep]).argmax(-1)
-        out.append(float((pred == labels[keep]).float().mean()))
-    return out
-
-
 # ------------------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> dict:
     from accelerate import PartialState
-
-    from csl_hf.backbone_teachers import train_backbone_heads
-    from csl_hf.configuration_teacher_mixture import class_hierarchy
-    from csl_hf.labeling import build_cache
-    from csl_hf.report import REPORT_NAME, format_report_table
-    from csl_hf.teachers import parse_teachers_per_level
 
     try:
         data, model, args = parse_args(argv)
@@ -390,12 +321,13 @@ def main(argv: list[str] | None = None) -> dict:
     if model.tiny:
         student, student_prep = tiny_student(id2label, model.tiny_image_size)
     else:
-        student, student_prep = load_student(model.student_model_name_or_path, id2label)
+        student, processor = load_student(model.student_model_name_or_path, id2label)
+        student_prep = Preprocessing.from_image_processor(processor)
     processor = student_prep.to_image_processor()
     t0 = time.perf_counter()
     cache, stats = build_cache(
         {"train": splits["train"], "test": splits["test"]}, teachers, student, student_prep, image_col=image_col,
-        label_col=label_col, batch_size=data.labeling_batch_size, accelerator=state, on_bad_image=data.on_bad_image,
+        label_col=label_col, batch_size=args.labeling_batch_size, accelerator=state, on_bad_image=args.on_bad_image,
         dtype=dtype, student_name=model.student_model_name_or_path, compact_topk=args.compact_cache_topk,
         show_progress=not args.disable_tqdm)
     timings["labeling_s"] = time.perf_counter() - t0
@@ -412,10 +344,11 @@ def main(argv: list[str] | None = None) -> dict:
         run_args = dataclasses.replace(args, soft_labels=(kind == "soft"), output_dir=out_dir,
                                        overwrite_output_dir=True)
         t0 = time.perf_counter()
-        trainer = CoSupervisedTrainer(model=student, args=run_args, cache=cache, processing_class=processor,
-                                      teachers=teachers)
-        reports[kind] = trainer.train()
-        trainer.finalize(dataset_name=data.dataset_name)
+        trainer = CoSupervisedTrainer(model=student, args=run_args, cache=cache, processing_class=processor)
+        trainer.train()
+        reports[kind] = trainer.report
+        trainer.save_model()
+        trainer.create_model_card(dataset=data.dataset_name)
         timings[f"rounds_{kind}_s"] = time.perf_counter() - t0
 
     summary = {
@@ -425,7 +358,7 @@ def main(argv: list[str] | None = None) -> dict:
         "teachers_per_level": [len(level) for level in cache.levels],
         "num_images": {"teacher": data.teacher_train_size, "train": int((cache.split == 0).sum()),
                        "test": int((cache.split == 1).sum())},
-        "teacher_test_accuracy": dict(zip(cache.teacher_names, teacher_test_accuracies(cache))),
+        "teacher_test_accuracy": dict(zip(cache.teacher_names, [r["accuracy"] for r in cache_teacher_accuracies(cache)])),
         "pgr": {kind: [r["pgr"] for r in rep["rounds"]] for kind, rep in reports.items()},
         "student_accuracy": {kind: [r["student_accuracy"] for r in rep["rounds"]] for kind, rep in reports.items()},
         "weak_accuracy": next(iter(reports.values()))["weak_accuracy"],

@@ -1,10 +1,9 @@
-"""Teacher heads on one shared frozen backbone (csl_hf.backbone_teachers), the ImageNet recipe's --tiny run, the GPU
+"""Teacher heads on one shared frozen backbone (csl_hf.teachers.backbone), the ImageNet recipe's --tiny run, the GPU
 smoke check on CPU, and the accelerate configs in examples/configs/."""
 
 import glob
 import json
 import os
-import sys
 
 import datasets
 import pytest
@@ -12,14 +11,12 @@ import torch
 from PIL import Image
 from transformers import ConvNextConfig, ConvNextModel
 
-from csl_hf import TeacherMixture
-from csl_hf.backbone_teachers import train_backbone_heads
-from csl_hf.configuration_teacher_mixture import class_hierarchy
+from csl_hf import TeacherMixture, train_backbone_heads
+from csl_hf.hierarchy import class_hierarchy
 from csl_hf.errors import CSLError
 from csl_hf.preprocessing import Preprocessing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "examples"))
+from scripts import ROOT, load_example
 
 PREP = Preprocessing(size=(16, 16), image_mean=(0.5,) * 3, image_std=(0.5,) * 3)
 
@@ -90,7 +87,7 @@ def test_specialist_without_samples_is_a_clear_error():
 
 
 def test_imagenet_recipe_tiny_end_to_end(tmp_path):
-    import imagenet_recipe
+    imagenet_recipe = load_example("imagenet_recipe")
 
     out = tmp_path / "recipe"
     summary = imagenet_recipe.main([
@@ -111,7 +108,7 @@ def test_imagenet_recipe_tiny_end_to_end(tmp_path):
 
 
 def test_imagenet_recipe_defaults_are_the_papers():
-    import imagenet_recipe
+    imagenet_recipe = load_example("imagenet_recipe")
 
     data, model, args = imagenet_recipe.parse_args([os.path.join(ROOT, "examples", "configs", "imagenet_recipe.yaml")])
     assert model.student_model_name_or_path == "facebook/dinov2-small" and model.teachers_per_level == "1,2,4,8"
@@ -123,7 +120,7 @@ def test_imagenet_recipe_defaults_are_the_papers():
 
 
 def test_gpu_smoke_runs_on_cpu(tmp_path, capsys, monkeypatch):
-    import gpu_smoke
+    gpu_smoke = load_example("gpu_smoke")
 
     monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # gpu_smoke sets it for --device cpu; restored after the test
 

@@ -1,4 +1,4 @@
-"""The consistency math of DESIGN §1 on small hand-computed cases."""
+"""The consistency math (docs/algorithm.md) on small hand-computed cases."""
 
 import math
 
@@ -21,13 +21,6 @@ BLOCKS = C.class_masks([{"classes": [0, 1]}, {"classes": [2, 3]}], 4)
 def test_class_masks_and_generalist():
     masks = C.class_masks([{"classes": [0, 1, 2, 3]}, {"classes": [3, 1]}, {"domain": "sketch"}], 4)
     assert masks.tolist() == [[True] * 4, [False, True, False, True], [True] * 4]
-
-
-def test_restrict_to_classes_renormalises_and_zeroes_outside():
-    probs = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
-    out = C.restrict_to_classes(probs, torch.tensor([True, False, False, True]))
-    assert torch.allclose(out, torch.tensor([[0.2, 0.0, 0.0, 0.8]]))
-    assert out[0, 1] == 0 and out[0, 2] == 0
 
 
 def test_masked_softmax_matches_softmax_over_subset():

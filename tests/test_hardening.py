@@ -17,15 +17,13 @@ from safetensors.torch import load_file, save_file
 from synthetic import make_cache
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-from csl_hf import CoSupervisedConfig, CoSupervisedTrainer, TeacherMixture
+from csl_hf import CoSupervisedConfig, CoSupervisedTrainer, TeacherMixture, load_student
 from csl_hf.data import load_image_folder
 from csl_hf.errors import CSLError
 from csl_hf.labeling import build_cache
 from csl_hf.preprocessing import Preprocessing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "examples"))
-import run_csl  # noqa: E402
+from scripts import ROOT, run_csl
 
 PICKLE_MESSAGE = ("holds pickled weights (pytorch_model.bin); convert them to safetensors or pass "
                   "--allow_pickle_weights if you trust the file")
@@ -148,7 +146,7 @@ def test_student_with_other_label_names_is_refused(tmp_path, capsys, good_cache)
     # Generic LABEL_i names carry no label space: the head is simply renamed to the cache's labels.
     tiny_vit({i: f"LABEL_{i}" for i in range(cache.num_labels)}).save_pretrained(tmp_path / "generic")
     ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(tmp_path / "generic")
-    student, _ = run_csl.load_student(str(tmp_path / "generic"), cache.id2label)
+    student, _ = load_student(str(tmp_path / "generic"), cache.id2label)
     assert student.config.id2label == cache.id2label
 
 
@@ -167,7 +165,7 @@ def test_pickled_weights_need_a_flag(tmp_path, capsys, good_cache):
     rc, err = run_cli(capsys, "--cache_dir", path, "--output_dir", tmp_path / "out",
                       "--student_model_name_or_path", pickled)
     assert_one_line_error(rc, err, f"{pickled} {PICKLE_MESSAGE}")
-    student, _ = run_csl.load_student(str(pickled), cache.id2label, allow_pickle_weights=True)
+    student, _ = load_student(str(pickled), cache.id2label, allow_pickle_weights=True)
     assert torch.equal(student.classifier.weight, model.classifier.weight)
 
 
@@ -252,8 +250,8 @@ def test_failed_checkpoint_write_keeps_the_previous_round(tmp_path, monkeypatch)
     real_replace = os.replace
 
     def failing_replace(failing):
-        def replace(src, dst, *a, **k):
-            if os.fspath(src).endswith(failing):
+        def replace(src, dst, *a, **k):  # a round is built in ".round-{level}.tmp-*", then renamed into place
+            if os.path.basename(os.fspath(src)).startswith(f".{failing}"):
                 raise OSError(28, "No space left on device")
             return real_replace(src, dst, *a, **k)
         return replace
@@ -275,10 +273,11 @@ def test_failed_checkpoint_write_keeps_the_previous_round(tmp_path, monkeypatch)
 
     # 3. With the disk back, a rerun completes over the leftovers.
     monkeypatch.setattr(os, "replace", real_replace)
-    report = trainer(overwrite_output_dir=True).train()
-    assert len(report["rounds"]) == 2
+    done = trainer(overwrite_output_dir=True)
+    done.train()
+    assert len(done.report["rounds"]) == 2
     assert rounds(out) == ["round-0", "round-1"] and (out / "csl_report.json").is_file()
-    assert not [p.name for p in out.iterdir() if p.name.endswith((".tmp", ".old")) or p.name.startswith(".tmp")]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary or set-aside copy left
 
 
 def test_a_failed_labeling_pass_leaves_no_run_behind(tmp_path, capsys, image_folder):

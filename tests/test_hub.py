@@ -1,12 +1,13 @@
-"""Hub-ready outputs: the CSL model card and pushing a run (rounds on branches, final student on main) to a local
-stand-in of the Hub; TeacherMixture push/load round trip."""
+"""Hub-ready outputs: the CSL model card and pushing a run (rounds on branches, final student on main) to the
+`local_hub` fake (tests/hub_stub.py); TeacherMixture push/load round trip."""
 
 import json
 import os
+import shutil
 
 import pytest
 import torch
-from huggingface_hub import HfApi, ModelCard
+from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import (
     AutoModel,
@@ -19,8 +20,9 @@ from transformers import (
 
 from csl_hf import TeacherMixture
 from csl_hf.errors import CSLError
-from csl_hf.hub import CITATION, create_csl_model_card, push_csl_outputs, write_csl_model_card, write_model_card
-from csl_hf.report import format_report_table
+from csl_hf.hub import push_csl_outputs
+from csl_hf.model_card import CITATION, create_csl_model_card, write_model_card, write_run_model_cards
+from csl_hf.report import format_report_table, plot_pgr
 
 from hub_stub import local_hub  # noqa: F401  (pytest fixture)
 
@@ -61,7 +63,9 @@ def logits(model, pixels):
 @pytest.fixture
 def output_dir(tmp_path):
     """A fake CSL output_dir: round-0/, round-1/, the final student (= round 1) at the root, report, card, plot,
-    plus folders that must never reach main (teachers/, cache/)."""
+    plus what must never be pushed: other folders (teachers/, cache/, a finalize temp dir, any folder: main's "*.png"
+    and "*.safetensors" also match inside folders), files main does not take, hidden and temporary files (a hidden
+    .png would pass main's "*.png" without the ".*" ignore)."""
     out = tmp_path / "run"
     processor = ViTImageProcessor(size={"height": 16, "width": 16}, do_resize=True)
     models = {0: tiny_vit(0, id2label=ID2LABEL), 1: tiny_vit(1, id2label=ID2LABEL)}
@@ -73,11 +77,25 @@ def output_dir(tmp_path):
     models[1].save_pretrained(out)
     processor.save_pretrained(out)
     (out / "csl_report.json").write_text(json.dumps(report))
-    for junk in ("teachers", "cache"):
-        (out / junk).mkdir()
-        (out / junk / "model.safetensors").write_bytes(b"not for main")
-    (out / "training_args.bin").write_bytes(b"x")
+    for junk in ("teachers/model.safetensors", "cache/model.safetensors", ".final.tmp/config.json", "plots/pgr.png",
+                 "training_args.bin", ".pgr-draft.png", "csl_report.json.tmp",
+                 "round-0/.tmp-card.md", "round-0/model.safetensors.tmp", "round-1/.cache/x.json"):
+        (out / junk).parent.mkdir(exist_ok=True)
+        (out / junk).write_bytes(b"never pushed")
     return out, models, report
+
+
+# What each branch must hold, exactly (.gitattributes is the Hub's, made with the repo).
+ROUND_FILES = {".gitattributes", "model.safetensors", "config.json", "preprocessor_config.json", "csl_round.json"}
+MAIN_FILES = {".gitattributes", "model.safetensors", "config.json", "preprocessor_config.json", "csl_report.json"}
+CARD_FILES = {"README.md", "pgr.png"}
+
+
+def assert_same_bytes(hub, repo_id, branch, folder):
+    """Every pushed file of `branch` is byte-for-byte the file of the same name in `folder`."""
+    remote = hub.path(repo_id, branch)
+    for name in hub.files(repo_id, branch) - {".gitattributes"}:
+        assert (remote / name).read_bytes() == (folder / name).read_bytes(), f"{branch}: {name}"
 
 
 def test_model_card_content(tmp_path):
@@ -109,51 +127,71 @@ def test_model_card_content(tmp_path):
     loaded = ModelCard.load(path)
     assert loaded.data.tags == card.data.tags and loaded.text.strip() == text.strip()
 
+    assert 'from_pretrained("me/csl-vit", revision="round-1")' in text  # pushed: rounds are branches
+
     # local paths stay out of base_model metadata; no dataset -> no model-index; no plot -> no image
     bare = create_csl_model_card(report, str(tmp_path), None, TEACHER_NAMES, LEVELS)
     assert "base_model" not in bare.data.to_dict() and "model-index" not in bare.data.to_dict()
     assert "![PGR]" not in bare.text and str(tmp_path) in bare.text
+    # a local card never points at Hub branches that were not pushed: it names the round directories
+    assert "revision=" not in bare.text and "round-1/" in bare.text
+    # a checkpoint with its own modeling code: the snippets pass trust_remote_code=True
+    remote = create_csl_model_card(report, None, None, TEACHER_NAMES, LEVELS, trust_remote_code=True)
+    assert "trust_remote_code=True" in remote.text and "trust_remote_code" not in bare.text
     with pytest.raises(CSLError, match="level 1 references teacher 2"):
         create_csl_model_card(report, None, None, TEACHER_NAMES[:2], LEVELS)
 
 
 def test_push_csl_outputs_round_trip(local_hub, output_dir):
+    """Each round on its own branch, the final student and its card on main, nothing else; all reloads as pushed."""
     out, models, report = output_dir
-    write_csl_model_card(str(out), dataset_name="animal-mnist", hub_model_id="stub-user/csl-tiny")
-    assert (out / "README.md").is_file() and (out / "pgr.png").is_file()
+    plot_pgr({"hard labels": report}, str(out / "pgr.png"), title="CSL on animal-mnist")
+    write_run_model_cards(str(out), dataset_name="animal-mnist", hub_model_id="stub-user/csl-tiny")
+    assert (out / "README.md").is_file() and (out / "round-1" / "README.md").is_file()
 
-    result = push_csl_outputs(str(out), "csl-tiny", private=True)
-    assert set(result) == {"main", "round-0", "round-1"}
-    api = HfApi()
+    result = push_csl_outputs(str(out), "csl-tiny", private=True)  # no namespace: the Hub adds the user's
     repo_id = "stub-user/csl-tiny"
-    refs = {b.name: b.target_commit for b in api.list_repo_refs(repo_id).branches}
-    assert set(refs) == {"main", "round-0", "round-1"}
-    assert all(result[b].endswith(refs[b]) for b in refs)
+    assert local_hub.calls["create_repo"].call_args.kwargs["private"] is True
+    assert local_hub.branches(repo_id) == set(result) == {"main", "round-0", "round-1"}
+    assert all(result[b].oid == local_hub.sha(repo_id, b) for b in result)  # the commit each push made
+    assert local_hub.files(repo_id, "main") == MAIN_FILES | CARD_FILES
+    assert local_hub.files(repo_id, "round-0") == local_hub.files(repo_id, "round-1") == ROUND_FILES | {"README.md"}
+    for branch, folder in (("main", out), ("round-0", out / "round-0"), ("round-1", out / "round-1")):
+        assert_same_bytes(local_hub, repo_id, branch, folder)
 
-    main_files = set(api.list_repo_files(repo_id))
-    assert main_files == {".gitattributes", "model.safetensors", "config.json", "preprocessor_config.json",
-                          "README.md", "csl_report.json", "pgr.png"}  # no round-*/, teachers/, cache/, junk
-    remote_card = ModelCard.load(repo_id)  # the card on main is the one written into output_dir
+    # ...and it loads back by repo id and revision, as a user would
+    remote_card = ModelCard.load(repo_id)
     assert "csl_hf" in remote_card.data.tags and "![PGR](pgr.png)" in remote_card.text
-    round_files = set(api.list_repo_files(repo_id, revision="round-1"))
-    assert round_files == {".gitattributes", "model.safetensors", "config.json", "preprocessor_config.json",
-                           "csl_round.json"}
-
     pixels = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     for revision, local in (("round-0", models[0]), ("round-1", models[1]), ("main", models[1])):
         remote = AutoModelForImageClassification.from_pretrained(repo_id, revision=revision).eval()
         assert torch.equal(logits(remote, pixels), logits(local, pixels)), revision  # bit-identical
         assert remote.config.id2label == ID2LABEL
-
     classifier = pipeline("image-classification", model=repo_id, revision="round-1", device="cpu")
     preds = classifier(Image.new("RGB", (20, 20), (200, 30, 30)), top_k=3)
     assert {p["label"] for p in preds} == set(ID2LABEL.values())
 
-    # re-pushing is idempotent; round branches keep exactly their round directory even when branched from main
+
+def test_push_csl_outputs_again_leaves_each_branch_exactly_its_folder(local_hub, output_dir):
+    """Re-pushing is safe, and a round branch never keeps files its folder no longer has: neither files of an
+    earlier push nor main's files, which a branch created from main starts with."""
+    out, _, _ = output_dir
+    repo_id = "stub-user/csl-tiny"
+    push_csl_outputs(str(out), repo_id)
+    (out / "round-1" / "csl_round.json").unlink()  # gone since the first push
+    shutil.copytree(out / "round-1", out / "round-2")  # a new round: its branch is created from main
+
     again = push_csl_outputs(str(out), repo_id)
-    assert set(api.list_repo_files(repo_id, revision="round-0")) == round_files
-    assert set(again) == set(result)
-    assert local_hub.unhandled == [] and local_hub.blocked == []
+    assert local_hub.branches(repo_id) == set(again) == {"main", "round-0", "round-1", "round-2"}
+    assert local_hub.files(repo_id, "round-0") == ROUND_FILES
+    assert local_hub.files(repo_id, "round-1") == ROUND_FILES - {"csl_round.json"}
+    assert local_hub.files(repo_id, "round-2") == ROUND_FILES - {"csl_round.json"}
+    assert local_hub.files(repo_id, "main") == MAIN_FILES
+    for level in (0, 1, 2):
+        assert_same_bytes(local_hub, repo_id, f"round-{level}", out / f"round-{level}")
+    deleted = {c["branch"]: set(c["deleted"]) for c in local_hub.commits[-4:]}  # the second push's commits
+    assert deleted["round-1"] == {"csl_round.json"}
+    assert deleted["round-2"] == {"csl_report.json"}  # inherited from main, then removed
 
 
 def test_teacher_mixture_push_and_load(local_hub):
@@ -162,7 +200,8 @@ def test_teacher_mixture_push_and_load(local_hub):
         [g, s1, s2], specialties=[{"classes": [0, 1, 2, 3]}, {"classes": [0, 1]}, {"classes": [2, 3]}],
         levels=[[0], [1, 2]], teacher_names=TEACHER_NAMES,
     )
-    mixture.push_to_hub("stub-user/tiny-teachers")
+    mixture.push_to_hub("stub-user/tiny-teachers")  # transformers' push_to_hub: its own HfApi, create_commit
+    assert {"config.json", "model.safetensors"} <= local_hub.files("stub-user/tiny-teachers")
     loaded = AutoModel.from_pretrained("stub-user/tiny-teachers").eval()
     assert isinstance(loaded, TeacherMixture)
     assert loaded.config.levels == [[0], [1, 2]] and loaded.config.teacher_names == TEACHER_NAMES
@@ -171,7 +210,6 @@ def test_teacher_mixture_push_and_load(local_hub):
         expected, got = mixture(pixel_values=pixels).probs, loaded(pixel_values=pixels).probs
     assert torch.equal(got, expected)
     assert torch.all(got[:, 1, 2:] == 0) and torch.all(got[:, 2, :2] == 0)  # specialists masked to their classes
-    assert local_hub.unhandled == [] and local_hub.blocked == []
 
 
 def test_push_rejects_a_directory_without_outputs(tmp_path):

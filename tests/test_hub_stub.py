@@ -1,115 +1,69 @@
-"""The local Hub stand-in, driven by the real huggingface_hub client and transformers."""
+"""The `local_hub` fixture itself: the Hub behaviour the push tests rely on, transformers' push/load path through it,
+and the network guard."""
 
-import os
 import socket
 
 import pytest
 import torch
-from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
-from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub import HfApi
 from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
 
-from hub_stub import HubStub, hub_server, local_hub, patched_hub_env  # noqa: F401  (local_hub is a fixture)
+from hub_stub import local_hub  # noqa: F401  (pytest fixture)
 
 
 def tiny_vit(seed: int) -> ViTForImageClassification:
-    config = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        num_labels=3,
-    )
+    config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=16,
+                       patch_size=8, num_labels=3)
     torch.manual_seed(seed)
     return ViTForImageClassification(config).eval()
 
 
-@torch.no_grad()
-def logits(model, pixels):
-    return model(pixel_values=pixels).logits
-
-
-def test_push_branches_and_reload_bit_identical(local_hub):
+def test_branches_and_patterns_behave_like_the_hub(local_hub, tmp_path):
+    """What makes the push tests able to fail: a new branch starts with its starting point's files (so a push that
+    forgot `delete_patterns` leaves them there), patterns are the real library's, commits need an existing branch."""
     api = HfApi()
-    repo_id = api.create_repo("tiny-vit-csl", private=True, exist_ok=True).repo_id
-    assert repo_id == "stub-user/tiny-vit-csl"
-    assert api.create_repo(repo_id, exist_ok=True).repo_id == repo_id  # idempotent
-
-    round0, round1 = tiny_vit(seed=0), tiny_vit(seed=1)
-    round0.push_to_hub(repo_id, commit_message="round 0")
-    api.create_branch(repo_id, branch="round-1", exist_ok=True)
-    api.create_branch(repo_id, branch="round-1", exist_ok=True)  # exists -> no error
-    round1.push_to_hub(repo_id, revision="round-1", commit_message="round 1")
-
-    refs = api.list_repo_refs(repo_id)
-    branches = {b.name: b.target_commit for b in refs.branches}
-    assert set(branches) == {"main", "round-1"}
-    assert branches["main"] != branches["round-1"]
-
-    for revision in ("main", "round-1"):
-        files = api.list_repo_files(repo_id, revision=revision)
-        assert {"config.json", "model.safetensors", "README.md"} <= set(files)
-
-    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(123))
-    loaded1 = AutoModelForImageClassification.from_pretrained(repo_id, revision="round-1").eval()
-    loaded0 = AutoModelForImageClassification.from_pretrained(repo_id, revision="main").eval()
-    assert isinstance(loaded1, ViTForImageClassification)
-    assert torch.equal(logits(loaded1, pixels), logits(round1, pixels))  # bit-identical
-    assert torch.equal(logits(loaded0, pixels), logits(round0, pixels))  # main is untouched by round-1
-    assert not torch.equal(logits(loaded0, pixels), logits(loaded1, pixels))
-
-    # a commit sha works as a revision too, and resolves to the branch it came from
-    by_sha = AutoModelForImageClassification.from_pretrained(repo_id, revision=branches["round-1"]).eval()
-    assert torch.equal(logits(by_sha, pixels), logits(round1, pixels))
-    assert api.model_info(repo_id, revision="round-1").sha == branches["round-1"]
-    assert [c.title for c in api.list_repo_commits(repo_id, revision="round-1")][:1] == ["round 1"]
-
-    # everything went inline: no LFS / Xet traffic, no request the stub did not understand
-    assert local_hub.unhandled == []
-    assert local_hub.blocked == []  # nothing tried to leave 127.0.0.1
-    assert not any("lfs" in path or "xet" in path for _, path in local_hub.requests)
-
-
-def test_upload_folder_snapshot_and_errors(local_hub, tmp_path):
-    api = HfApi()
-    repo_id = api.create_repo("stub-org/data-repo", exist_ok=True).repo_id
+    repo_id = api.create_repo("repo", exist_ok=True).repo_id
+    assert repo_id == "stub-user/repo" and api.whoami()["name"] == "stub-user"
     folder = tmp_path / "folder"
     (folder / "sub").mkdir(parents=True)
-    (folder / "a.txt").write_text("hello")
-    (folder / "sub" / "b.json").write_text('{"x": 1}')
-    (folder / "empty.txt").write_bytes(b"")
+    for name in ("a.txt", "b.bin", "sub/c.txt", ".hidden", ".git/config"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(name)
+
+    # allow/ignore as in `huggingface_hub.utils.filter_repo_objects` ("*" crosses "/"); .git/ is always skipped
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder), allow_patterns=["*.txt", ".*"],
+                      ignore_patterns=["sub/*"])
+    assert local_hub.files(repo_id) == {".gitattributes", "a.txt", ".hidden"}
 
     api.create_branch(repo_id, branch="dev", exist_ok=True)
-    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision="dev", commit_message="add files")
-    assert api.list_repo_refs(repo_id).branches and info.oid == api.model_info(repo_id, revision="dev").sha
+    assert local_hub.files(repo_id, "dev") == local_hub.files(repo_id)  # inherited from main
+    (folder / "a.txt").unlink()
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision="dev", delete_patterns=["*"])
+    assert local_hub.files(repo_id, "dev") == {".gitattributes", "b.bin", ".hidden", "sub/c.txt"}  # a.txt deleted
+    assert local_hub.files(repo_id) == {".gitattributes", "a.txt", ".hidden"}  # main untouched
+    assert local_hub.commits[-1]["deleted"] == ["a.txt"] and local_hub.commits[-1]["branch"] == "dev"
 
-    expected = [".gitattributes", "a.txt", "empty.txt", "sub/b.json"]
-    assert sorted(api.list_repo_files(repo_id, revision="dev")) == expected
-    assert api.list_repo_files(repo_id) == [".gitattributes"]  # main untouched
-    top = {entry.path for entry in api.list_repo_tree(repo_id, revision="dev")}
-    assert top == {".gitattributes", "a.txt", "empty.txt", "sub"}
+    with pytest.raises(FileNotFoundError, match="no branch"):
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision="never-created")
+    with pytest.raises(TypeError):  # autospec: the real signature is enforced (branch is keyword-only)
+        api.create_branch(repo_id, "dev")
+    api.create_branch(repo_id, branch="dev", exist_ok=True)  # exists: no error, no change
+    assert local_hub.calls["create_branch"].call_count == 2  # the call with a wrong signature never reached it
 
-    snap = snapshot_download(repo_id, revision="dev")
-    assert (open(os.path.join(snap, "sub", "b.json")).read()) == '{"x": 1}'
-    assert os.path.getsize(os.path.join(snap, "empty.txt")) == 0
-    path = hf_hub_download(repo_id, "a.txt", revision="dev")
-    assert open(path).read() == "hello"
-    assert path.startswith(str(constants.HF_HUB_CACHE))  # the per-test cache, not ~/.cache
 
-    # a second identical upload is a no-op commit (preupload returns the remote oids)
-    api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision="dev", commit_message="again")
-    assert len(api.list_repo_commits(repo_id, revision="dev")) == 2  # initial + "add files"
-
-    with pytest.raises(EntryNotFoundError):
-        hf_hub_download(repo_id, "missing.txt", revision="dev")
-    with pytest.raises(RevisionNotFoundError):
-        hf_hub_download(repo_id, "a.txt", revision="no-such-branch")
-    with pytest.raises(RepositoryNotFoundError):
-        api.model_info("stub-user/does-not-exist")
-    assert local_hub.unhandled == []
-    assert local_hub.blocked == []
+def test_transformers_push_to_hub_and_from_pretrained(local_hub):
+    """`PreTrainedModel.push_to_hub` (create_repo / create_branch / create_commit through transformers' own HfApi)
+    lands in the fake, and `from_pretrained(repo_id, revision=...)` reads it back bit-identically."""
+    main, dev = tiny_vit(0), tiny_vit(1)
+    main.push_to_hub("stub-user/tiny", commit_message="first")
+    dev.push_to_hub("stub-user/tiny", revision="dev")
+    assert local_hub.branches("stub-user/tiny") == {"main", "dev"}
+    assert {"config.json", "model.safetensors", "README.md"} <= local_hub.files("stub-user/tiny", "dev")
+    pixels = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for revision, model in (("main", main), ("dev", dev)):
+            loaded = AutoModelForImageClassification.from_pretrained("stub-user/tiny", revision=revision).eval()
+            assert torch.equal(loaded(pixel_values=pixels).logits, model(pixel_values=pixels).logits), revision
 
 
 def test_network_guard_blocks_non_loopback(local_hub):
@@ -118,26 +72,9 @@ def test_network_guard_blocks_non_loopback(local_hub):
             sock.connect(("93.184.216.34", 443))
     with pytest.raises(OSError, match="blocked"):
         socket.getaddrinfo("huggingface.co", 443)
-    socket.create_connection(("127.0.0.1", local_hub.port), timeout=1).close()  # loopback is fine
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:  # loopback stays usable
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        socket.create_connection(server.getsockname(), timeout=1).close()
     assert [kind for kind, _ in local_hub.blocked] == ["connect", "getaddrinfo"]
-
-
-def test_hub_server_context_manager_and_restore(tmp_path):
-    """The bare server (no fixture), with an explicit endpoint; patched_hub_env restores what it changed."""
-    before = (constants.ENDPOINT, constants.HF_HUB_OFFLINE, constants.HF_HUB_CACHE, os.environ.get("HF_ENDPOINT"))
-    with hub_server() as endpoint:
-        assert endpoint.startswith("http://127.0.0.1:")
-        with patched_hub_env(endpoint, str(tmp_path / "cache")) as blocked:
-            api = HfApi(endpoint=endpoint)
-            repo_id = api.create_repo("plain", exist_ok=True).repo_id
-            api.upload_file(path_or_fileobj=b"42", path_in_repo="answer.txt", repo_id=repo_id)
-            assert open(hf_hub_download(repo_id, "answer.txt")).read() == "42"
-            assert constants.ENDPOINT == endpoint and not constants.HF_HUB_OFFLINE
-        assert blocked == []
-    after = (constants.ENDPOINT, constants.HF_HUB_OFFLINE, constants.HF_HUB_CACHE, os.environ.get("HF_ENDPOINT"))
-    assert after == before
-
-
-def test_stub_rejects_non_loopback_bind():
-    with pytest.raises(ValueError, match="loopback"):
-        HubStub(host="0.0.0.0")
+    local_hub.blocked.clear()  # expected here; any other test fails at teardown when something was blocked

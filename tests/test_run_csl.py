@@ -11,9 +11,7 @@ from PIL import Image
 from synthetic import make_cache
 from transformers import AutoModelForImageClassification, pipeline
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "examples"))
-import run_csl  # noqa: E402
+from scripts import ROOT, run_csl
 
 from csl_hf import TeacherMixture  # noqa: E402
 from hub_stub import local_hub  # noqa: E402,F401
@@ -172,17 +170,18 @@ def test_report_to_tensorboard_logs_rounds_with_the_level_as_step(tmp_path):
 
 def test_push_to_hub_sends_rounds_to_branches(tmp_path, local_hub):
     _, out = _run_with_vit_student(tmp_path, 9, "--push_to_hub", "True", "--hub_model_id", "stub-user/csl-tiny")
-    from huggingface_hub import HfApi
-
-    branches = {b.name for b in HfApi().list_repo_refs("stub-user/csl-tiny").branches}
-    assert branches == {"main", "round-0", "round-1"}
+    assert local_hub.branches("stub-user/csl-tiny") == {"main", "round-0", "round-1"}
     for revision, local in (("round-0", out / "round-0"), ("round-1", out / "round-1"), ("main", out)):
         remote = AutoModelForImageClassification.from_pretrained("stub-user/csl-tiny", revision=revision)
         here = AutoModelForImageClassification.from_pretrained(local)
         assert torch.equal(remote.classifier.weight, here.classifier.weight)
-    files = set(HfApi().list_repo_files("stub-user/csl-tiny"))
+    for level in (0, 1):  # a round branch holds exactly its folder (plus the Hub's .gitattributes)
+        folder = out / f"round-{level}"
+        expected = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} | {".gitattributes"}
+        assert local_hub.files("stub-user/csl-tiny", f"round-{level}") == expected
+    files = local_hub.files("stub-user/csl-tiny")  # main
     assert {"README.md", "csl_report.json", "model.safetensors", "config.json"} <= files
-    assert not any(f.startswith(("round-", "cache/")) for f in files)
+    assert not any("/" in f for f in files)  # top-level files only: no round-*/, cache/, teachers/
 
 
 def test_vit_round_checkpoints_load_without_csl_hf(tmp_path):

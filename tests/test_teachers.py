@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 
 import pytest
 import torch
 from transformers import AutoModel, HfArgumentParser
 from transformers.utils import logging as hf_logging
 
-import csl_hf  # noqa: F401  (registers TeacherMixture with the Auto classes)
+from csl_hf import TeacherMixture
 from csl_hf.data import load_csl_dataset
 from csl_hf.errors import CSLError
+from csl_hf.hierarchy import parse_teachers_per_level
 from csl_hf.teachers import (
     TeacherTrainingArguments,
     build_teacher,
     evaluate_teachers,
-    load_split_images,
-    parse_teachers_per_level,
+    load_teacher_split,
     train_teacher_hierarchy,
 )
 
@@ -52,8 +51,7 @@ def test_hierarchy_structure(mixture):
 
 
 def test_specialist_probs_masked_and_normalised(mixture, animal_small):
-    images, *_ = load_split_images(animal_small.select(range(16)))
-    x = mixture.preprocessings()[0](images)
+    x = load_teacher_split(animal_small.select(range(16)), mixture.preprocessings()[0]).pixel_values
     probs = mixture(pixel_values=x).probs
     assert probs.shape == (16, 8, 10)
     torch.testing.assert_close(probs.sum(-1), torch.ones(16, 8))
@@ -74,8 +72,7 @@ def test_save_load_round_trip_bit_identical(mixture, animal_small, tmp_path):
     assert all(torch.equal(ref[k], got[k]) for k in ref)
     assert loaded.config.specialties == mixture.config.specialties
     assert loaded.config.teacher_names == mixture.config.teacher_names
-    images, *_ = load_split_images(animal_small.select(range(8)))
-    x = loaded.preprocessings()[0](images)
+    x = load_teacher_split(animal_small.select(range(8)), loaded.preprocessings()[0]).pixel_values
     assert torch.equal(loaded(pixel_values=x).probs, mixture(pixel_values=x).probs)
 
 
@@ -149,20 +146,20 @@ def test_arguments_parse_with_hf_argument_parser():
 
 
 def test_example_script(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location(
-        "train_teachers_example", os.path.join(os.path.dirname(__file__), "..", "examples", "train_teachers.py"))
-    script = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = script  # dataclasses resolve string annotations through sys.modules
-    try:
-        spec.loader.exec_module(script)
-    finally:
-        del sys.modules[spec.name]
-    rc = script.main(["--output_dir", str(tmp_path), "--teacher_size", "100", "--test_size", "100",
-                      "--teacher_steps", "2", "--teachers_per_level", "1,2"])
+    from scripts import load_example
+
+    from csl_hf.errors import run_command
+
+    script = load_example("train_teachers")
+    rc = run_command(script.main, ["--output_dir", str(tmp_path), "--teacher_size", "100", "--test_size", "100",
+                                   "--teacher_steps", "2", "--teachers_per_level", "1,2"])
     assert rc == 0
     assert (tmp_path / "teachers" / "model.safetensors").exists()
     assert "classes 0-4" in capsys.readouterr().out
-    rc = script.main(["--output_dir", str(tmp_path), "--teachers_per_level", "3,4"])
+    # What the teachers trained on is recorded: the run_csl.py split of the same seed and sizes.
+    saved = TeacherMixture.from_pretrained(tmp_path / "teachers").config.training_data
+    assert saved["dataset"] == "animal_mnist" and saved["split_seed"] == 42 and len(saved["example_ids"]) == 100
+    rc = run_command(script.main, ["--output_dir", str(tmp_path), "--teachers_per_level", "3,4"])
     assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err

@@ -19,7 +19,8 @@ def run(tmp_path, cache=None, **kwargs):
     options = dict(output_dir=str(tmp_path / "out"), num_train_epochs=4, learning_rate=1e-2, disable_tqdm=True, seed=3)
     options.update(kwargs)
     trainer = CoSupervisedTrainer(args=CoSupervisedConfig(**options), cache=cache)
-    return trainer.train(), trainer, cache
+    trainer.train()
+    return trainer.report, trainer, cache
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +121,7 @@ def test_empty_keep_set_is_an_error_naming_the_level(tmp_path):
     trainer = CoSupervisedTrainer(args=CoSupervisedConfig(output_dir=str(tmp_path), denoise="top1",
                                                           num_train_epochs=1, disable_tqdm=True), cache=cache)
     # ... and the previous student is made to never predict class 0.
-    trainer._fit = lambda *a, **k: trainer.model.head.bias.data.copy_(torch.tensor([-1e4, 0, 0, 0, 0, 0.]))
+    trainer._run_phase = lambda *a, **k: trainer._head.bias.data.copy_(torch.tensor([-1e4, 0, 0, 0, 0, 0.]))
     with pytest.raises(CSLError, match="level 1"):
         trainer.train()
 
@@ -132,7 +133,8 @@ def test_vit_student_gets_the_trained_head(tmp_path):
                                                   id2label=cache.id2label))
     trainer = CoSupervisedTrainer(model=student, cache=cache, args=CoSupervisedConfig(
         output_dir=str(tmp_path), num_train_epochs=2, learning_rate=1e-2, disable_tqdm=True, max_levels=2))
-    report = trainer.train()
+    trainer.train()
+    report = trainer.report
     back = AutoModelForImageClassification.from_pretrained(tmp_path / "round-1")
     assert torch.equal(back.classifier.weight, student.classifier.weight)
     test = cache.rows(1)
@@ -161,14 +163,14 @@ def test_resume_after_a_crash_gives_the_uninterrupted_report(tmp_path, hard_run)
     report, _, cache = hard_run
     args = CoSupervisedConfig(output_dir=str(tmp_path), num_train_epochs=4, learning_rate=1e-2, disable_tqdm=True, seed=3)
     crashing = CoSupervisedTrainer(args=args, cache=cache)
-    fit = crashing._fit
+    run_phase = crashing._run_phase
 
-    def crash_in_round_2(features, targets, epochs, phase, reinit):
-        if phase == 2:
+    def crash_in_round_2(phase, *rest, **kwargs):
+        if phase.level == 2:
             raise KeyboardInterrupt("killed during round 2")
-        return fit(features, targets, epochs, phase, reinit)
+        return run_phase(phase, *rest, **kwargs)
 
-    crashing._fit = crash_in_round_2
+    crashing._run_phase = crash_in_round_2
     with pytest.raises(KeyboardInterrupt):
         crashing.train()
     assert (tmp_path / "round-1").is_dir() and not (tmp_path / "round-2").exists()
@@ -176,9 +178,10 @@ def test_resume_after_a_crash_gives_the_uninterrupted_report(tmp_path, hard_run)
     resumed = CoSupervisedTrainer(args=CoSupervisedConfig(output_dir=str(tmp_path), num_train_epochs=4,
                                                           learning_rate=1e-2, disable_tqdm=True, seed=3), cache=cache)
     calls = []
-    fit2 = resumed._fit
-    resumed._fit = lambda *a, **k: (calls.append(k.get("phase", a[3] if len(a) > 3 else None)), fit2(*a, **k))[1]
-    again = resumed.train(resume_from_checkpoint=True)
+    run_phase2 = resumed._run_phase
+    resumed._run_phase = lambda phase, *a, **k: (calls.append(phase.level), run_phase2(phase, *a, **k))[1]
+    resumed.train(resume_from_checkpoint=True)
+    again = resumed.report
     assert calls == [2]  # neither the ceiling nor rounds 0-1 were trained again
     assert again["rounds"] == report["rounds"] and again["ceiling_accuracy"] == report["ceiling_accuracy"]
 

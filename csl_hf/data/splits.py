@@ -1,4 +1,4 @@
-"""Weak-to-strong splits (DESIGN.md §1, §2) and sample caps.
+"""Weak-to-strong splits and sample caps.
 
 ``make_weak_to_strong_splits`` cuts one labelled dataset into three disjoint parts:
 
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import datasets
 import numpy as np
 
-__all__ = ["make_weak_to_strong_splits", "cap", "resolve_size"]
+__all__ = ["make_weak_to_strong_splits", "weak_to_strong_indices", "cap", "cap_indices", "resolve_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,25 @@ def make_weak_to_strong_splits(
     train_size: int | float | None = None,
     stratify_by: str | Sequence[str] | None = "label",
 ) -> datasets.DatasetDict:
-    """Disjoint, seeded, stratified ``teacher`` / ``train`` / ``test`` splits of a map-style dataset.
+    """Disjoint, seeded, stratified ``teacher`` / ``train`` / ``test`` splits of a map-style dataset: the rows
+    `weak_to_strong_indices` picks (arguments and errors as there).
+
+    Returns:
+        ``DatasetDict(teacher=..., train=..., test=...)`` with the dataset's columns.
+    """
+    indices = weak_to_strong_indices(dataset, seed, teacher_size, test_size, train_size, stratify_by)
+    return datasets.DatasetDict({name: dataset.select(indices[name]) for name in SPLIT_NAMES})
+
+
+def weak_to_strong_indices(
+    dataset: datasets.Dataset,
+    seed: int,
+    teacher_size: int | float,
+    test_size: int | float,
+    train_size: int | float | None = None,
+    stratify_by: str | Sequence[str] | None = "label",
+) -> dict[str, np.ndarray]:
+    """The rows of disjoint, seeded, stratified ``teacher`` / ``train`` / ``test`` splits of a map-style dataset.
 
     Args:
         dataset: a ``datasets.Dataset`` (streaming datasets must be materialised or capped first).
@@ -100,7 +118,7 @@ def make_weak_to_strong_splits(
             only disables stratification (with a warning).
 
     Returns:
-        ``DatasetDict(teacher=..., train=..., test=...)`` with the dataset's columns.
+        ``{"teacher": rows, "train": rows, "test": rows}``: sorted int64 row indices into ``dataset``.
 
     Raises:
         TypeError: for an ``IterableDataset``.
@@ -146,7 +164,7 @@ def make_weak_to_strong_splits(
             chosen = candidates[:k]
         available[chosen] = False
         out[name] = np.sort(chosen)
-    return datasets.DatasetDict({name: dataset.select(out[name]) for name in SPLIT_NAMES})
+    return out
 
 
 def cap(
@@ -167,5 +185,11 @@ def cap(
         return dataset.take(max_samples)
     if max_samples >= len(dataset):
         return dataset
-    idx = np.sort(np.random.default_rng(seed).choice(len(dataset), size=max_samples, replace=False))
-    return dataset.select(idx)
+    return dataset.select(cap_indices(len(dataset), max_samples, seed))
+
+
+def cap_indices(n: int, max_samples: int | None, seed: int = 0) -> np.ndarray:
+    """The rows `cap` keeps of ``n``: all of them, or a seeded random subset of ``max_samples`` in ascending order."""
+    if max_samples is None or max_samples >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=int(max_samples), replace=False))

@@ -1,6 +1,6 @@
 """Metrics for weak-to-strong evaluation.
 
-- `performance_gap_recovered(student, weak, ceiling)`: the PGR formula of DESIGN.md §1, pure Python.
+- `performance_gap_recovered(student, weak, ceiling)`: the PGR formula (docs/algorithm.md), pure Python.
 - `load_pgr_metric()`: the same as an `evaluate` module (`csl_hf/metrics/pgr/pgr.py`), loaded by local
   path from wherever `csl_hf` is installed, so nothing is fetched from the Hub.
 - `PGR_METRIC_PATH`: that folder's absolute path, for `evaluate.load(PGR_METRIC_PATH)`.
@@ -8,12 +8,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
 
 
-__all__ = ["PGR_METRIC_PATH", "load_pgr_metric", "performance_gap_recovered"]
+__all__ = ["PGR_METRIC_PATH", "load_pgr_metric", "performance_gap_recovered", "pgr_metric"]
 
 PGR_METRIC_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pgr")
 
@@ -61,3 +62,9 @@ def load_pgr_metric(**kwargs):
     import evaluate  # optional dependency: only needed here
 
     return evaluate.load(PGR_METRIC_PATH, **kwargs)
+
+
+@functools.lru_cache(maxsize=1)
+def pgr_metric():
+    """`load_pgr_metric()`, loaded once per process (``evaluate.load`` re-reads and re-imports the script each call)."""
+    return load_pgr_metric()

@@ -1,4 +1,4 @@
-"""Teachers as linear heads on one shared frozen backbone: the paper's ImageNet setting (DESIGN §1).
+"""Teachers as linear heads on one shared frozen backbone: the paper's ImageNet setting.
 
 The CSL paper's ImageNet hierarchy is 1 + 2 + 4 + 8 = 15 linear heads (1000-, 500-, 250-, 125-class blocks) on one
 frozen weak backbone (AlexNet there). `train_backbone_heads` builds such a hierarchy for any ``AutoModel`` backbone:
@@ -11,8 +11,8 @@ frozen weak backbone (AlexNet there). `train_backbone_heads` builds such a hiera
 3. the heads are gathered with `TeacherMixture.from_backbone`, which runs the backbone once per batch for all heads.
 
     from transformers import AutoModel
-    from csl_hf.backbone_teachers import train_backbone_heads
-    from csl_hf.configuration_teacher_mixture import class_hierarchy
+    from csl_hf import train_backbone_heads
+    from csl_hf.hierarchy import class_hierarchy
 
     specialties, levels = class_hierarchy(1000, [1, 2, 4, 8])
     backbone = AutoModel.from_pretrained("google/mobilenet_v2_1.0_224")
@@ -29,28 +29,29 @@ from typing import Any
 
 import datasets
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from .data import decode_image
-from .errors import CSLError
-from .modeling_teacher_mixture import TeacherMixture, pooled_features
-from .preprocessing import Preprocessing, pil_to_uint8, stack_or_list
+from ..data.images import preprocess_images
+from ..data.targets import raw_images
+from ..errors import CSLError
+from ..hierarchy import describe_classes, specialty_names
+from ..modeling_teacher_mixture import TeacherMixture, pooled_features
+from ..preprocessing import Preprocessing
+from .training import fit_fixed_steps
 
-__all__ = ["extract_backbone_features", "train_backbone_heads", "train_linear_head", "specialty_names"]
+__all__ = ["extract_backbone_features", "train_backbone_heads", "train_linear_head", "load_backbone"]
 
 logger = hf_logging.get_logger(__name__)
 
 
-def _batches(data: Any, batch_size: int, image_col: str, label_col: str, max_samples: int | None) -> Iterable[tuple[list, list]]:
-    """``(images, labels)`` batches from a map-style or streaming dataset, or from a uint8 tensor/list + labels."""
+def _batches(data: Any, batch_size: int, image_col: str, label_col: str, max_samples: int | None,
+             preprocessing: Preprocessing) -> Iterable[tuple[torch.Tensor, list]]:
+    """``(pixel values, labels)`` batches from a map-style or streaming dataset; bad images are skipped (logged)."""
     if isinstance(data, (datasets.Dataset, datasets.IterableDataset)):
+        data = raw_images(data, image_col)
         if isinstance(data, datasets.Dataset):
-            feature = data.features.get(image_col)
-            if isinstance(feature, datasets.Image) and feature.decode:
-                data = data.cast_column(image_col, datasets.Image(decode=False))
             if max_samples is not None:
                 data = data.select(range(min(max_samples, len(data))))
             rows = (data[s:s + batch_size] for s in range(0, len(data), batch_size))
@@ -61,8 +62,11 @@ def _batches(data: Any, batch_size: int, image_col: str, label_col: str, max_sam
         for batch in rows:
             if image_col not in batch or label_col not in batch:
                 raise CSLError(f"the teacher split needs columns {image_col!r} and {label_col!r}, got {sorted(batch)}")
-            images = [pil_to_uint8(decode_image(v)) for v in batch[image_col]]
-            yield images, list(batch[label_col])
+            decoded = preprocess_images(batch[image_col], [preprocessing])
+            if decoded.errors:
+                logger.warning(f"teacher split: skipped {len(decoded.errors)} bad image(s), e.g. {decoded.errors[0]}")
+            if decoded.kept:
+                yield decoded.pixel_values[preprocessing], [batch[label_col][i] for i in decoded.kept]
         return
     raise CSLError(f"cannot read images from {type(data).__name__}; pass a datasets.Dataset / IterableDataset, or "
                    "precomputed features with labels")
@@ -95,12 +99,13 @@ def extract_backbone_features(
         if labels is None:
             raise CSLError("images given as a tensor need labels=")
         n = data.shape[0] if max_samples is None else min(max_samples, data.shape[0])
-        source = ((list(data[s:s + batch_size]), labels[s:s + batch_size].tolist()) for s in range(0, n, batch_size))
+        source = ((preprocessing(data[s:s + batch_size]), labels[s:s + batch_size].tolist())
+                  for s in range(0, n, batch_size))
     else:
-        source = _batches(data, batch_size, image_col, label_col, max_samples)
+        source = _batches(data, batch_size, image_col, label_col, max_samples, preprocessing)
     feats, ys = [], []
-    for images, y in source:
-        x = preprocessing(stack_or_list(images)).to(device)
+    for pixel_values, y in source:
+        x = pixel_values.to(device)
         with autocast:
             out = pooled_features(backbone(pixel_values=x))
         feats.append(out.float().cpu())
@@ -138,42 +143,13 @@ def train_linear_head(
     keep = known & (local[labels.clamp(0, num_labels - 1)] >= 0)
     x, target = features[keep], local[labels[keep]]
     if x.shape[0] == 0:
-        raise CSLError(f"a teacher head has no training sample (classes {_describe_classes(classes)}); enlarge "
+        raise CSLError(f"a teacher head has no training sample (classes {describe_classes(classes)}); enlarge "
                        "--teacher_train_size or use fewer specialists")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = nn.Linear(features.shape[1], out)
     head.to(features.device)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(int(seed))
-    for _ in range(int(steps)):
-        idx = torch.randint(x.shape[0], (int(batch_size),), generator=generator).to(x.device)
-        loss = F.cross_entropy(head(x[idx]), target[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return head.eval().cpu()
-
-
-def _describe_classes(classes: Sequence[int] | None) -> str:
-    if classes is None:
-        return "all"
-    classes = list(classes)
-    if len(classes) > 1 and classes == list(range(classes[0], classes[-1] + 1)):
-        return f"{classes[0]}-{classes[-1]}"
-    return ",".join(map(str, classes[:10])) + ("..." if len(classes) > 10 else "")
-
-
-def specialty_names(specialties: Sequence[dict], num_labels: int) -> list[str]:
-    """Display names: ``generalist`` for all classes, ``classes a-b`` for a block."""
-    names = []
-    for spec in specialties:
-        classes = spec.get("classes")
-        if classes is not None and sorted(classes) == list(range(num_labels)):
-            names.append("generalist")
-        else:
-            names.append(f"classes {_describe_classes(classes)}")
-    return names
+    return fit_fixed_steps(head, x, target, steps, batch_size, lr, seed, weight_decay).cpu()
 
 
 def train_backbone_heads(
@@ -204,7 +180,7 @@ def train_backbone_heads(
         dataset_or_features: the teacher split: a ``datasets`` split (map-style or streaming, columns
             ``image_col``/``label_col``), a uint8 image tensor ``[N, 3, H, W]`` (with ``labels``), or precomputed
             backbone features ``float [N, D]`` (with ``labels``).
-        specialties, levels: the hierarchy (e.g. `csl_hf.configuration_teacher_mixture.class_hierarchy`); class
+        specialties, levels: the hierarchy (e.g. `csl_hf.hierarchy.class_hierarchy`); class
             specialties only (level 0: the generalist over all classes).
         steps, lr, batch_size: every head's budget (the same for all: the paper's equal step budget), Adam(W).
         labels: int64 ``[N]`` labels when ``dataset_or_features`` is a tensor.
@@ -262,3 +238,21 @@ def train_backbone_heads(
         teacher_names=list(teacher_names) if teacher_names else specialty_names(specialties, num_labels),
         preprocessing=preprocessing,
     )
+
+
+def load_backbone(name_or_path: str) -> tuple[PreTrainedModel, Preprocessing]:
+    """A frozen weak backbone (any ``AutoModel``, safetensors only: never unpickled) and the `Preprocessing` of its
+    image processor.
+
+    Raises:
+        `CSLError`: the checkpoint cannot be loaded as safetensors.
+    """
+    from transformers import AutoImageProcessor, AutoModel
+
+    try:
+        backbone = AutoModel.from_pretrained(name_or_path, use_safetensors=True)
+        processor = AutoImageProcessor.from_pretrained(name_or_path)
+    except OSError as err:
+        raise CSLError(f"cannot load the teacher backbone {name_or_path!r} as safetensors ({str(err).splitlines()[0]}); "
+                       "pass a local safetensors checkpoint, or --tiny for the offline stand-in") from None
+    return backbone.eval(), Preprocessing.from_image_processor(processor)

@@ -1,0 +1,124 @@
+"""`ImageSource`: the images of a CSL run (weak-to-strong training split and test split), their columns and class
+names, and the student's input preprocessing, checked against the teachers and the student before any work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import torch
+
+from ..errors import CSLError
+from ..preprocessing import Preprocessing
+from .targets import ImageTargets, StreamImageTargets
+
+__all__ = ["ImageSource"]
+
+_DATASET_TYPES = (datasets.Dataset, datasets.IterableDataset)
+
+
+@dataclass
+class ImageSource:
+    """The images a `CoSupervisedTrainer` labels and, in full mode, trains on.
+
+    Attributes:
+        datasets: ``{"train": ..., "test": ...}`` map-style or streaming ``datasets``.
+        image_column, label_column, domain_column: the columns (``domain_column`` is ``None`` without domains).
+        class_names: the label space, in class-id order.
+        preprocessing: the student's input pipeline (read off its image processor).
+        dataset_name: the data's name or path for reports and model cards (``dataset.info.dataset_name``).
+    """
+
+    datasets: dict[str, Any]
+    image_column: str
+    label_column: str | None
+    domain_column: str | None
+    class_names: list[str]
+    preprocessing: Preprocessing
+    dataset_name: str | None = None
+
+    @classmethod
+    def from_datasets(cls, train_dataset, eval_dataset, processing_class, teachers=None, cache=None) -> "ImageSource":
+        """Check and describe the two splits.
+
+        Raises:
+            `CSLError` (one line): a split missing or not a ``datasets`` dataset, no image or label column, no
+            ``processing_class``, or class names that differ from the teachers' or the cache's.
+        """
+        from . import class_names, infer_columns
+
+        for name, ds in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+            if not isinstance(ds, _DATASET_TYPES):
+                raise CSLError(f"{name} must be a datasets.Dataset or datasets.IterableDataset of images, got "
+                               f"{type(ds).__name__}; pass both the weak-to-strong split and the test split")
+        if processing_class is None:
+            raise CSLError("labeling images needs the student's image processor: pass processing_class= (e.g. "
+                           "AutoImageProcessor.from_pretrained(student_path), or the one csl_hf.load_student returns)")
+        try:
+            image_col, label_col, domain_col = infer_columns(train_dataset)
+            names = class_names(train_dataset, label_col)
+        except ValueError as err:
+            raise CSLError(f"train_dataset: {err}") from None
+        reference = None
+        if teachers is not None:
+            reference = ("the teachers", [teachers.config.id2label[i] for i in range(teachers.config.num_labels)])
+        elif cache is not None:
+            reference = ("the cache", [cache.id2label[i] for i in range(cache.num_labels)])
+        if reference is not None and reference[1] != names:
+            raise CSLError(f"the dataset's classes {names[:5]}... differ from {reference[0]}' {reference[1][:5]}...; "
+                           "use teachers trained on this dataset (same classes in the same order)")
+        info = getattr(train_dataset, "info", None)
+        return cls(datasets={"train": train_dataset, "test": eval_dataset}, image_column=image_col,
+                   label_column=label_col, domain_column=domain_col, class_names=names,
+                   preprocessing=Preprocessing.from_image_processor(processing_class),
+                   dataset_name=getattr(info, "dataset_name", None) or None)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.class_names))
+
+    def check_student(self, student) -> None:
+        """The student must name the data's classes. A checkpoint with generic names (``LABEL_0``..., as
+        ``num_labels=`` gives) is given the data's names, so its predictions are readable; other names are refused.
+
+        Raises:
+            `CSLError`: the student's class names differ from the data's.
+        """
+        own = {int(k): v for k, v in student.config.id2label.items()}
+        if own == self.id2label:
+            return
+        if all(v == f"LABEL_{k}" for k, v in own.items()) and len(own) == len(self.class_names):
+            student.config.id2label = self.id2label
+            student.config.label2id = {v: k for k, v in self.id2label.items()}
+            return
+        first = next((k for k in sorted(self.id2label) if own.get(k) != self.id2label[k]), 0)
+        raise CSLError(f"the student's class names differ from the data's (class {first}: {own.get(first)!r} vs "
+                       f"{self.id2label[first]!r}); load the student with id2label= the data's classes (e.g. with "
+                       "csl_hf.load_student)")
+
+    @torch.no_grad()
+    def student_logits(self, student, dataset, args) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student's logits ``[n, C]`` (float32, CPU) on the images of ``dataset``, and its labels ``[n]``."""
+        from . import infer_columns
+
+        try:
+            image_col, label_col, _ = infer_columns(dataset)
+        except ValueError as err:
+            raise CSLError(f"eval dataset: {err}") from None
+        if isinstance(dataset, datasets.IterableDataset):  # one pass for the labels, one for the images
+            labels = torch.tensor([int(ex[label_col]) for ex in dataset.select_columns([label_col])])
+            images = StreamImageTargets(dataset, torch.arange(len(labels)), None, self.preprocessing, image_col)
+        else:
+            labels = torch.as_tensor(dataset[label_col], dtype=torch.long)
+            images = ImageTargets(dataset, torch.arange(len(dataset)), None, self.preprocessing, image_col)
+        was_training = student.training
+        student.eval()
+        try:
+            logits = [student(pixel_values=batch.to(args.device)).logits.float().cpu()
+                      for batch in images.batches(max(1, args.per_device_eval_batch_size))]
+        except ValueError as err:  # a corrupt image in a user's evaluation set
+            raise CSLError(f"eval dataset: {err}") from None
+        finally:
+            student.train(was_training)
+        return torch.cat(logits), labels

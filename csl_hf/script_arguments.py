@@ -1,0 +1,286 @@
+"""The command line of the example scripts: their argument dataclasses, config files, and a ``--help`` that reads.
+
+`parse_run_args` parses with `transformers.HfArgumentParser`, so every `TrainingArguments` flag works. A YAML or
+JSON file given as the first argument sets defaults that later flags override (as TRL's command lines do), and
+`resolved_config` gives back what a run used, to be written next to its report and rerun exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import HfArgumentParser
+
+from .errors import CSLError
+from .report import jsonable
+
+__all__ = ["DataArguments", "ModelArguments", "CSLArgumentParser", "parse_run_args", "resolved_config",
+           "CONFIG_NAME"]
+
+CONFIG_NAME = "run_config.yaml"
+# Never written into a saved config: secrets and per-invocation switches.
+_NOT_RECORDED = {"hub_token", "resume_from_checkpoint", "overwrite_output_dir", "local_rank"}
+
+
+@dataclass
+class DataArguments:
+    """Where the images (or a ready cache) come from and how they are split."""
+
+    dataset_name: str = field(
+        default="animal_mnist",
+        metadata={"help": "The images: animal_mnist (bundled, 10 animal classes), digits_domains (bundled, MNIST-5k "
+                  "and sklearn digits as two domains), a local image folder (class/image or domain/class/image), or "
+                  "a Hub dataset id (needs network access)."},
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Start from a CSL cache (cache.safetensors + cache.json: student features and teacher "
+                  "probabilities) instead of images: no teacher is trained and no image is read."},
+    )
+    teacher_size: float = field(
+        default=1000, metadata={"help": "Images whose labels train the weak teachers (a count, or a fraction < 1)."}
+    )
+    test_size: float = field(default=2000, metadata={"help": "Labeled test images (a count, or a fraction < 1)."})
+    train_size: float | None = field(
+        default=None,
+        metadata={"help": "Weak-to-strong training images, labeled by the teachers (default: all the rest). Their "
+                  "own labels serve only the ceiling and the diagnostics."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Cap the weak-to-strong training split (a seeded subset; for quick runs)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Cap the test split (a seeded subset; for quick runs)."}
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read the images lazily (datasets.IterableDataset) instead of loading them. Bundled sets and "
+                  "image folders keep the same splits as without --streaming; a Hub dataset is split in stream "
+                  "order after a seeded shuffle buffer (counts only, no stratification)."},
+    )
+    shuffle_buffer_size: int = field(
+        default=1000, metadata={"help": "With --streaming on a Hub dataset: examples in the shuffle buffer."}
+    )
+
+    def __post_init__(self):
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise CSLError(f"--{name} must be a positive number of samples, got {value}; omit it to use them all")
+        for name in ("teacher_size", "test_size", "train_size"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise CSLError(f"--{name} must be a count (>= 1) or a fraction in (0, 1), got {value}")
+        if self.shuffle_buffer_size < 1:
+            raise CSLError(f"--shuffle_buffer_size must be at least 1, got {self.shuffle_buffer_size}")
+
+
+@dataclass
+class ModelArguments:
+    """The strong student and the weak teachers."""
+
+    student_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "The strong student: any image classifier (local path or Hub id). Default: the bundled "
+                  "ImageNet EfficientNet-Lite0 ('efficientnet-lite0'); with --cache_dir, the student named in "
+                  "cache.json when it loads offline."},
+    )
+    student_image_size: int | None = field(
+        default=None,
+        metadata={"help": "Resize images to this square side for the student. Default: 64 for the bundled "
+                  "EfficientNet-Lite0 (its ImageNet processor would ask for 224 px of 28-px images), the student "
+                  "processor's own size for any other student (0: always the processor's own size); with --cache_dir, the "
+                  "size the cache was labeled at."},
+    )
+    teachers_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Reuse a saved TeacherMixture (e.g. OUTPUT_DIR/teachers of an earlier run, or "
+                  "examples/train_teachers.py's output) instead of training teachers."},
+    )
+    compare_label_types: bool | None = field(
+        default=None,
+        metadata={"help": "Also run the rounds with the other label type (soft if hard, hard if soft) on the same "
+                  "cache, for pgr.png (report in OUTPUT_DIR/<type>_labels/). Default: on in probe mode, off in full "
+                  "mode (where it would train every round a second time)."},
+    )
+    allow_pickle_weights: bool = field(
+        default=False,
+        metadata={"help": "Allow pickled (pytorch_model.bin) student or teacher weights. Unpickling can run arbitrary "
+                  "code: only for files you trust. Default: safetensors only."},
+    )
+
+    def __post_init__(self):
+        if self.student_image_size is not None and self.student_image_size < 0:
+            raise CSLError(f"--student_image_size must be a side in pixels (or 0 for the student processor's own "
+                           f"size), got {self.student_image_size}")
+
+
+class CSLArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` with one-line errors and a ``--help`` that shows the CSL flags first, by group.
+
+    ``help_groups`` lists ``(title, [field names])``: those flags are explained in full, in that order; every other
+    field (the stock `TrainingArguments`) is listed by name after a pointer to its documentation. ``--help_all``
+    prints the stock argparse help of every flag.
+    """
+
+    def __init__(self, dataclass_types, description: str = "", help_groups: list[tuple[str, list[str]]] | None = None,
+                 prog: str | None = None):
+        super().__init__(dataclass_types, description=description, prog=prog, add_help=False)
+        self.help_groups = help_groups or []
+        self.add_argument("-h", "--help", action="store_true", help="Show the CSL flags and exit.")
+        self.add_argument("--help_all", action="store_true", help="Show every flag's stock help and exit.")
+
+    def error(self, message: str):
+        raise CSLError(f"{message}; see {self.prog} --help")
+
+    def _fields(self) -> dict[str, dataclasses.Field]:
+        out = {}
+        for dtype in self.dataclass_types:
+            for f in dataclasses.fields(dtype):
+                if f.init and not f.name.startswith("_"):
+                    out.setdefault(f.name, f)
+        return out
+
+    def format_help(self) -> str:
+        import textwrap
+
+        fields = self._fields()
+        width = 100
+        lines = [f"usage: {self.prog} [CONFIG.yaml|CONFIG.json] [--flag value ...]", ""]
+        lines += [textwrap.fill(p, width) for p in self.description.strip().split("\n\n")] + [""]
+        shown = set()
+        for title, names in self.help_groups:
+            lines += [f"{title}:"]
+            for name in names:
+                f = fields[name]
+                shown.add(name)
+                default = f.default if f.default is not dataclasses.MISSING else (
+                    f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+                choices = f.metadata.get("choices")
+                kind = "{" + ",".join(map(str, choices)) + "}" if choices else _type_name(f.type)
+                lines.append(f"  --{name} {kind}  (default: {jsonable(default)})")
+                lines += textwrap.wrap(f.metadata.get("help", ""), width, initial_indent=" " * 6,
+                                       subsequent_indent=" " * 6)
+            lines.append("")
+        rest = sorted(n for n in fields if n not in shown)
+        lines += ["Every other transformers.TrainingArguments flag works as in transformers (see "
+                  "https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments; "
+                  f"`{self.prog} --help_all` prints each one's help). Flags that do not apply to a CSL run are refused "
+                  "with one line (docs/troubleshooting.md lists which apply in which mode). Booleans take True/False; "
+                  "`--no_FLAG` is the same as `--FLAG False`.", ""]
+        lines += textwrap.wrap(", ".join(rest), width, initial_indent="  ", subsequent_indent="  ")
+        return "\n".join(lines) + "\n"
+
+    def format_help_all(self) -> str:
+        return super().format_help()
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    return text.replace(" | None", "").replace("NoneType", "").strip() or "value"
+
+
+def _load_config_file(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise CSLError(f"config file {path} does not exist; pass a YAML or JSON file of flag names and values")
+    try:
+        with open(path, encoding="utf-8") as f:
+            if path.endswith(".json"):
+                config = json.load(f)
+            else:
+                import yaml
+
+                config = yaml.safe_load(f)
+    except (ValueError, OSError) as err:  # json.JSONDecodeError and yaml.YAMLError are ValueError / YAMLError
+        raise CSLError(f"config file {path} cannot be read ({str(err).splitlines()[0]}); fix its syntax") from None
+    except Exception as err:  # yaml.YAMLError
+        raise CSLError(f"config file {path} is not valid YAML ({str(err).splitlines()[0]}); fix its syntax") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise CSLError(f"config file {path} must map flag names to values (a YAML/JSON object)")
+    return config
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == f"--{name}" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _resumed_run_config(argv: list[str], config: dict[str, Any]) -> dict[str, Any]:
+    """The recorded ``run_config.yaml`` of the run that ``--resume_from_checkpoint`` names (empty when none)."""
+    value = _flag_value(argv, "resume_from_checkpoint") or config.get("resume_from_checkpoint")
+    if value in (None, False, "False", "false", ""):
+        return {}
+    directory = str(value)
+    if directory in ("True", "true") or value is True:
+        directory = _flag_value(argv, "output_dir") or config.get("output_dir") or "csl_output"
+    path = os.path.join(directory, CONFIG_NAME)
+    return _load_config_file(path) if os.path.isfile(path) else {}
+
+
+def parse_run_args(parser: CSLArgumentParser, argv: list[str] | None = None) -> tuple:
+    """Parse ``[CONFIG.yaml|CONFIG.json] [--flag value ...]`` into the parser's dataclasses.
+
+    A config file given first sets the defaults; flags after it override them. ``--help`` prints the CSL help and
+    exits with status 0.
+
+    Raises:
+        `CSLError` (one line): an unknown flag or key, a bad value, an unreadable config file.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv or "--help_all" in argv:
+        print(parser.format_help_all() if "--help_all" in argv else parser.format_help())
+        raise SystemExit(0)
+    config: dict[str, Any] = {}
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        config = _load_config_file(argv.pop(0))
+    resumed = _resumed_run_config(argv, config)
+    if resumed:
+        # Resuming rebuilds the recorded run: its settings first, then the config file's and the flags given now
+        # (a setting that changes the results is refused by the trainer, naming it).
+        config = {**resumed, **config}
+    if config:
+        unknown = sorted(set(config) - set(parser._fields()))
+        if unknown:
+            raise CSLError(f"config file: unknown key(s) {', '.join(unknown)}; use flag names without the leading --")
+        parser.set_defaults(**config)
+    try:
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:
+        if isinstance(err, CSLError):
+            raise
+        raise CSLError(f"{str(err).strip().splitlines()[0]}; see {parser.prog} --help") from None
+    return tuple(p for p in parsed if dataclasses.is_dataclass(p))
+
+
+def resolved_config(*parsed) -> dict[str, Any]:
+    """Every flag a run set to something other than its default, as plain JSON values (secrets left out): written
+    as ``OUTPUT_DIR/run_config.yaml``, it reruns the run with ``python examples/run_csl.py run_config.yaml``.
+
+    Values are compared with the fields' declared defaults (not a fresh instance: building a `TrainingArguments`
+    resets accelerate's process state, which a live `Trainer` relies on)."""
+    out: dict[str, Any] = {}
+    for obj in parsed:
+        for f in dataclasses.fields(obj):
+            if not f.init or f.name in _NOT_RECORDED or f.name.startswith("_"):
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = dataclasses.MISSING
+            value = jsonable(getattr(obj, f.name))
+            if f.name == "output_dir" or default is dataclasses.MISSING or value != jsonable(default):
+                out[f.name] = value
+    return out

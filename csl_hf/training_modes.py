@@ -1,0 +1,172 @@
+"""How a training phase trains the student: ``probe`` (its classifier on cached features, the paper's linear probe)
+or ``full`` (the whole student on images). `CoSupervisedTrainer` asks its mode for the module to train, the batches
+of a phase and the student's logits, and never branches on the mode itself.
+
+A mode holds the training and test inputs of one run: cached features ``[n, D]`` (probe) or the positions of the
+images in the datasets (full).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import datasets
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from .cache import TEST_SPLIT, TRAIN_SPLIT, CSLCache
+from .data.targets import ImageTargets, StreamImageTargets, image_positions
+from .preprocessing import Preprocessing
+from .student import ClassifierProbe, reset_module
+
+__all__ = ["TensorBatches", "ProbeMode", "FullMode"]
+
+
+class TensorBatches:
+    """Batches sliced from tensors already on the device, in a seeded permutation per epoch.
+
+    This replaces a `DataLoader` over per-sample dicts and its collation, which dominate the step time of a linear
+    probe. Under several processes each takes a strided share of the permutation, padded to equal length so every
+    process runs the same number of steps (DDP needs that).
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, seed: int, process_index: int = 0,
+                 num_processes: int = 1):
+        self.tensors = tensors
+        self.batch_size = batch_size
+        self.seed = seed
+        self.process_index, self.num_processes = process_index, num_processes
+        self.num_samples = next(iter(tensors.values())).shape[0]
+        self.epoch = 0
+        self.per_process = math.ceil(self.num_samples / num_processes)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.per_process / self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.num_samples, generator=generator)
+        if self.num_processes > 1:
+            pad = self.per_process * self.num_processes - self.num_samples
+            order = torch.cat([order, order[:pad]])[self.process_index :: self.num_processes]
+        device = next(iter(self.tensors.values())).device
+        order = order.to(device)
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield {name: t[index] for name, t in self.tensors.items()}
+
+
+class ProbeMode:
+    """Train the student's classifier module on the cached features (the input of that module).
+
+    Args:
+        head: the student's classifier module (or a standalone ``nn.Linear`` when there is no student).
+        cache: the run's cache; its training and test features are moved to ``device`` once.
+    """
+
+    name = "probe"
+
+    def __init__(self, head: nn.Module, cache: CSLCache, device: torch.device, eval_batch_size: int):
+        self.head = head
+        self.module = ClassifierProbe(head)
+        self.eval_batch_size = max(1, eval_batch_size)
+        self.inputs = {"train": cache.features[cache.rows(TRAIN_SPLIT)].to(device),
+                       "test": cache.features[cache.rows(TEST_SPLIT)].to(device)}
+
+    def reset(self, seed: int, reinit: bool) -> None:
+        """Before a phase: a freshly initialised head (``reinit``) or the previous round's."""
+        if reinit:
+            reset_module(self.head, seed)
+
+    def phase_data(self, keep: torch.Tensor, targets: torch.Tensor, seed: int, batch_size: int, process_index: int,
+                   num_processes: int) -> TensorBatches:
+        """The phase's batches: the kept training features with their targets."""
+        x = self.inputs["train"]
+        return TensorBatches({"features": x[keep.to(x.device)], "labels": targets.to(x.device)}, batch_size=batch_size,
+                             seed=seed, process_index=process_index, num_processes=num_processes)
+
+    @torch.no_grad()
+    def logits(self, split: str) -> torch.Tensor:
+        """The current head's logits on a split's cached features, float32 ``[n, C]`` on the CPU."""
+        was_training = self.head.training
+        self.head.eval()
+        x = self.inputs[split]
+        out = torch.cat([self.head(x[i : i + self.eval_batch_size]).float().cpu()
+                         for i in range(0, x.shape[0], self.eval_batch_size)])
+        self.head.train(was_training)
+        return out
+
+    def load_round(self, directory: str, head_name: str | None) -> None:
+        """Put a round checkpoint's trained head back (``model.safetensors`` of a whole student, or the
+        ``probe_head.safetensors`` of a run without one)."""
+        import os
+
+        if head_name is None:
+            self.head.load_state_dict(load_file(os.path.join(directory, "probe_head.safetensors")))
+            return
+        prefix = head_name + "."
+        state = load_file(os.path.join(directory, "model.safetensors"))
+        self.head.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+
+class FullMode:
+    """Fine-tune the whole student on the images, each phase from the pretrained weights with a fresh head (the
+    reason is in docs/algorithm.md).
+
+    Args:
+        student: the student; its pretrained weights are kept to restart every phase.
+        head: its classifier module.
+        cache: the run's cache (``source_index`` locates each row's image).
+        images: ``{"train": dataset, "test": dataset}`` the labeling pass read (map-style or streams).
+        preprocessing: the student's input pipeline; image_column: the datasets' image column.
+    """
+
+    name = "full"
+
+    def __init__(self, student: nn.Module, head: nn.Module, cache: CSLCache, images: dict, preprocessing: Preprocessing,
+                 image_column: str, eval_batch_size: int, device: torch.device):
+        self.student, self.head, self.module = student, head, student
+        self.images, self.preprocessing, self.image_column = images, preprocessing, image_column
+        self.eval_batch_size, self.device = max(1, eval_batch_size), device
+        train, test = image_positions(cache, images["train"], images["test"])
+        self.inputs = {"train": train, "test": test}
+        self._pretrained = {k: v.detach().clone() for k, v in student.state_dict().items()}
+
+    def reset(self, seed: int, reinit: bool) -> None:
+        self.student.load_state_dict(self._pretrained)
+        reset_module(self.head, seed)
+
+    def is_stream(self) -> bool:
+        return isinstance(self.images["train"], datasets.IterableDataset)
+
+    def phase_data(self, keep: torch.Tensor, targets: torch.Tensor, seed: int) -> torch.utils.data.Dataset:
+        """The phase's training images at the kept positions, with their targets."""
+        positions = self.inputs["train"][keep]
+        if self.is_stream():
+            return StreamImageTargets(self.images["train"], positions, targets, self.preprocessing, self.image_column,
+                                      seed=seed)
+        return ImageTargets(self.images["train"], positions, targets, self.preprocessing, self.image_column)
+
+    def _split_images(self, split: str):
+        cls = StreamImageTargets if isinstance(self.images[split], datasets.IterableDataset) else ImageTargets
+        return cls(self.images[split], self.inputs[split], None, self.preprocessing, self.image_column)
+
+    @torch.no_grad()
+    def logits(self, split: str) -> torch.Tensor:
+        """The student's logits on a split's images, float32 ``[n, C]`` on the CPU, in cache-row order."""
+        was_training = self.student.training
+        self.student.eval()
+        out = [self.student(pixel_values=batch.to(self.device)).logits.float().cpu()
+               for batch in self._split_images(split).batches(self.eval_batch_size)]
+        self.student.train(was_training)
+        return torch.cat(out)
+
+    def load_round(self, directory: str, head_name: str | None) -> None:
+        import os
+
+        self.student.load_state_dict(load_file(os.path.join(directory, "model.safetensors")), strict=False)
