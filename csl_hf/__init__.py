@@ -32,7 +32,7 @@ def _register() -> None:
 
 _register()
 
-from . import models  # noqa: E402  (registers the bundled EfficientNet-Lite student with the Auto classes)
+from . import models  # noqa: E402,F401  (registers the bundled EfficientNet-Lite student with the Auto classes)
 from .cache import CSLCache  # noqa: E402
 from .co_supervised_config import CoSupervisedConfig  # noqa: E402
 from .co_supervised_trainer import CoSupervisedTrainer  # noqa: E402

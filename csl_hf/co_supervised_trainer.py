@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,29 +29,21 @@ from transformers.utils import logging
 from . import _compat
 from . import consistency as C
 from . import rounds as R
-from .atomic import atomic_write_json, publish_files, staged_directory
+from .atomic import atomic_write_json
 from .cache import TEST_SPLIT, TRAIN_SPLIT, CSLCache
 from .callbacks import PhaseLogCallback, PhaseProgressCallback
 from .co_supervised_config import CoSupervisedConfig
 from .data.source import ImageSource
 from .errors import CSLError
+from .metrics import pgr_of, student_metrics
 from .modeling_teacher_mixture import TeacherMixture
-from .report import REPORT_NAME, jsonable
+from .progress import load_progress, resume_directory, save_progress
+from .report import REPORT_NAME, format_round_line, report_config
 from .student import ClassifierProbe, check_head, find_classifier
+from .trainer_outputs import StudentOutputsMixin
 from .training_modes import FullMode, ProbeMode
 
 logger = logging.get_logger(__name__)
-
-ROUND_STATE_NAME = "csl_round.json"
-PROGRESS_NAME = "csl_progress.json"
-CACHE_DIR_NAME = "cache"
-TEACHERS_DIR_NAME = "teachers"
-# Settings that change a run's results: a resume must use the same ones.
-_RUN_KEYS = ("seed", "assignment", "denoise", "soft_labels", "reinit_head_each_round", "scale_epochs_by_keep_rate",
-             "student_mode", "learning_rate", "weight_decay", "per_device_train_batch_size", "lr_scheduler_type",
-             "warmup_steps", "max_grad_norm", "optim", "max_steps", "run_ceiling",
-             "gradient_accumulation_steps", "num_train_epochs")
-
 
 @dataclass
 class _Phase:
@@ -63,7 +53,7 @@ class _Phase:
     level: int
 
 
-class CoSupervisedTrainer(Trainer):
+class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
     """Co-supervised learning: a strong student taught round by round by a hierarchy of weak teachers.
 
     Liu & Alahi, *Co-Supervised Learning: Improving Weak-to-Strong Generalization with Hierarchical Mixture of
@@ -224,7 +214,7 @@ class CoSupervisedTrainer(Trainer):
     def cache(self) -> CSLCache:
         """The run's `CSLCache`: the one given, or the one labeled from the images (on first use)."""
         if self._cache is None:
-            from .labeling import label_or_reuse
+            from .run_cache import label_or_reuse
 
             self._cache = label_or_reuse(self.images, self.teachers, self.student, self._base_args)
             check_head(self._head, self._cache.num_labels, self._cache.feature_dim)
@@ -263,18 +253,19 @@ class CoSupervisedTrainer(Trainer):
 
         rounds: list[dict[str, Any]] = []
         previous_logits = None
-        progress = self._load_progress(resume_from_checkpoint)
-        if progress is not None:
+        if resume_from_checkpoint:
+            directory = resume_directory(args, resume_from_checkpoint)
+            progress = load_progress(args, cache, directory)
             weak, ceiling, rounds = progress["weak_accuracy"], progress["ceiling_accuracy"], progress["rounds"]
             if rounds:
-                self._mode.load_round(os.path.join(self._resume_dir, f"round-{rounds[-1]['level']}"), self.head_name)
+                self._mode.load_round(os.path.join(directory, f"round-{rounds[-1]['level']}"), self.head_name)
                 previous_logits = self._mode.logits("train")
             logger.info(f"resuming after {'level ' + str(rounds[-1]['level']) if rounds else 'the ceiling'} "
-                        f"from {self._resume_dir}")
+                        f"from {directory}")
         else:
             weak = C.accuracy(cache.probs(cache.levels[0][0], test_rows), y_test)
             ceiling = self._ceiling(y_train, y_test, weak)
-            self._save_progress(weak, ceiling, rounds)
+            save_progress(args, cache, weak, ceiling, rounds)
 
         for level in range(len(rounds), num_levels):
             targets = R.plan_round(cache, level, previous_logits, train_rows, assignment=args.assignment,
@@ -289,18 +280,16 @@ class CoSupervisedTrainer(Trainer):
             test_predictions = self._mode.logits("test").argmax(dim=-1)
             accuracy = float((test_predictions == y_test).float().mean())  # every test label is known (validated)
             record = R.round_record(cache, targets, train_rows, y_train, accuracy,
-                                    self._pgr(test_predictions, y_test, weak, ceiling))
+                                    pgr_of(test_predictions, y_test, weak, ceiling))
             rounds.append(record)
             self._log_round(record)
-            logger.info(f"level {level} ({record['num_teachers']} teacher{'s' if record['num_teachers'] > 1 else ''}, {record['assignment']}): keep "
-                        f"{record['keep_rate']:.3f}, precision {_fmt(record['precision'])}, student "
-                        f"{record['student_accuracy']:.4f}, PGR {_fmt(record['pgr'])}")
+            logger.info(format_round_line(record))
             if args.save_round_checkpoints:
                 self.save_round(level, record)
-            self._save_progress(weak, ceiling, rounds)
+            save_progress(args, cache, weak, ceiling, rounds)
 
         self.report = {"weak_accuracy": weak, "ceiling_accuracy": ceiling, "seed": args.seed,
-                       "config": self._report_config(), "rounds": rounds}
+                       "config": report_config(args, cache), "rounds": rounds}
         if args.should_save:
             atomic_write_json(os.path.join(args.output_dir, REPORT_NAME), self.report)
         # The trainer's state after train() describes the whole run, as after a plain Trainer.train().
@@ -390,14 +379,7 @@ class CoSupervisedTrainer(Trainer):
                 raise CSLError("this trainer has no student model (a head trained on cached features): predict on "
                                "images needs model=")
             logits, labels = self.images.student_logits(self.student, test_dataset, self._base_args)
-        known = labels >= 0
-        metrics = {f"{metric_key_prefix}_accuracy": C.accuracy(logits, labels)}
-        if bool(known.any()):
-            metrics[f"{metric_key_prefix}_loss"] = float(F.cross_entropy(logits[known], labels[known]))
-        if self.report is not None and self.report.get("ceiling_accuracy") is not None and bool(known.all()):
-            pgr = self._pgr(logits.argmax(-1), labels, self.report["weak_accuracy"], self.report["ceiling_accuracy"])
-            if pgr is not None:
-                metrics[f"{metric_key_prefix}_pgr"] = pgr
+        metrics = student_metrics(logits, labels, self.report, metric_key_prefix)
         metrics.update(speed_metrics(metric_key_prefix, start, num_samples=len(labels)))
         return PredictionOutput(predictions=logits.numpy(), label_ids=labels.numpy(), metrics=metrics)
 
@@ -408,19 +390,6 @@ class CoSupervisedTrainer(Trainer):
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
-
-    def _pgr(self, predictions: torch.Tensor, references: torch.Tensor, weak: float, ceiling: float | None):
-        """PGR through the `evaluate` module ``csl_hf/metrics/pgr`` (loaded by local path, once per process)."""
-        if ceiling is None:
-            return None
-        import warnings
-
-        from .metrics import pgr_metric
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ceiling <= weak was already explained once
-            return pgr_metric().compute(predictions=predictions.tolist(), references=references.tolist(),
-                                        weak_accuracy=weak, ceiling_accuracy=ceiling)["pgr"]
 
     def _log_round(self, record: dict[str, Any]) -> None:
         """Log a round's metrics to every ``report_to`` integration under ``csl/*``, with the *level* as the step
@@ -435,131 +404,3 @@ class CoSupervisedTrainer(Trainer):
         # In the run's history, on its step axis: after the round's training, tagged with the level.
         self._run_log.append({**self.state.log_history[-1], "level": record["level"],
                               "step": self._steps_before_phase})
-
-    def _report_config(self) -> dict[str, Any]:
-        a, cache = self._base_args, self.cache
-        keys = ("assignment", "denoise", "soft_labels", "reinit_head_each_round", "scale_epochs_by_keep_rate",
-                "student_mode", "learning_rate", "weight_decay", "per_device_train_batch_size", "lr_scheduler_type",
-                "warmup_steps", "max_grad_norm", "optim", "max_steps", "num_train_epochs")
-        config = {k: jsonable(getattr(a, k)) for k in keys}
-        config.update(world_size=a.world_size, levels=cache.levels, teacher_names=cache.teacher_names,
-                      student=cache.student.get("name_or_path"))
-        return config
-
-    # ================================================================================================ resume
-    def _run_key(self) -> dict[str, Any]:
-        key = {k: jsonable(getattr(self._base_args, k)) for k in _RUN_KEYS}
-        key.update(world_size=self._base_args.world_size, levels=self.cache.levels,
-                   num_samples=self.cache.num_samples, student=self.cache.student.get("name_or_path"))
-        return key
-
-    def _save_progress(self, weak: float, ceiling: float | None, rounds: list[dict[str, Any]]) -> None:
-        if self._base_args.should_save:
-            atomic_write_json(os.path.join(self._base_args.output_dir, PROGRESS_NAME),
-                              {"weak_accuracy": weak, "ceiling_accuracy": ceiling, "rounds": rounds,
-                               "run": self._run_key()})
-
-    def _load_progress(self, resume_from_checkpoint: str | bool | None) -> dict[str, Any] | None:
-        if not resume_from_checkpoint:
-            return None
-        directory = (self._base_args.output_dir if resume_from_checkpoint in (True, "True", "true")
-                     else os.fspath(resume_from_checkpoint))
-        path = os.path.join(directory, PROGRESS_NAME)
-        if not os.path.isfile(path):
-            raise CSLError(f"--resume_from_checkpoint: {path} does not exist; resume needs the output directory of a "
-                           "CSL run started with round checkpoints")
-        with open(path, encoding="utf-8") as f:
-            progress = json.load(f)
-        recorded, wanted = progress.get("run") or {}, self._run_key()
-        changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
-        if changed:
-            first = changed[0]
-            raise CSLError(f"--resume_from_checkpoint: the run in {directory} used other settings ({first}: "
-                           f"{recorded.get(first)!r} there, {wanted.get(first)!r} now); resume with the same settings "
-                           "or start a new --output_dir")
-        if progress["rounds"] and not self._base_args.save_round_checkpoints:
-            raise CSLError("--resume_from_checkpoint needs round checkpoints; drop --save_round_checkpoints False")
-        self._resume_dir = directory
-        return progress
-
-    # ================================================================================================ saving
-    def save_round(self, level: int, record: dict[str, Any]) -> str | None:
-        """Write the current student to ``OUTPUT_DIR/round-{level}/`` with its ``csl_round.json``, atomically."""
-        if not self._base_args.should_save:
-            return None
-        final = os.path.join(self._base_args.output_dir, f"round-{level}")
-        with staged_directory(final) as tmp:
-            self._write_student(tmp)
-            atomic_write_json(os.path.join(tmp, ROUND_STATE_NAME), record)
-        return final
-
-    def _write_student(self, directory: str, state_dict: dict | None = None) -> None:
-        if self.student is not None:
-            self.student.save_pretrained(directory, state_dict=state_dict)
-            if self.processing_class is not None:
-                self.processing_class.save_pretrained(directory)
-        else:
-            from safetensors.torch import save_file
-
-            save_file({k: v.detach().contiguous().cpu() for k, v in self._head.state_dict().items()},
-                      os.path.join(directory, "probe_head.safetensors"))
-
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """`save_model` writes the student (``save_pretrained`` + its image processor; or the trained head of a run
-        without a student), file by file atomically. No pickled ``training_args.bin``: the run's settings are in
-        ``csl_report.json``."""
-        output_dir = output_dir if output_dir is not None else self._base_args.output_dir
-        if not self._base_args.should_save:
-            return
-        os.makedirs(output_dir, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".student-", dir=output_dir) as tmp:
-            self._write_student(tmp, state_dict)
-            publish_files(tmp, output_dir)
-
-    def create_model_card(self, language: str | None = None, license: str | None = None,
-                          tags: str | list[str] | None = None, model_name: str | None = None,
-                          finetuned_from: str | None = None, tasks: str | list[str] | None = None,
-                          dataset_tags: str | list[str] | None = None, dataset: str | list[str] | None = None,
-                          dataset_args: str | list[str] | None = None) -> None:
-        """Write the CSL model card (``README.md``: teachers, settings, per-round table, PGR plot when
-        ``pgr.png`` is there, loading snippet, citation) into ``OUTPUT_DIR`` and every ``round-{level}/``."""
-        if not self.is_world_process_zero() or self.report is None:
-            return
-        from .model_card import write_run_model_cards
-
-        if isinstance(dataset, list):
-            dataset = dataset[0] if dataset else None
-        source = self.cache.source or {}
-        write_run_model_cards(
-            self._base_args.output_dir, self.report, base_model=finetuned_from or self.cache.student.get("name_or_path"),
-            dataset_name=dataset or source.get("dataset"), teacher_names=self.cache.teacher_names,
-            levels=self.cache.levels, hub_model_id=self._base_args.hub_model_id, license=license or "apache-2.0",
-            tags=[tags] if isinstance(tags, str) else tags, model_name=model_name)
-
-    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
-                    token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
-        """Push the final student to ``main`` and each round's student to branch ``round-{level}`` of
-        ``args.hub_model_id`` (default: the output directory's name), with the model card.
-
-        Returns:
-            The `huggingface_hub.CommitInfo` of the ``main`` commit (each branch's commit is logged).
-        """
-        if not self.is_world_process_zero():
-            return None
-        from .hub import push_csl_outputs
-
-        self.save_model(_internal_call=True)
-        self.create_model_card(**{k: v for k, v in kwargs.items() if k in ("license", "tags", "model_name",
-                                                                             "finetuned_from", "dataset")})
-        out = self._base_args.output_dir
-        repo_id = self._base_args.hub_model_id or os.path.basename(os.path.abspath(out))
-        commits = push_csl_outputs(out, repo_id, token=token or self._base_args.hub_token,
-                                   private=private if private is not None else self._base_args.hub_private_repo,
-                                   commit_message=commit_message)
-        for branch, info in commits.items():
-            logger.info(f"pushed {repo_id}@{branch}: {getattr(info, 'commit_url', info)}")
-        return commits.get("main")
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"

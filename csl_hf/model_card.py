@@ -205,11 +205,6 @@ def create_csl_model_card(
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
-def write_model_card(directory: str, card: ModelCard) -> str:
-    """Save ``card`` as ``directory/README.md`` atomically."""
-    return atomic_write_text(os.path.join(directory, CARD_NAME), str(card))
-
-
 def _usage(hub_model_id: str | None, rounds: list[dict], trust_remote_code: bool) -> list[str]:
     """The "How to use" section: the pipeline on this checkpoint, and where each round's student is. Local runs
     name local directories (a local card never points at Hub branches that were not pushed)."""

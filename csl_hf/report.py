@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from transformers.utils import logging
@@ -48,6 +47,26 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     return str(getattr(value, "value", value))
+
+
+def report_config(args, cache) -> dict[str, Any]:
+    """The ``config`` of ``csl_report.json``: the settings a reader needs to interpret the numbers."""
+    keys = ("assignment", "denoise", "soft_labels", "reinit_head_each_round", "scale_epochs_by_keep_rate",
+            "student_mode", "learning_rate", "weight_decay", "per_device_train_batch_size", "lr_scheduler_type",
+            "warmup_steps", "max_grad_norm", "optim", "max_steps", "num_train_epochs")
+    config = {k: jsonable(getattr(args, k)) for k in keys}
+    config.update(world_size=args.world_size, levels=cache.levels, teacher_names=cache.teacher_names,
+                  student=cache.student.get("name_or_path"))
+    return config
+
+
+def format_round_line(record: dict[str, Any]) -> str:
+    """One log line per finished round: ``level 2 (4 teachers, student): keep 0.860, precision 0.684, ...``."""
+    n = record["num_teachers"]
+    fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    return (f"level {record['level']} ({n} teacher{'s' if n > 1 else ''}, {record['assignment']}): keep "
+            f"{record['keep_rate']:.3f}, precision {fmt(record['precision'])}, student "
+            f"{record['student_accuracy']:.4f}, PGR {fmt(record['pgr'])}")
 
 
 def _fmt(x: float | None, pct: bool = True) -> str:

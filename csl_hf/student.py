@@ -27,6 +27,7 @@ __all__ = [
     "find_classifier",
     "load_student",
     "reset_module",
+    "write_student",
 ]
 
 logger = logging.get_logger(__name__)
@@ -185,3 +186,18 @@ def load_student(
     if image_size:
         preprocessing = preprocessing.resized(image_size)
     return student.eval(), preprocessing.to_image_processor()
+
+
+def write_student(directory: str, student: PreTrainedModel | None, processor=None, head: nn.Module | None = None,
+                  state_dict: dict | None = None) -> None:
+    """Save a student as a standard checkpoint (``save_pretrained`` in safetensors + its image processor); a run
+    without a student model saves its trained head as ``probe_head.safetensors``."""
+    if student is not None:
+        student.save_pretrained(directory, state_dict=state_dict)
+        if processor is not None:
+            processor.save_pretrained(directory)
+        return
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()},
+              os.path.join(directory, "probe_head.safetensors"))

@@ -7,3 +7,4 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # are busy). Subprocesses started by tests inherit this too.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(__file__))
+pytest_plugins = ["hub_stub"]  # the local_hub fixture (a fake Hugging Face Hub)

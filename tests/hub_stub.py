@@ -14,7 +14,7 @@ what was pushed, and each branch is also a plain folder (``local_hub.path(repo_i
 The fixture also turns offline mode on and makes any non-loopback connect or DNS lookup raise (recorded in
 ``local_hub.blocked``; the test fails at teardown if anything was blocked).
 
-    from hub_stub import local_hub  # noqa: F401  (pytest finds the fixture by name)
+    # tests/conftest.py registers this module as a plugin (pytest_plugins), so tests just name the fixture:
 
     def test_push(local_hub):
         push_csl_outputs(out, "stub-user/tiny")

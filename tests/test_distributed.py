@@ -20,7 +20,7 @@ import sys
 import pytest
 import torch
 
-from csl_hf import CSLCache, CSLError, TeacherMixture, load_student
+from csl_hf import CSLCache, TeacherMixture, load_student
 
 from scripts import ROOT, run_csl
 

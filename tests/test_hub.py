@@ -24,7 +24,6 @@ from csl_hf.hub import push_csl_outputs
 from csl_hf.model_card import CITATION, create_csl_model_card, write_model_card, write_run_model_cards
 from csl_hf.report import format_report_table, plot_pgr
 
-from hub_stub import local_hub  # noqa: F401  (pytest fixture)
 
 ID2LABEL = {0: "cat", 1: "dog", 2: "bird"}
 TEACHER_NAMES = ["generalist", "specialist-a", "specialist-b"]

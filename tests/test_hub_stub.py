@@ -8,7 +8,6 @@ import torch
 from huggingface_hub import HfApi
 from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
 
-from hub_stub import local_hub  # noqa: F401  (pytest fixture)
 
 
 def tiny_vit(seed: int) -> ViTForImageClassification:

@@ -14,7 +14,6 @@ from transformers import AutoModelForImageClassification, pipeline
 from scripts import ROOT, run_csl
 
 from csl_hf import TeacherMixture  # noqa: E402
-from hub_stub import local_hub  # noqa: E402,F401
 
 
 def test_help_explains_every_flag():

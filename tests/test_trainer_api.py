@@ -18,7 +18,6 @@ from transformers.trainer_utils import TrainOutput
 
 from csl_hf import CoSupervisedConfig, CoSupervisedTrainer, CSLCache, Preprocessing, TeacherMixture, class_hierarchy
 from csl_hf.errors import CSLError
-from hub_stub import local_hub  # noqa: F401  (pytest fixture)
 
 NAMES = ["red", "green", "blue", "yellow"]
 COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40)]
@@ -140,10 +139,10 @@ def test_push_to_hub_sends_the_student_and_its_rounds(finished, local_hub):
 
 def test_a_second_run_reuses_the_matching_cache(finished, tmp_path, monkeypatch):
     _, _, _, _, out = finished
-    import csl_hf.labeling
+    import csl_hf.run_cache
 
     calls = []
-    monkeypatch.setattr(csl_hf.labeling, "build_cache", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(csl_hf.run_cache, "build_cache", lambda *a, **k: calls.append(1))
     again, _ = make_trainer(out, overwrite_output_dir=True, max_levels=1, save_round_checkpoints=False)
     again.train()
     assert calls == []  # same teachers, student, preprocessing and data: no second labeling pass

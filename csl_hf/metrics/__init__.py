@@ -14,7 +14,8 @@ import os
 import warnings
 
 
-__all__ = ["PGR_METRIC_PATH", "load_pgr_metric", "performance_gap_recovered", "pgr_metric"]
+__all__ = ["PGR_METRIC_PATH", "load_pgr_metric", "performance_gap_recovered", "pgr_metric", "pgr_of",
+           "student_metrics"]
 
 PGR_METRIC_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pgr")
 
@@ -68,3 +69,31 @@ def load_pgr_metric(**kwargs):
 def pgr_metric():
     """`load_pgr_metric()`, loaded once per process (``evaluate.load`` re-reads and re-imports the script each call)."""
     return load_pgr_metric()
+
+
+def pgr_of(predictions, references, weak: float, ceiling: float | None) -> float | None:
+    """PGR (percent) of predicted class ids ``[n]`` against ``references [n]`` through the `evaluate` module;
+    ``None`` without a ceiling or when ``ceiling <= weak`` (the warning is the caller's: it was already given)."""
+    if ceiling is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pgr_metric().compute(predictions=list(map(int, predictions)), references=list(map(int, references)),
+                                    weak_accuracy=weak, ceiling_accuracy=ceiling)["pgr"]
+
+
+def student_metrics(logits, labels, report: dict | None, prefix: str = "eval") -> dict[str, float]:
+    """``{prefix}_accuracy``, ``{prefix}_loss`` (cross-entropy) of logits ``[n, C]`` on labels ``[n]`` (``-1``
+    unknown: not counted), and ``{prefix}_pgr`` (percent) once ``report`` holds the run's weak and ceiling."""
+    import torch.nn.functional as F
+
+    known = labels >= 0
+    metrics = {}
+    if bool(known.any()):
+        metrics[f"{prefix}_accuracy"] = float((logits[known].argmax(-1) == labels[known]).float().mean())
+        metrics[f"{prefix}_loss"] = float(F.cross_entropy(logits[known].float(), labels[known]))
+    if report is not None and report.get("ceiling_accuracy") is not None and bool(known.all()):
+        pgr = pgr_of(logits.argmax(-1), labels, report["weak_accuracy"], report["ceiling_accuracy"])
+        if pgr is not None:
+            metrics[f"{prefix}_pgr"] = pgr
+    return metrics

@@ -1,0 +1,103 @@
+"""The cache of a `CoSupervisedTrainer` run from images: ``OUTPUT_DIR/cache`` when it was labeled from the same
+teachers, student and data, else a new labeling pass (`csl_hf.labeling.build_cache`), saved with the teachers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+from transformers.utils import logging
+
+from ._compat import dataset_fingerprint
+from .atomic import staged_directory
+from .cache import CSLCache
+from .errors import CacheError
+from .labeling import build_cache
+from .modeling_teacher_mixture import TeacherMixture
+from .student import find_classifier
+
+__all__ = ["CACHE_DIR_NAME", "TEACHERS_DIR_NAME", "labeling_fingerprint", "label_or_reuse"]
+
+logger = logging.get_logger(__name__)
+
+CACHE_DIR_NAME = "cache"
+TEACHERS_DIR_NAME = "teachers"
+
+
+def _hash_tensors(module: torch.nn.Module, skip_prefix: str | None = None) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        if skip_prefix and name.startswith(skip_prefix):
+            continue
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def labeling_fingerprint(images, teachers: TeacherMixture, student: PreTrainedModel,
+                         compact_topk: int | None) -> dict[str, Any] | None:
+    """What a cache's content depends on: the teachers (config and weights), the student's weights outside its
+    classifier (the features are that classifier's input) and preprocessing, the two datasets (``datasets``
+    fingerprints) and the compact top-k. ``None`` when a dataset has no fingerprint (a stream): then it cannot be
+    told whether an existing cache holds the same images."""
+    train, test = (dataset_fingerprint(images.datasets[k]) for k in ("train", "test"))
+    if train is None or test is None:
+        return None
+    head_name, _ = find_classifier(student)
+    return {
+        "teachers": hashlib.sha256(json.dumps(teachers.config.to_dict(), sort_keys=True, default=str).encode())
+        .hexdigest()[:16] + _hash_tensors(teachers),
+        "student": _hash_tensors(student, skip_prefix=head_name + "."),
+        "preprocessing": images.preprocessing.to_dict(),
+        "train": train,
+        "test": test,
+        "compact_topk": compact_topk,
+    }
+
+
+def label_or_reuse(images, teachers: TeacherMixture, student: PreTrainedModel, args) -> CSLCache:
+    """The cache of a `CoSupervisedTrainer` run from images: ``OUTPUT_DIR/cache`` when it was labeled from the same
+    teachers, student and data (see `labeling_fingerprint`), else a new labeling pass, saved there with the teachers
+    (in ``OUTPUT_DIR/teachers``, unless they were loaded from a directory, whose path is recorded instead).
+
+    Under several processes every process labels its shard and returns the same gathered cache; the main process
+    writes it.
+    """
+    from accelerate import PartialState
+
+    directory = os.path.join(args.output_dir, CACHE_DIR_NAME)
+    key = labeling_fingerprint(images, teachers, student, args.compact_cache_topk)
+    if key is not None and os.path.isfile(os.path.join(directory, "cache.json")):
+        try:
+            cached = CSLCache.load(directory)
+        except CacheError as err:
+            logger.warning(f"{directory} is not a usable cache ({err}); labeling again")
+        else:
+            if (cached.source or {}).get("fingerprint") == key:
+                logger.info(f"reusing the cache in {directory}: labeled from the same teachers, student and data")
+                return cached
+            logger.info(f"{directory} was labeled from other teachers, student or data: labeling again")
+    state = PartialState()
+    teachers_path = getattr(teachers, "name_or_path", "") or ""
+    source = {"dataset": images.dataset_name, "fingerprint": key,
+              "teachers": teachers_path if os.path.isdir(teachers_path) else TEACHERS_DIR_NAME}
+    cache, stats = build_cache(
+        images.datasets, teachers, student, images.preprocessing, image_col=images.image_column,
+        label_col=images.label_column, domain_col=images.domain_column, batch_size=args.labeling_batch_size,
+        accelerator=state, on_bad_image=args.on_bad_image, student_name=student.config.name_or_path or None,
+        compact_topk=args.compact_cache_topk, show_progress=not args.disable_tqdm, source=source)
+    if args.should_save:
+        # Saved only once the pass succeeded: a failed pass leaves the output directory as it was.
+        if source["teachers"] == TEACHERS_DIR_NAME:
+            with staged_directory(os.path.join(args.output_dir, TEACHERS_DIR_NAME)) as tmp:
+                teachers.save_pretrained(tmp)
+        cache.save(directory)
+        logger.info(f"cache: {cache.num_samples} images x {cache.num_teachers} teachers in {directory} "
+                    f"({cache.bytes_per_image_per_teacher():.0f} bytes per image per teacher); labeled {stats.labeled}, "
+                    f"skipped {stats.skipped}")
+    state.wait_for_everyone()
+    return cache
