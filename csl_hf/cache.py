@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .atomic import staged_directory
+from .cache_schema import validate_metadata
 from .errors import CacheError
 
 CACHE_TENSORS = "cache.safetensors"
@@ -198,11 +199,7 @@ class CSLCache:
                 meta = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise CacheError(f"{meta_path} is not valid JSON ({err}); rewrite the cache") from None
-        if not isinstance(meta, dict):
-            raise CacheError(f"{meta_path} must hold a JSON object; rewrite the cache")
-        for key in ("num_labels", "levels", "specialties"):
-            if key not in meta:
-                raise CacheError(f"{meta_path} lacks the key {key!r}; add it (see docs/cache.md)")
+        validate_metadata(meta, meta_path)
         for key in ("features", "labels", "split"):
             if key not in tensors:
                 raise CacheError(f"{tensor_path} lacks the tensor {key!r}; the cache needs features, labels, split and teacher_probs")
@@ -218,7 +215,7 @@ class CSLCache:
             source_index=tensors.get("source_index"), source_sizes=meta.get("source_sizes"),
             id2label=meta.get("id2label") or {}, teacher_names=meta.get("teacher_names") or [],
             domain_names=meta.get("domain_names"), student=meta.get("student") or {}, source=meta.get("source"),
-        ) if _metadata_types_ok(meta, meta_path) else None
+        )
         if validate:
             cache.validate()
         if cache.features.dtype != torch.float32:
@@ -228,7 +225,7 @@ class CSLCache:
     # ---------------------------------------------------------------------------------------------- checks
     def validate(self) -> None:
         """Check the cache format's invariants (docs/cache.md); raise `CacheError` naming the first violation and its fix."""
-        from .configuration_teacher_mixture import validate_hierarchy
+        from .hierarchy import validate_hierarchy
 
         f, y, s = self.features, self.labels, self.split
         if f.dim() != 2 or not f.dtype.is_floating_point:
@@ -287,14 +284,6 @@ class CSLCache:
             raise CacheError("'teacher_topk_probs' must hold finite probabilities in [0, 1] whose top-k sum is at most 1; store softmax probabilities, not logits")
         if bool(((ix < 0) | (ix >= c)).any()):
             raise CacheError(f"'teacher_topk_indices' holds class ids outside [0, {c - 1}]; fix the compact cache")
-
-
-def _metadata_types_ok(meta: dict, path: str) -> bool:
-    if not isinstance(meta["levels"], list) or not all(isinstance(level, list) for level in meta["levels"]):
-        raise CacheError(f"{path}: 'levels' must be a list of lists of teacher indices, e.g. [[0], [1, 2]]")
-    if not isinstance(meta["specialties"], list) or not all(isinstance(s, dict) for s in meta["specialties"]):
-        raise CacheError(f"{path}: 'specialties' must be a list of {{\"classes\": [...]}} or {{\"domain\": name}} objects, one per teacher")
-    return True
 
 
 def _describe(t: torch.Tensor) -> str:

@@ -8,6 +8,7 @@ from transformers import TrainingArguments
 
 from .consistency import ASSIGNMENTS, DENOISE_MODES
 from .errors import CSLError
+from .training_arguments_audit import check_training_arguments
 
 STUDENT_MODES = ("probe", "full")
 
@@ -147,4 +148,5 @@ class CoSupervisedConfig(TrainingArguments):
             raise CSLError(f"--on_bad_image {self.on_bad_image!r} does not exist; use skip or fail")
         if self.compact_cache_topk is not None and self.compact_cache_topk < 1:
             raise CSLError(f"--compact_cache_topk must be a positive number of classes, got {self.compact_cache_topk}")
+        check_training_arguments(self)  # before TrainingArguments' own checks: one line, before any work
         super().__post_init__()

@@ -131,6 +131,10 @@ class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
             raise CSLError("student_mode='full' fine-tunes the whole student on images: pass model= and the "
                            "train_dataset= / eval_dataset= the cache was labeled from")
         num_labels = cache.num_labels if cache is not None else teachers.config.num_labels
+        if (args.gradient_checkpointing or args.activation_checkpointing) and model is not None and \
+                not getattr(model, "supports_gradient_checkpointing", False):
+            raise CSLError(f"--gradient_checkpointing: {type(model).__name__} does not support gradient checkpointing; "
+                           "drop the flag")
         if model is not None:
             self.head_name, head = find_classifier(model)
             check_head(head, num_labels, cache.feature_dim if cache is not None else None)
@@ -173,13 +177,14 @@ class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
         return super().get_train_dataloader()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Cross-entropy against class ids ``[B]`` (hard labels) or probabilities ``[B, C]`` (soft labels)."""
+        """Cross-entropy against class ids ``[B]`` (hard labels) or probabilities ``[B, C]`` (soft labels), with
+        ``label_smoothing_factor``."""
         if "pixel_values" in inputs:
             logits = model(pixel_values=inputs["pixel_values"]).logits
         else:
             logits = model(inputs["features"])["logits"]
         targets = inputs["labels"]
-        loss = F.cross_entropy(logits, targets, reduction="sum")
+        loss = F.cross_entropy(logits, targets, reduction="sum", label_smoothing=self.args.label_smoothing_factor)
         if num_items_in_batch is not None and targets.dim() == 2:
             # The Trainer counts label *elements* across accumulated micro-batches: C per soft-label sample.
             num_items_in_batch = num_items_in_batch / targets.shape[-1]
@@ -290,6 +295,12 @@ class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
 
         self.report = {"weak_accuracy": weak, "ceiling_accuracy": ceiling, "seed": args.seed,
                        "config": report_config(args, cache), "rounds": rounds}
+        skipped = dict((cache.source or {}).get("skipped_images") or {})
+        teacher_data = getattr(self.teachers.config, "training_data", None) if self.teachers is not None else None
+        if teacher_data and "skipped_images" in teacher_data:
+            skipped["teacher"] = teacher_data["skipped_images"]
+        if skipped:
+            self.report["skipped_images"] = skipped
         if args.should_save:
             atomic_write_json(os.path.join(args.output_dir, REPORT_NAME), self.report)
         # The trainer's state after train() describes the whole run, as after a plain Trainer.train().

@@ -99,14 +99,30 @@ def class_blocks(num_labels: int, num_blocks: int) -> list[list[int]]:
     return [list(range(bounds[i], bounds[i + 1])) for i in range(num_blocks)]
 
 
-def class_hierarchy(num_labels: int, teachers_per_level: list[int]) -> tuple[list[dict], list[list[int]]]:
-    """Specialties and levels for levels of ``teachers_per_level`` class-block specialists (first must be 1)."""
+def class_hierarchy(num_labels: int, teachers_per_level: Sequence[int],
+                    present: Sequence[int] | None = None) -> tuple[list[dict], list[list[int]]]:
+    """Specialties and levels for levels of ``teachers_per_level`` class-block specialists (the first must be 1).
+
+    Args:
+        present: the classes that have training images (default: all). Blocks are cut over the present classes in
+            id order, and each absent class joins the smallest block of every level, so no specialist is left
+            without images while every class still belongs to one specialist.
+    Raises:
+        `CSLError`: a level with more specialists than present classes.
+    """
+    present = list(range(num_labels)) if present is None else sorted(set(int(c) for c in present))
+    absent = [c for c in range(num_labels) if c not in set(present)]
     specialties: list[dict] = []
     levels: list[list[int]] = []
     for n in teachers_per_level:
-        blocks = class_blocks(num_labels, n)
+        if n > len(present):
+            raise CSLError(f"a level of {n} specialists needs {n} classes with teacher images, but only "
+                           f"{len(present)} have any; use at most {len(present)} per level or add images")
+        blocks = [[present[i] for i in block] for block in class_blocks(len(present), n)]
+        for c in absent:
+            min(blocks, key=len).append(c)
         levels.append(list(range(len(specialties), len(specialties) + n)))
-        specialties += [{"classes": b} for b in blocks]
+        specialties += [{"classes": sorted(b)} for b in blocks]
     return specialties, levels
 
 

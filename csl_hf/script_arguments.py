@@ -7,8 +7,10 @@ JSON file given as the first argument sets defaults that later flags override (a
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import logging as pylogging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from .errors import CSLError
 from .report import jsonable
 
 __all__ = ["DataArguments", "ModelArguments", "CSLArgumentParser", "parse_run_args", "resolved_config",
-           "CONFIG_NAME"]
+           "setup_logging", "CONFIG_NAME"]
 
 CONFIG_NAME = "run_config.yaml"
 # Never written into a saved config: secrets and per-invocation switches.
@@ -132,6 +134,11 @@ class CSLArgumentParser(HfArgumentParser):
                  prog: str | None = None):
         super().__init__(dataclass_types, description=description, prog=prog, add_help=False)
         self.help_groups = help_groups or []
+        # HfArgumentParser adds --no_FLAG only for booleans that default to True; an optional boolean (None: decided
+        # by the mode) gets it too, so every boolean flag can be turned off the same way.
+        for name, f in self._fields().items():
+            if f.default is None and str(f.type).replace(" ", "") in ("bool|None", "Optional[bool]"):
+                self.add_argument(f"--no_{name}", dest=name, action="store_false", help=argparse.SUPPRESS)
         self.add_argument("-h", "--help", action="store_true", help="Show the CSL flags and exit.")
         self.add_argument("--help_all", action="store_true", help="Show every flag's stock help and exit.")
 
@@ -284,3 +291,26 @@ def resolved_config(*parsed) -> dict[str, Any]:
             if f.name == "output_dir" or default is dataclasses.MISSING or value != jsonable(default):
                 out[f.name] = value
     return out
+
+
+class _ConsoleFormatter(pylogging.Formatter):
+    """Progress and results as plain lines; warnings and errors start with ``warning:`` / ``error:``."""
+
+    def format(self, record: pylogging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno < pylogging.WARNING else f"{record.levelname.lower()}: {message}"
+
+
+def setup_logging(args) -> None:
+    """The console of a command-line run: csl_hf's progress at INFO on the main process (WARNING elsewhere),
+    transformers' own chatter at WARNING, progress bars off with ``--disable_tqdm``."""
+    from transformers.utils import logging
+
+    handler = pylogging.StreamHandler()
+    handler.setFormatter(_ConsoleFormatter("%(message)s"))
+    pylogging.basicConfig(level=pylogging.INFO if args.should_log else pylogging.WARNING, handlers=[handler],
+                          force=True)
+    logging.set_verbosity_info() if args.should_log else logging.set_verbosity_warning()
+    logging.get_logger("transformers").setLevel(pylogging.WARNING)
+    if args.disable_tqdm:
+        logging.disable_progress_bar()

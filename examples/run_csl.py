@@ -13,11 +13,8 @@ every run writes its own as OUTPUT_DIR/run_config.yaml). It runs the same under 
 
 from __future__ import annotations
 
-import logging as pylogging
 import os
 import sys
-
-from transformers.utils import logging
 
 from csl_hf import (
     CoSupervisedConfig,
@@ -33,7 +30,7 @@ from csl_hf.atomic import atomic_write_text
 from csl_hf.errors import run_command
 from csl_hf.pipeline import OutputDirectory, other_label_run, prepare_teachers, run_summary, student_for_cache
 from csl_hf.report import plot_pgr
-from csl_hf.script_arguments import CONFIG_NAME, CSLArgumentParser, parse_run_args, resolved_config
+from csl_hf.script_arguments import CONFIG_NAME, CSLArgumentParser, parse_run_args, resolved_config, setup_logging
 
 HELP_GROUPS = [
     ("Data", ["dataset_name", "cache_dir", "teacher_size", "test_size", "train_size", "max_train_samples",
@@ -59,11 +56,7 @@ def build_parser() -> CSLArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     data_args, model_args, teacher_args, args = parse_run_args(build_parser(), argv)
-    pylogging.basicConfig(format="%(message)s", level=pylogging.INFO if args.should_log else pylogging.WARNING)
-    logging.set_verbosity_info() if args.should_log else logging.set_verbosity_warning()
-    logging.get_logger("transformers").setLevel(pylogging.WARNING)
-    if args.disable_tqdm:
-        logging.disable_progress_bar()
+    setup_logging(args)
     with OutputDirectory(args):
         if data_args.cache_dir:
             cache = CSLCache.load(data_args.cache_dir)

@@ -178,12 +178,13 @@ def test_convert_state_dict_fails_loudly():
 @needs_weights
 def test_convert_real_weights_into_cache(lite0_path, tmp_path, monkeypatch):
     cache_root = os.path.dirname(lite0_path)
-    assert os.path.basename(lite0_path) == "efficientnet-lite0"
+    assert os.path.basename(lite0_path) == "efficientnet-lite0-native"
     assert convert_mod.is_complete_checkpoint(lite0_path)
-    assert os.listdir(cache_root) == ["efficientnet-lite0"]  # no temp dir left behind
+    assert os.listdir(cache_root) == ["efficientnet-lite0-native"]  # no temp dir left behind
 
     config = AutoConfig.from_pretrained(lite0_path)
-    assert config.model_type == "csl_efficientnet_lite" and config.num_labels == 1000
+    # A native transformers EfficientNet: loads without csl_hf and without remote code.
+    assert config.model_type == "efficientnet" and config.num_labels == 1000 and config.hidden_act == "relu6"
     processor = AutoImageProcessor.from_pretrained(lite0_path)
     assert "ConvNext" in type(processor).__name__
     assert np.allclose(processor.image_mean, [127 / 255] * 3) and np.allclose(processor.image_std, [128 / 255] * 3)
@@ -200,7 +201,7 @@ def test_convert_real_weights_into_cache(lite0_path, tmp_path, monkeypatch):
         csl_models.convert_lite0_weights(lite0_path)
 
     # An incomplete directory is replaced by a complete conversion.
-    broken = tmp_path / "efficientnet-lite0"
+    broken = tmp_path / "efficientnet-lite0-native"
     broken.mkdir()
     (broken / "config.json").write_text("{}")
     fixed = resolve_student_name_or_path(DEFAULT_STUDENT, cache_dir=str(tmp_path))
@@ -212,8 +213,8 @@ def test_pretrained_head_replacement_and_pipeline(lite0_path):
     model = AutoModelForImageClassification.from_pretrained(lite0_path).eval()
     new = AutoModelForImageClassification.from_pretrained(lite0_path, num_labels=10, ignore_mismatched_sizes=True)
     assert new.classifier.out_features == 10 and new.config.num_labels == 10
-    assert torch.equal(new.efficientnet_lite.encoder.top_conv.weight, model.efficientnet_lite.encoder.top_conv.weight)
-    assert torch.equal(new.efficientnet_lite.encoder.top_bn.running_var, model.efficientnet_lite.encoder.top_bn.running_var)
+    assert torch.equal(new.efficientnet.encoder.top_conv.weight, model.efficientnet.encoder.top_conv.weight)
+    assert torch.equal(new.efficientnet.encoder.top_bn.running_var, model.efficientnet.encoder.top_bn.running_var)
 
     classifier = pipeline("image-classification", model=lite0_path)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8))
@@ -240,6 +241,49 @@ def test_matches_reference_implementation(lite0_path):
         diff = (ours(x).logits - reference_dynamic(x)).abs().max().item()
         assert diff < 1e-4, diff
         pooled_ref = reference_dynamic.extract_features(x).mean((2, 3))
-        pooled = ours.efficientnet_lite(x).pooler_output
+        pooled = ours.efficientnet(x).pooler_output.flatten(1)
         assert pooled.shape == (2, 1280)
         assert (pooled - pooled_ref).abs().max().item() < 1e-4
+
+
+@needs_weights
+def test_native_conversion_is_the_same_network():
+    """The csl_hf EfficientNet-Lite0 and its native transformers EfficientNet give the same logits (bit-identical at
+    64 px, the bundled student's size), and the identity squeeze-and-excitation gate is exactly 1."""
+    from csl_hf.models.efficientnet_lite.native import to_native_efficientnet
+
+    lite = convert_mod.build_lite0_model()
+    native = to_native_efficientnet(lite)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        x = torch.randn(2, 3, 64, 64)
+        assert torch.equal(native(pixel_values=x).logits, lite(pixel_values=x).logits)
+        x = torch.randn(2, 3, 224, 224)
+        assert (native(pixel_values=x).logits - lite(pixel_values=x).logits).abs().max().item() < 1e-4
+        gate = torch.sigmoid(native.efficientnet.encoder.blocks[3].squeeze_excite.expand.bias)
+        assert torch.equal(gate, torch.ones_like(gate))
+    with pytest.raises(ValueError, match="only EfficientNet-Lite0"):
+        to_native_efficientnet(tiny_model())
+
+
+def test_custom_architecture_ships_its_code_and_loads_without_csl_hf(tmp_path):
+    """A checkpoint of csl_hf's own EfficientNet-Lite classes carries auto_map + its modeling code; a fresh
+    interpreter that never imports csl_hf loads it with trust_remote_code=True."""
+    import subprocess
+    import sys
+
+    model = tiny_model(seed=3, id2label={0: "cat", 1: "dog", 2: "fish"}, label2id={"cat": 0, "dog": 1, "fish": 2})
+    model.save_pretrained(tmp_path)
+    convert_mod.lite_image_processor(32).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForImageClassification"].startswith("modeling_efficientnet_lite.")
+    assert {"modeling_efficientnet_lite.py", "configuration_efficientnet_lite.py"} <= set(os.listdir(tmp_path))
+    code = ("import sys\nfrom PIL import Image\nfrom transformers import pipeline\n"
+            f"p = pipeline('image-classification', model={str(tmp_path)!r}, trust_remote_code=True)\n"
+            "print(sorted(r['label'] for r in p(Image.new('RGB', (40, 40)), top_k=3)))\n"
+            "assert 'csl_hf' not in sys.modules\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['cat', 'dog', 'fish']"

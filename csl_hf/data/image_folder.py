@@ -5,7 +5,8 @@ Two layouts are supported::
     class layout                      domain layout
     path/<class>/<image>              path/<domain>/<class>/<image>
 
-Detection rule (hidden entries, i.e. names starting with "." or "_", are ignored everywhere):
+Detection rule (hidden entries, names starting with ".", and known junk such as ``__MACOSX``, ``Thumbs.db`` or
+``desktop.ini`` are ignored everywhere; names starting with "_", like a camera's ``_DSC0001.JPG``, are kept):
 
 - every top-level entry must be a directory (an image directly under ``path`` is an error);
 - if every entry one level below (``path/<x>/<entry>``) is a directory → **domain layout**;
@@ -20,6 +21,10 @@ layout loads one builder per domain and concatenates them.
 ``label`` is a ``ClassLabel`` over the sorted union of class-folder names across all domains, so
 class ids agree between domains; a domain may miss some classes (allowed; a warning lists them).
 In the domain layout a ``domain`` ``ClassLabel`` (sorted domain-folder names) is added.
+
+A class folder without any image (empty, or holding only junk) stays in the label space, so the model's classes are
+the folders the user made, and a warning names it: its class can be neither taught nor tested, which the user
+should know, but refusing the whole folder for it would stop a run over, e.g., a class still being collected.
 """
 
 from __future__ import annotations
@@ -47,9 +52,15 @@ def _image_extensions() -> frozenset[str]:
 IMAGE_EXTENSIONS = _image_extensions()
 
 
+#: Entries made by operating systems and tools, never data: skipped like hidden (dot) files.
+JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini", "__pycache__", "@eaDir", "$RECYCLE.BIN",
+                        "System Volume Information"})
+
+
 def _visible(directory: str) -> list[os.DirEntry]:
     with os.scandir(directory) as it:
-        return sorted((e for e in it if not e.name.startswith((".", "_"))), key=lambda e: e.name)
+        return sorted((e for e in it if not e.name.startswith(".") and e.name not in JUNK_NAMES),
+                      key=lambda e: e.name)
 
 
 def _is_image(name: str) -> bool:
@@ -92,11 +103,16 @@ def _collect(path: str, layout: str) -> tuple[list[str], list[str], dict[str, se
     groups = [(None, d) for d in _visible(path)] if layout == "class" else [
         (dom.name, c) for dom in _visible(path) for c in _visible(dom.path)
     ]
+    empty = []
     for domain, class_dir in groups:
-        for entry in _visible(class_dir.path):
-            if entry.is_file() and _is_image(entry.name):
-                files.append(entry.path)
-                per_domain.setdefault(domain or "", set()).add(class_dir.name)
+        per_domain.setdefault(domain or "", set()).add(class_dir.name)  # a class exists even without images
+        images = [e.path for e in _visible(class_dir.path) if e.is_file() and _is_image(e.name)]
+        files += images
+        if not images:
+            empty.append(f"{domain}/{class_dir.name}" if domain else class_dir.name)
+    if empty:
+        logger.warning("image folder %r: class folder(s) %s hold no image; the class stays in the label space but "
+                       "can be neither taught nor tested: add images or remove the folder", path, ", ".join(empty))
     domains = sorted(per_domain) if layout == "domain" else []
     return files, domains, per_domain
 

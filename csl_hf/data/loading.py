@@ -81,9 +81,17 @@ def load_csl_dataset(
             f"dataset path {name!r} {what}; expected an image folder (path/<class>/<image> or "
             f"path/<domain>/<class>/<image>) or a bundled name: {', '.join(BUNDLED_DATASETS)}"
         )
+    import difflib
+
+    close = difflib.get_close_matches(name, BUNDLED_DATASETS, n=1, cutoff=0.8)
+    if close and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        # Offline, a near-miss of a bundled name is a typo: say so at once instead of asking the Hub.
+        raise ValueError(f"dataset {name!r} is neither bundled nor a local folder; did you mean {close[0]!r}?")
     try:
         return _named(datasets.load_dataset(name, split=split, streaming=streaming, **kwargs), name)
     except Exception as e:
+        if close:
+            raise ValueError(f"could not load dataset {name!r} ({_first_line(e)}); did you mean {close[0]!r}?") from e
         raise ValueError(
             f"could not load dataset {name!r} with datasets.load_dataset ({_first_line(e)}); without Hub access use a "
             f"local image folder (path/<class>/<image> or path/<domain>/<class>/<image>) or a bundled dataset: "

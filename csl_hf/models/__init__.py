@@ -1,7 +1,8 @@
 """Model architectures of csl_hf, registered with the transformers Auto classes on import.
 
 ``import csl_hf.models`` is enough for ``AutoConfig`` / ``AutoModel`` / ``AutoModelForImageClassification`` /
-``pipeline("image-classification")`` to load ``csl_efficientnet_lite`` checkpoints.
+``pipeline("image-classification")`` to load ``csl_efficientnet_lite`` checkpoints. Every checkpoint saved from these
+classes also carries its modeling code (``auto_map``), so without csl_hf it loads with ``trust_remote_code=True``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def register_models() -> None:
         AutoConfig.register(model_type, EfficientNetLiteConfig, exist_ok=True)
     _register(AutoModel, EfficientNetLiteConfig, EfficientNetLiteModel)
     _register(AutoModelForImageClassification, EfficientNetLiteConfig, EfficientNetLiteForImageClassification)
+    # Checkpoints ship their modeling code (auto_map + the two module files, as custom architectures do on the Hub),
+    # so plain transformers loads a saved student with trust_remote_code=True, without csl_hf installed.
+    EfficientNetLiteConfig.register_for_auto_class()
+    EfficientNetLiteModel.register_for_auto_class("AutoModel")
+    EfficientNetLiteForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 
 def resolve_student_name_or_path(name_or_path: str, cache_dir: str | None = None) -> str:

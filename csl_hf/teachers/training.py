@@ -269,7 +269,13 @@ def train_teacher_hierarchy(
                            "a class hierarchy")
         specialties, levels, teacher_names = domain_hierarchy(num_labels, split.domain_names)
     else:
-        specialties, levels = class_hierarchy(num_labels, parse_teachers_per_level(args.teachers_per_level, num_labels))
+        present = sorted(set(split.labels.tolist()))
+        if len(present) < num_labels:
+            missing = [names[c] for c in range(num_labels) if c not in set(present)]
+            logger.warning(f"the teacher split has no image of {len(missing)} class(es) ({', '.join(missing[:10])}): "
+                           "they join the smallest block of each level, and no teacher can predict them")
+        specialties, levels = class_hierarchy(num_labels, parse_teachers_per_level(args.teachers_per_level, num_labels),
+                                              present=present)
         teacher_names = specialty_names(specialties, num_labels)
 
     id2label = dict(enumerate(names))

