@@ -20,10 +20,62 @@ from .student import StudentUnavailable, check_weights_format, load_student, use
 logger = logging.get_logger("csl_hf")
 
 __all__ = ["OutputDirectory", "prepare_teachers", "check_teacher_overlap", "student_for_cache", "other_label_run",
-           "run_summary"]
+           "run_summary", "check_flags_apply", "changed_fields"]
 
 PROGRESS_NAME = "csl_progress.json"
 _RUN_ENTRIES = ("csl_report.json", "csl_progress.json", "cache", "teachers")
+
+
+def changed_fields(obj) -> list[str]:
+    """Names of the dataclass fields of ``obj`` whose values differ from their declared defaults."""
+    from .report import jsonable
+
+    out = []
+    for f in dataclasses.fields(obj):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            continue
+        if jsonable(getattr(obj, f.name)) != jsonable(default):
+            out.append(f.name)
+    return out
+
+
+_DATA_FLAGS = ("dataset_name", "teacher_size", "test_size", "train_size", "max_train_samples", "max_eval_samples",
+               "streaming", "shuffle_buffer_size")
+
+
+def check_flags_apply(data_args, model_args, teacher_args, args: CoSupervisedConfig, domain_column: str | None = None,
+                      dataset_name: str | None = None) -> None:
+    """Refuse, by name and in one line, a flag that the run would otherwise ignore without a word.
+
+    * with ``--cache_dir``: the data and teacher flags (the cache already holds the images' features and the
+      teachers' outputs), and ``--labeling_batch_size`` / ``--on_bad_image`` (no image is read);
+    * with ``--teachers_name_or_path``: the teacher-training flags (the teachers exist);
+    * on data with domains (``domain_column``): ``--teachers_per_level`` (the teachers are one specialist per domain).
+
+    Raises:
+        `CSLError`: ``--FLAG does not apply ...: <why>; drop it``.
+    """
+    teacher_flags = [n for n in changed_fields(teacher_args)]
+    if data_args.cache_dir:
+        given = [n for n in changed_fields(data_args) if n in _DATA_FLAGS] + teacher_flags
+        given += [n for n in ("labeling_batch_size", "on_bad_image") if n in changed_fields(args)]
+        if model_args.teachers_name_or_path:
+            given.append("teachers_name_or_path")
+        if given:
+            raise CSLError(f"--{given[0]} does not apply with --cache_dir: the cache already holds the student's "
+                           "features and the teachers' outputs, so no image is read and no teacher is trained; drop it")
+        return
+    if model_args.teachers_name_or_path and teacher_flags:
+        raise CSLError(f"--{teacher_flags[0]} does not apply with --teachers_name_or_path: those teachers are already "
+                       "trained; drop it, or drop --teachers_name_or_path to train new ones")
+    if domain_column is not None and "teachers_per_level" in teacher_flags:
+        raise CSLError(f"--teachers_per_level does not apply to {dataset_name or 'this dataset'}: it has a "
+                       f"{domain_column!r} column, so its teachers are the generalist plus one specialist per domain; "
+                       "drop it")
 
 
 class OutputDirectory:

@@ -262,6 +262,7 @@ def parse_run_args(parser: CSLArgumentParser, argv: list[str] | None = None) -> 
             raise CSLError(f"config file: unknown key(s) {', '.join(unknown)}; use flag names without the leading --")
         parser.set_defaults(**config)
     try:
+        parser.last_namespace, _ = parser.parse_known_args(args=argv)
         parsed = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as err:
         if isinstance(err, CSLError):
@@ -270,26 +271,29 @@ def parse_run_args(parser: CSLArgumentParser, argv: list[str] | None = None) -> 
     return tuple(p for p in parsed if dataclasses.is_dataclass(p))
 
 
-def resolved_config(*parsed) -> dict[str, Any]:
-    """Every flag a run set to something other than its default, as plain JSON values (secrets left out): written
-    as ``OUTPUT_DIR/run_config.yaml``, it reruns the run with ``python examples/run_csl.py run_config.yaml``.
-
-    Values are compared with the fields' declared defaults (not a fresh instance: building a `TrainingArguments`
-    resets accelerate's process state, which a live `Trainer` relies on)."""
+def resolved_config(parser: CSLArgumentParser) -> dict[str, Any]:
+    """The settings of the run `parse_run_args` last parsed: every flag given on the command line or in a config
+    file (or recorded by the run being resumed) that differs from its declared default, as plain JSON values, secrets
+    left out. Written as ``OUTPUT_DIR/run_config.yaml``, it reruns the run: ``python examples/run_csl.py
+    run_config.yaml``. Taken from the parsed command line, not from the dataclasses, whose ``__post_init__`` turns
+    some values into objects (``accelerator_config``) that would not parse back."""
+    namespace = getattr(parser, "last_namespace", None)
+    if namespace is None:
+        raise ValueError("resolved_config needs a parser that parse_run_args has used")
+    fields = parser._fields()
     out: dict[str, Any] = {}
-    for obj in parsed:
-        for f in dataclasses.fields(obj):
-            if not f.init or f.name in _NOT_RECORDED or f.name.startswith("_"):
-                continue
-            if f.default is not dataclasses.MISSING:
-                default = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory()
-            else:
-                default = dataclasses.MISSING
-            value = jsonable(getattr(obj, f.name))
-            if f.name == "output_dir" or default is dataclasses.MISSING or value != jsonable(default):
-                out[f.name] = value
+    for name, value in vars(namespace).items():
+        f = fields.get(name)
+        if f is None or name in _NOT_RECORDED:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        if name == "output_dir" or default is dataclasses.MISSING or jsonable(value) != jsonable(default):
+            out[name] = jsonable(value)
     return out
 
 

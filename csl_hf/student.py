@@ -12,7 +12,13 @@ import os
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers.utils import logging
 
 from .errors import CSLError
@@ -83,6 +89,8 @@ class ClassifierProbe(nn.Module):
     def __init__(self, head: nn.Module):
         super().__init__()
         self.head = head
+        # A plain config, so that code written for transformers models (the Trainer reads model.config) works.
+        self.config = PretrainedConfig(num_labels=getattr(head, "out_features", 2))
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         return {"logits": self.head(features)}

@@ -28,7 +28,14 @@ from csl_hf import (
 )
 from csl_hf.atomic import atomic_write_text
 from csl_hf.errors import run_command
-from csl_hf.pipeline import OutputDirectory, other_label_run, prepare_teachers, run_summary, student_for_cache
+from csl_hf.pipeline import (
+    OutputDirectory,
+    check_flags_apply,
+    other_label_run,
+    prepare_teachers,
+    run_summary,
+    student_for_cache,
+)
 from csl_hf.report import plot_pgr
 from csl_hf.script_arguments import CONFIG_NAME, CSLArgumentParser, parse_run_args, resolved_config, setup_logging
 
@@ -55,8 +62,10 @@ def build_parser() -> CSLArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    data_args, model_args, teacher_args, args = parse_run_args(build_parser(), argv)
+    parser = build_parser()
+    data_args, model_args, teacher_args, args = parse_run_args(parser, argv)
     setup_logging(args)
+    check_flags_apply(data_args, model_args, teacher_args, args)
     with OutputDirectory(args):
         if data_args.cache_dir:
             cache = CSLCache.load(data_args.cache_dir)
@@ -71,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
                 test_size=data_args.test_size, train_size=data_args.train_size,
                 max_train_samples=data_args.max_train_samples, max_eval_samples=data_args.max_eval_samples,
                 streaming=data_args.streaming, shuffle_buffer_size=data_args.shuffle_buffer_size)
+            check_flags_apply(data_args, model_args, teacher_args, args, data.domain_column, data.dataset_name)
             # The student before the teachers: a bad student path fails in seconds, not after teacher training.
             student, processor = load_student(model_args.student_model_name_or_path, data.id2label,
                                               image_size=model_args.student_image_size,
@@ -80,8 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
             trainer = CoSupervisedTrainer(model=student, teachers=teachers, args=args, train_dataset=data.train,
                                           eval_dataset=data.test, processing_class=processor)
         if args.should_save:
-            atomic_write_text(os.path.join(args.output_dir, CONFIG_NAME), _yaml(
-                resolved_config(data_args, model_args, teacher_args, args)))
+            atomic_write_text(os.path.join(args.output_dir, CONFIG_NAME), _yaml(resolved_config(parser)))
         trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
         report = trainer.report
         reports = {("soft labels" if args.soft_labels else "hard labels"): report}

@@ -76,10 +76,22 @@ def test_reduced_animal_mnist_run_end_to_end(tmp_path):
     # The saved teachers are reused as they are by a second run.
     teachers = TeacherMixture.from_pretrained(out / "teachers")
     assert teachers.config.teacher_names[0] == "generalist"
-    again = run_csl.main([*common, "--output_dir", str(tmp_path / "again"), "--teachers_name_or_path",
+    without_teacher_flags = [a for a in common if a not in ("--teacher_steps", "4", "--teachers_per_level", "1,2")]
+    again = run_csl.main([*without_teacher_flags, "--output_dir", str(tmp_path / "again"), "--teachers_name_or_path",
                           str(out / "teachers")])
     assert again["weak_accuracy"] == report["weak_accuracy"]
     assert not (tmp_path / "again" / "teachers").exists()
+    # The model card's own snippet works as written, in a fresh interpreter that never imports csl_hf.
+    card = (out / "README.md").read_text()
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0].replace("path/to/this/directory", str(out))
+    snippet = snippet.replace('"path/to/image.png"', "Image.new('L', (28, 28), 128)")
+    code = ("import sys\nfrom PIL import Image\n" + snippet
+            + "\nassert 'csl_hf' not in sys.modules, 'csl_hf was imported'\nprint('card snippet ok')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=str(tmp_path))
+    assert done.returncode == 0 and "card snippet ok" in done.stdout, done.stderr[-2000:]
+    assert "trust_remote_code" not in card  # the bundled student is a native transformers EfficientNet
 
 
 @pytest.mark.parametrize("streaming", [False, True])
