@@ -67,29 +67,41 @@ class CoSupervisedConfig(TrainingArguments):
     # ---- CSL rounds
     assignment: str = field(
         default="auto",
-        metadata={"help": "Teacher assignment for specialist levels.", "choices": list(ASSIGNMENTS)},
+        metadata={"help": "How each training image is routed to one teacher of a specialist level. student: the "
+                  "specialist whose classes hold the previous round's student prediction (the paper's choice for "
+                  "class specialists); agreement: the teacher whose probabilities are closest to the previous "
+                  "student's (smallest KL; for domain specialists); oracle: by the true class or domain (a "
+                  "diagnostic upper reference that uses ground truth, not a method); auto: student for class "
+                  "levels, agreement for domain levels.", "choices": list(ASSIGNMENTS)},
     )
     denoise: str = field(
         default="top3",
-        metadata={"help": "Consistency filter: keep rate from the previous student's top-k agreement, then small-loss "
-                  "selection; 'all' keeps every sample.", "choices": list(DENOISE_MODES)},
+        metadata={"help": "Consistency filter of each round. topK: the keep rate r is the share of images whose new "
+                  "label is among the previous student's K most likely classes; the r*N images whose label the "
+                  "previous student finds most likely are kept. all: keep every label (no filter).",
+                  "choices": list(DENOISE_MODES)},
     )
     soft_labels: bool = field(
-        default=False, metadata={"help": "Train on the teacher's probabilities instead of its argmax."}
+        default=False, metadata={"help": "Train on the assigned teacher's probabilities (soft labels) instead of "
+                                          "its most likely class (hard labels, the default)."}
     )
     reinit_head_each_round: bool = field(
-        default=True, metadata={"help": "Fresh classifier head every round (False: continue from the previous)."}
+        default=True, metadata={"help": "Start every round from a fresh classifier (False: continue from the "
+                                         "previous round's)."}
     )
     scale_epochs_by_keep_rate: bool = field(
-        default=True, metadata={"help": "Train floor(E / keep_rate) epochs on the kept samples."}
+        default=True, metadata={"help": "Train floor(E / keep rate) epochs on the kept images, so every round takes "
+                                         "about as many optimiser steps."}
     )
     student_mode: str = field(
         default="probe",
-        metadata={"help": "probe: train the head on cached features; full: fine-tune the whole student on images.",
-                  "choices": list(STUDENT_MODES)},
+        metadata={"help": "probe: train only the student's classifier on cached features (fast; the paper's "
+                  "setting); full: fine-tune the whole student on the images every round (slow; see "
+                  "docs/scale.md).", "choices": list(STUDENT_MODES)},
     )
     run_ceiling: bool = field(
-        default=True, metadata={"help": "Measure the ceiling: the student trained on the training split's ground truth."}
+        default=True, metadata={"help": "Measure the ceiling (the student trained on the training split's ground "
+                                         "truth), which PGR needs."}
     )
     max_levels: int | None = field(
         default=None, metadata={"help": "Run only the first N levels of the teacher hierarchy."}
@@ -102,7 +114,8 @@ class CoSupervisedConfig(TrainingArguments):
     )
     compact_cache_topk: int | None = field(
         default=None,
-        metadata={"help": "Store each teacher's top-k probabilities (float16 + class ids) instead of all classes."},
+        metadata={"help": "Store only each teacher's k most likely classes (float16 + class ids) in the cache: "
+                  "for many classes (e.g. 5 of 1000 for ImageNet) the cache shrinks ~100x."},
     )
 
     labeling_batch_size: int = field(default=128, metadata={"help": "Images per batch in the labeling pass."})
@@ -130,7 +143,24 @@ class CoSupervisedConfig(TrainingArguments):
     )
     logging_steps: float = field(default=500, metadata={"help": "Log the loss every N optimiser steps."})
     report_to: None | str | list[str] = field(
-        default="none", metadata={"help": "Integrations to report to (e.g. tensorboard); 'none' for none."}
+        default="none",
+        metadata={"help": "Integrations that receive the loss of every phase (one step axis for the whole run) and "
+                  "each round's metrics under csl/ with the level as step, e.g. tensorboard; 'none' for none."},
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "The output directory of an interrupted run: finish it. The run's recorded settings "
+                  "(OUTPUT_DIR/run_config.yaml), student, teachers and cache are reused; finished rounds are not "
+                  "trained again."},
+    )
+    push_to_hub: bool = field(
+        default=False,
+        metadata={"help": "When the run is done, push the final student (with its model card) to the main branch of "
+                  "--hub_model_id and each round's student to its own branch round-{level}."},
+    )
+    hub_model_id: str | None = field(
+        default=None,
+        metadata={"help": "The Hub repository to push to (user/name; default: the output directory's name)."},
     )
 
     def __post_init__(self):

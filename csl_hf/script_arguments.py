@@ -159,7 +159,8 @@ class CSLArgumentParser(HfArgumentParser):
         fields = self._fields()
         width = 100
         lines = [f"usage: {self.prog} [CONFIG.yaml|CONFIG.json] [--flag value ...]", ""]
-        lines += [textwrap.fill(p, width) for p in self.description.strip().split("\n\n")] + [""]
+        for paragraph in self.description.strip().split("\n\n"):
+            lines += [textwrap.fill(" ".join(paragraph.split()), width), ""]
         shown = set()
         for title, names in self.help_groups:
             lines += [f"{title}:"]
@@ -171,15 +172,16 @@ class CSLArgumentParser(HfArgumentParser):
                 choices = f.metadata.get("choices")
                 kind = "{" + ",".join(map(str, choices)) + "}" if choices else _type_name(f.type)
                 lines.append(f"  --{name} {kind}  (default: {jsonable(default)})")
-                lines += textwrap.wrap(f.metadata.get("help", ""), width, initial_indent=" " * 6,
+                lines += textwrap.wrap(f.metadata.get("help", "").replace("%%", "%"), width, initial_indent=" " * 6,
                                        subsequent_indent=" " * 6)
             lines.append("")
         rest = sorted(n for n in fields if n not in shown)
-        lines += ["Every other transformers.TrainingArguments flag works as in transformers (see "
-                  "https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments; "
-                  f"`{self.prog} --help_all` prints each one's help). Flags that do not apply to a CSL run are refused "
-                  "with one line (docs/troubleshooting.md lists which apply in which mode). Booleans take True/False; "
-                  "`--no_FLAG` is the same as `--FLAG False`.", ""]
+        pointer = ("Every other transformers.TrainingArguments flag works as in transformers (see "
+                   "https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments; "
+                   f"`{self.prog} --help_all` prints each one's help). Flags that do not apply to a CSL run are "
+                   "refused with one line (docs/troubleshooting.md lists which apply in which mode). Booleans take "
+                   "True/False; `--no_FLAG` is the same as `--FLAG False`.")
+        lines += textwrap.wrap(pointer, width) + [""]
         lines += textwrap.wrap(", ".join(rest), width, initial_indent="  ", subsequent_indent="  ")
         return "\n".join(lines) + "\n"
 
@@ -246,7 +248,10 @@ def parse_run_args(parser: CSLArgumentParser, argv: list[str] | None = None) -> 
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv or "--help_all" in argv:
-        print(parser.format_help_all() if "--help_all" in argv else parser.format_help())
+        try:
+            print(parser.format_help_all() if "--help_all" in argv else parser.format_help())
+        except BrokenPipeError:  # `--help | head`: the reader stopped early
+            pass
         raise SystemExit(0)
     config: dict[str, Any] = {}
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):

@@ -19,7 +19,7 @@ Settings come from dataclass flags (``--help``), optionally from a YAML file giv
 it override it):
 
     python examples/imagenet_recipe.py examples/configs/imagenet_recipe.yaml --output_dir runs/imagenet
-    accelerate launch --config_file examples/configs/multi_gpu_ddp.yaml examples/imagenet_recipe.py \\
+    accelerate launch --config_file examples/configs/accelerate/multi_gpu_ddp.yaml examples/imagenet_recipe.py \\
         examples/configs/imagenet_recipe.yaml --output_dir runs/imagenet
     python examples/imagenet_recipe.py --tiny --output_dir /tmp/csl_tiny     # offline CPU stand-in (~1 min)
 

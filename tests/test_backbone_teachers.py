@@ -115,7 +115,7 @@ def test_imagenet_recipe_defaults_are_the_papers():
     assert (args.learning_rate, args.weight_decay, args.per_device_train_batch_size, args.num_train_epochs) == (1e-4, 0.0, 100, 20)
     assert args.denoise == "top3" and "cosine" in str(args.lr_scheduler_type).lower() and model.label_types == "hard,soft"
     with pytest.raises(CSLError, match="unknown keys"):
-        bad = os.path.join(os.path.dirname(__file__), "..", "examples", "configs", "single_gpu.yaml")
+        bad = os.path.join(os.path.dirname(__file__), "..", "examples", "configs", "accelerate", "single_gpu.yaml")
         imagenet_recipe.parse_args([bad])
 
 
@@ -133,7 +133,7 @@ def test_gpu_smoke_runs_on_cpu(tmp_path, capsys, monkeypatch):
     assert json.loads((tmp_path / "gpu_smoke.json").read_text())["labeling_images_per_s"] > 0
 
 
-@pytest.mark.parametrize("path", sorted(p for p in glob.glob(os.path.join(ROOT, "examples", "configs", "*.yaml"))
+@pytest.mark.parametrize("path", sorted(p for p in glob.glob(os.path.join(ROOT, "examples", "configs", "accelerate", "*.yaml"))
                                         if not p.endswith("imagenet_recipe.yaml")))
 def test_accelerate_configs_load_and_validate(path):
     from accelerate.commands.config.config_args import load_config_from_file

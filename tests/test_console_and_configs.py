@@ -1,0 +1,150 @@
+"""A run a person can read and steer: --help, config files and the resolved config of every run, reused teachers
+that must not have seen this run's images, flags that would be ignored, fail-fast checks, the PGR caveat, the
+console lines and the plot."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from synthetic import make_cache
+
+from csl_hf.callbacks import format_log_line
+from csl_hf.errors import CSLError, run_command
+from csl_hf.model_card import create_csl_model_card
+from csl_hf.report import format_report_table, pgr_reliability, plot_pgr
+from scripts import ROOT, load_example, run_csl
+
+SMALL = ["--dataset_name", "animal_mnist", "--max_train_samples", "120", "--max_eval_samples", "60", "--teacher_size",
+         "100", "--test_size", "100", "--teacher_steps", "3", "--teachers_per_level", "1,2", "--num_train_epochs", "1",
+         "--student_image_size", "32", "--disable_tqdm", "True", "--no_compare_label_types"]
+
+
+def test_help_leads_with_the_csl_flags_and_explains_them():
+    out = subprocess.run([sys.executable, f"{ROOT}/examples/run_csl.py", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    lines = text.splitlines()
+    assert lines[0].startswith("usage: python examples/run_csl.py [CONFIG.yaml|CONFIG.json]")
+    assert "Three ways in" in text and "DESIGN" not in text
+    groups = [line for line in lines if line.endswith(":") and not line.startswith(" ")]
+    assert groups[:6] == ["Data:", "Student and teachers:", "Teacher architecture (tiny models built from a config):",
+                          "Rounds:", "Training of each round (TrainingArguments with the paper's probe defaults):",
+                          "Outputs:"]
+    assert text.index("--assignment") < text.index("Every other transformers.TrainingArguments flag")
+    assignment = text[text.index("--assignment"):text.index("--denoise")]
+    for value in ("student", "agreement", "oracle", "auto"):
+        assert value in assignment  # every choice is explained
+    assert "--no_" not in text.split("Every other")[0]  # no negated duplicates of the boolean flags
+    assert len(lines) < 250
+
+
+def test_a_run_writes_its_config_and_the_config_reruns_it(tmp_path):
+    first = run_csl.main([*SMALL, "--output_dir", str(tmp_path / "a"), "--seed", "3"])
+    config = yaml.safe_load((tmp_path / "a" / "run_config.yaml").read_text())
+    assert config["seed"] == 3 and config["teachers_per_level"] == "1,2" and "hub_token" not in config
+    again = run_csl.main([str(tmp_path / "a" / "run_config.yaml"), "--output_dir", str(tmp_path / "b")])
+    assert again["rounds"] == first["rounds"] and again["ceiling_accuracy"] == first["ceiling_accuracy"]
+    # JSON works too, and flags after the file override it.
+    (tmp_path / "c.json").write_text(json.dumps({**config, "max_levels": 1}))
+    third = run_csl.main([str(tmp_path / "c.json"), "--output_dir", str(tmp_path / "c"), "--seed", "3"])
+    assert len(third["rounds"]) == 1
+
+
+def test_config_file_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text("learning_rat: 0.1\n")
+    assert run_command(run_csl.main, [str(tmp_path / "bad.yaml")]) == 2
+    assert "unknown key(s) learning_rat" in capsys.readouterr().err
+    (tmp_path / "broken.yaml").write_text("a: [1, 2\n")
+    assert run_command(run_csl.main, [str(tmp_path / "broken.yaml")]) == 2
+    assert capsys.readouterr().err.startswith("error: config file")
+
+
+def test_bundled_recipes_parse(tmp_path):
+    for name in ("animal_mnist.yaml", "digits_domains.yaml"):
+        parser = run_csl.build_parser()
+        from csl_hf.script_arguments import parse_run_args
+
+        data, model, teachers, args = parse_run_args(parser, [f"{ROOT}/examples/configs/{name}",
+                                                               "--output_dir", str(tmp_path)])
+        assert data.dataset_name in name
+
+
+def test_reused_teachers_that_saw_this_runs_images_are_refused(tmp_path, capsys):
+    train_teachers = load_example("train_teachers")
+    sizes = ["--teacher_size", "100", "--test_size", "100"]
+    assert run_command(train_teachers.main, ["--output_dir", str(tmp_path / "t"), "--seed", "0", "--teacher_steps", "2",
+                                             "--teachers_per_level", "1,2", *sizes]) == 0
+    capsys.readouterr()
+    common = [a for a in SMALL if a not in ("--teacher_steps", "3", "--teachers_per_level", "1,2")]
+    common = [*common, "--teachers_name_or_path", str(tmp_path / "t" / "teachers")]
+    rc = run_command(run_csl.main, [*common, "--output_dir", str(tmp_path / "leak"), "--seed", "5"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "were trained on" in err and "--seed 0" in err, err
+    assert not (tmp_path / "leak").exists()
+    # The split the teachers came from (same seed and sizes) is accepted.
+    assert run_command(run_csl.main, [*common, "--output_dir", str(tmp_path / "ok"), "--seed", "0"]) == 0
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--dataset_name", "digits_domains", "--teachers_per_level", "1,3"], "--teachers_per_level does not apply"),
+    (["--cache_dir", "CACHE", "--teacher_steps", "5"], "--teacher_steps does not apply with --cache_dir"),
+    (["--cache_dir", "CACHE", "--max_train_samples", "5"], "--max_train_samples does not apply with --cache_dir"),
+    (["--teachers_name_or_path", "T", "--teacher_steps", "5"], "does not apply with --teachers_name_or_path"),
+])
+def test_flags_that_would_be_ignored_are_refused_by_name(tmp_path, capsys, argv, words):
+    make_cache(n=120).save(tmp_path / "cache")
+    argv = [str(tmp_path / "cache") if a == "CACHE" else str(tmp_path) if a == "T" else a for a in argv]
+    rc = run_command(run_csl.main, [*argv, "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and words in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_student_fails_before_any_teacher_is_trained(tmp_path, monkeypatch):
+    import csl_hf.pipeline
+
+    def must_not_train(*a, **k):
+        raise AssertionError("teachers were trained before the student was checked")
+
+    monkeypatch.setattr(csl_hf.pipeline, "prepare_teachers", must_not_train)
+    start = time.perf_counter()
+    with pytest.raises(CSLError, match="cannot load the student"):
+        run_csl.main([*SMALL, "--output_dir", str(tmp_path / "out"), "--student_model_name_or_path",
+                      str(tmp_path / "no_such_student")])
+    assert time.perf_counter() - start < 10  # data loading and checks only
+    assert not (tmp_path / "out").exists()
+
+
+def test_pgr_is_flagged_when_the_gap_is_too_small():
+    report = {"weak_accuracy": 0.60, "ceiling_accuracy": 0.62, "seed": 0, "config": {},
+              "rounds": [{"level": 0, "num_teachers": 1, "assignment": "none", "teacher_accuracy": 0.6,
+                          "keep_rate": 1.0, "precision": 0.6, "recall": 1.0, "student_accuracy": 0.63, "pgr": 150.0}]}
+    warning = pgr_reliability(report)
+    assert warning and "2.0 points" in warning and "50 points" in warning
+    table = format_report_table(report)
+    assert "PGR (unreliable)" in table and table.splitlines()[-1].startswith("note: PGR is unreliable")
+    card = create_csl_model_card(report, None, "animal_mnist", ["generalist"], [[0]])
+    assert "**Note:** PGR is unreliable" in card.text
+    assert pgr_reliability({**report, "ceiling_accuracy": 0.9}) is None
+
+
+def test_log_lines_name_the_phase():
+    line = format_log_line("level 2 (4 teachers)", {"loss": 0.50531, "learning_rate": 7.03e-4, "epoch": 7.35,
+                                                    "level": 2}, 500, 1360)
+    assert line == "level 2 (4 teachers) | step 500/1360 | loss 0.5053 | lr 7.03e-04 | epoch 7.35"
+    assert format_log_line("ceiling", {"train_runtime": 1.0, "train_loss": 0.3}, 10, 10) is None
+
+
+def test_plot_has_both_panels_and_names_the_data(tmp_path):
+    report = {"weak_accuracy": 0.5, "ceiling_accuracy": 0.9, "rounds": [
+        {"level": 0, "num_teachers": 1, "pgr": 10.0, "student_accuracy": 0.54},
+        {"level": 1, "num_teachers": 2, "pgr": 30.0, "student_accuracy": 0.62}]}
+    path = plot_pgr({"hard labels": report, "soft labels": report}, str(tmp_path / "pgr.png"), title="CSL on x")
+    from PIL import Image
+
+    width, height = Image.open(path).size
+    assert width > 1.8 * height  # two panels side by side
