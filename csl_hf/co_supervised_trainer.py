@@ -98,6 +98,10 @@ class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
             saved with every checkpoint.
         callbacks (`list[TrainerCallback]`, *optional*):
             Passed to `Trainer`; they see every phase (``on_train_begin``/``on_train_end`` once per phase).
+        peft_config (`peft.PeftConfig`, *optional*):
+            With ``student_mode="full"``: train LoRA adapters (e.g. ``peft.LoraConfig(r=16, target_modules=...)``)
+            and the classifier instead of every weight, for large students. Checkpoints hold the student with the
+            adapters merged: a standard checkpoint of its own architecture (``peft`` is an optional dependency).
 
     Raises:
         `CSLError` (one line): a missing input (no cache and no teachers/datasets, no processor for images, no images
@@ -115,6 +119,7 @@ class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
         cache: CSLCache | None = None,
         processing_class: Any = None,
         callbacks: list[TrainerCallback] | None = None,
+        peft_config: Any = None,
     ):
         if args is None:
             args = CoSupervisedConfig()
@@ -130,6 +135,10 @@ class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
         if args.student_mode == "full" and (model is None or images is None):
             raise CSLError("student_mode='full' fine-tunes the whole student on images: pass model= and the "
                            "train_dataset= / eval_dataset= the cache was labeled from")
+        if peft_config is not None and args.student_mode != "full":
+            raise CSLError("peft_config (--use_peft) applies to student_mode='full': probe mode trains only the "
+                           "classifier; add --student_mode full or drop the LoRA settings")
+        self.peft_config = peft_config
         num_labels = cache.num_labels if cache is not None else teachers.config.num_labels
         if (args.gradient_checkpointing or args.activation_checkpointing) and model is not None and \
                 not getattr(model, "supports_gradient_checkpointing", False):
@@ -191,6 +200,28 @@ class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
         loss = loss / (num_items_in_batch if num_items_in_batch is not None else logits.shape[0])
         return (loss, {"logits": logits}) if return_outputs else loss
 
+    def create_optimizer(self, model=None):
+        """Full mode: the classifier at ``learning_rate``, everything else at ``backbone_learning_rate`` (weight decay
+        as usual: not on biases and norms). Probe mode, or one rate for all: the Trainer's own optimizer."""
+        args = self.args
+        if not isinstance(self._mode, FullMode) or args.backbone_learning_rate in (None, args.learning_rate):
+            return super().create_optimizer(model)
+        if self.optimizer is None:
+            model = self.model if model is None else model
+            cls, kwargs = self.get_optimizer_cls_and_kwargs(args, model)
+            decay = set(self.get_decay_parameter_names(model))
+            head = {id(p) for p in self._head.parameters()}
+            groups = []
+            for in_head, lr in ((True, args.learning_rate), (False, args.backbone_learning_rate)):
+                for decays in (True, False):
+                    params = [p for n, p in model.named_parameters()
+                              if p.requires_grad and (id(p) in head) == in_head and (n in decay) == decays]
+                    if params:
+                        groups.append({"params": params, "lr": lr, "weight_decay": args.weight_decay if decays else 0.0})
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("lr", "weight_decay")}
+            self.optimizer = cls(groups, lr=args.learning_rate, **kwargs)
+        return self.optimizer
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Log on one step axis for the whole run: a phase's steps continue where the previous phase stopped (each
         ``Trainer.train()`` counts from 0), and every entry carries the phase's ``level`` (-1 for the ceiling)."""
@@ -229,8 +260,18 @@ class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
         args = self._base_args
         if args.student_mode == "full":
             return FullMode(self.student, self._head, self.cache, self.images.datasets, self.images.preprocessing,
-                            self.images.image_column, args.per_device_eval_batch_size, args.device)
+                            self.images.image_column, args.per_device_eval_batch_size, args.device,
+                            peft_config=self._peft_config_for_student())
         return ProbeMode(self._head, self.cache, args.device, args.per_device_eval_batch_size)
+
+    def _peft_config_for_student(self):
+        """The LoRA config with the classifier left out of the adapters (it is trained whole), as a copy."""
+        config = self.peft_config
+        if config is None or getattr(config, "exclude_modules", None) or getattr(config, "modules_to_save", None):
+            return config
+        import dataclasses
+
+        return dataclasses.replace(config, exclude_modules=[self.head_name])
 
     # ================================================================================================ the run
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None,

@@ -59,6 +59,15 @@ def check_flags_apply(data_args, model_args, teacher_args, args: CoSupervisedCon
     Raises:
         `CSLError`: ``--FLAG does not apply ...: <why>; drop it``.
     """
+    lora = [n for n in changed_fields(model_args) if n.startswith("lora_")]
+    if lora and not model_args.use_peft:
+        raise CSLError(f"--{lora[0]} does not apply without --use_peft; add --use_peft or drop it")
+    if model_args.use_peft and args.student_mode != "full":
+        raise CSLError("--use_peft applies to --student_mode full (probe mode trains only the classifier); add "
+                       "--student_mode full or drop --use_peft")
+    if args.student_mode == "full" and data_args.cache_dir:
+        raise CSLError("--student_mode full trains on the images, and --cache_dir reads none: run on the "
+                       "--dataset_name the cache was labeled from")
     teacher_flags = [n for n in changed_fields(teacher_args)]
     if data_args.cache_dir:
         given = [n for n in changed_fields(data_args) if n in _DATA_FLAGS] + teacher_flags

@@ -22,7 +22,7 @@ from .errors import CSLError
 from .report import jsonable
 
 __all__ = ["DataArguments", "ModelArguments", "CSLArgumentParser", "parse_run_args", "resolved_config",
-           "setup_logging", "CONFIG_NAME"]
+           "setup_logging", "get_peft_config", "CONFIG_NAME"]
 
 CONFIG_NAME = "run_config.yaml"
 # Never written into a saved config: secrets and per-invocation switches.
@@ -115,11 +115,45 @@ class ModelArguments:
         metadata={"help": "Allow pickled (pytorch_model.bin) student or teacher weights. Unpickling can run arbitrary "
                   "code: only for files you trust. Default: safetensors only."},
     )
+    use_peft: bool = field(
+        default=False,
+        metadata={"help": "--student_mode full: train LoRA adapters and the classifier instead of every weight (for "
+                  "large students; needs `pip install peft`). Checkpoints hold the merged student."},
+    )
+    lora_r: int = field(default=16, metadata={"help": "With --use_peft: the rank of the LoRA adapters."})
+    lora_alpha: int = field(default=32, metadata={"help": "With --use_peft: the LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "With --use_peft: dropout on the LoRA input."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "With --use_peft: module names to adapt (e.g. query value for a ViT; expand_conv "
+                  "project_conv for an EfficientNet). Default: every linear layer but the classifier ('all-linear')."},
+    )
 
     def __post_init__(self):
+        if self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1:
+            raise CSLError(f"--lora_r and --lora_alpha must be positive and --lora_dropout in [0, 1), got "
+                           f"{self.lora_r}, {self.lora_alpha}, {self.lora_dropout}")
         if self.student_image_size is not None and self.student_image_size < 0:
             raise CSLError(f"--student_image_size must be a side in pixels (or 0 for the student processor's own "
                            f"size), got {self.student_image_size}")
+
+
+def get_peft_config(model_args: ModelArguments):
+    """The `peft.LoraConfig` the LoRA flags describe (``None`` without ``--use_peft``), as TRL's ``get_peft_config``;
+    `CoSupervisedTrainer` leaves the student's classifier out of the adapters (it is trained whole).
+
+    Raises:
+        `CSLError`: ``--use_peft`` without the ``peft`` package installed.
+    """
+    if not model_args.use_peft:
+        return None
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise CSLError("--use_peft needs the peft package: pip install peft") from None
+    targets = model_args.lora_target_modules or "all-linear"
+    return LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
+                      target_modules=targets)
 
 
 class CSLArgumentParser(HfArgumentParser):

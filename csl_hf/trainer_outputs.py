@@ -20,13 +20,18 @@ ROUND_STATE_NAME = "csl_round.json"
 class StudentOutputsMixin:
     """Needs the trainer's ``student``, ``processing_class``, ``_head``, ``_base_args``, ``report`` and ``cache``."""
 
+    def _student_to_save(self):
+        """The student as a standard checkpoint: with LoRA adapters, a copy with them merged in."""
+        mode = getattr(self, "_mode", None)
+        return mode.merged_student() if hasattr(mode, "merged_student") else self.student
+
     def save_round(self, level: int, record: dict[str, Any]) -> str | None:
         """Write the current student to ``OUTPUT_DIR/round-{level}/`` with its ``csl_round.json``, atomically."""
         if not self._base_args.should_save:
             return None
         final = os.path.join(self._base_args.output_dir, f"round-{level}")
         with staged_directory(final) as tmp:
-            write_student(tmp, self.student, self.processing_class, self._head)
+            write_student(tmp, self._student_to_save(), self.processing_class, self._head)
             atomic_write_json(os.path.join(tmp, ROUND_STATE_NAME), record)
         return final
 
@@ -39,7 +44,7 @@ class StudentOutputsMixin:
             return
         os.makedirs(output_dir, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".student-", dir=output_dir) as tmp:
-            write_student(tmp, self.student, self.processing_class, self._head, state_dict)
+            write_student(tmp, self._student_to_save(), self.processing_class, self._head, state_dict)
             publish_files(tmp, output_dir)
 
     def create_model_card(self, language: str | None = None, license: str | None = None,

@@ -116,7 +116,8 @@ class ProbeMode:
 
 class FullMode:
     """Fine-tune the whole student on the images, each phase from the pretrained weights with a fresh head (the
-    reason is in docs/algorithm.md).
+    reason is in docs/algorithm.md); with a ``peft_config``, train LoRA adapters (and the classifier) instead of the
+    backbone's weights, each phase from the same fresh adapters.
 
     Args:
         student: the student; its pretrained weights are kept to restart every phase.
@@ -124,22 +125,49 @@ class FullMode:
         cache: the run's cache (``source_index`` locates each row's image).
         images: ``{"train": dataset, "test": dataset}`` the labeling pass read (map-style or streams).
         preprocessing: the student's input pipeline; image_column: the datasets' image column.
+        peft_config: a `peft.PeftConfig` (e.g. ``LoraConfig``); ``None`` fine-tunes every weight.
     """
 
     name = "full"
 
     def __init__(self, student: nn.Module, head: nn.Module, cache: CSLCache, images: dict, preprocessing: Preprocessing,
-                 image_column: str, eval_batch_size: int, device: torch.device):
-        self.student, self.head, self.module = student, head, student
+                 image_column: str, eval_batch_size: int, device: torch.device, peft_config=None):
+        self.student, self.head = student, head
         self.images, self.preprocessing, self.image_column = images, preprocessing, image_column
         self.eval_batch_size, self.device = max(1, eval_batch_size), device
         train, test = image_positions(cache, images["train"], images["test"])
         self.inputs = {"train": train, "test": test}
-        self._pretrained = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        self.peft_model = None
+        if peft_config is not None:
+            from peft import get_peft_model, get_peft_model_state_dict
+
+            self.peft_model = get_peft_model(student, peft_config)
+            head.requires_grad_(True)  # the classifier is trained whole, beside the adapters
+            self._fresh_adapters = {k: v.detach().clone()
+                                    for k, v in get_peft_model_state_dict(self.peft_model).items()}
+        else:
+            self._pretrained = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        self.module = self.peft_model if self.peft_model is not None else student
+        self._resumed = None  # a reloaded LoRA round (merged), predicting until the next phase starts
 
     def reset(self, seed: int, reinit: bool) -> None:
-        self.student.load_state_dict(self._pretrained)
+        self._resumed = None
+        if self.peft_model is not None:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.peft_model, self._fresh_adapters)
+        else:
+            self.student.load_state_dict(self._pretrained)
         reset_module(self.head, seed)
+
+    def merged_student(self) -> nn.Module:
+        """The student to save: itself, or (LoRA) a copy with the adapters merged into the weights, i.e. a standard
+        checkpoint of the student's own architecture."""
+        if self.peft_model is None:
+            return self.student
+        import copy
+
+        return copy.deepcopy(self.peft_model).merge_and_unload()
 
     def is_stream(self) -> bool:
         return isinstance(self.images["train"], datasets.IterableDataset)
@@ -159,14 +187,23 @@ class FullMode:
     @torch.no_grad()
     def logits(self, split: str) -> torch.Tensor:
         """The student's logits on a split's images, float32 ``[n, C]`` on the CPU, in cache-row order."""
-        was_training = self.student.training
-        self.student.eval()
-        out = [self.student(pixel_values=batch.to(self.device)).logits.float().cpu()
+        model = self._resumed if self._resumed is not None else self.module
+        was_training = model.training
+        model.eval()
+        out = [model(pixel_values=batch.to(self.device)).logits.float().cpu()
                for batch in self._split_images(split).batches(self.eval_batch_size)]
-        self.student.train(was_training)
+        model.train(was_training)
         return torch.cat(out)
 
     def load_round(self, directory: str, head_name: str | None) -> None:
+        """Put a round checkpoint's student back, to predict with it (LoRA: into a merged copy, so that the next
+        phase still starts from the pretrained weights)."""
         import os
 
-        self.student.load_state_dict(load_file(os.path.join(directory, "model.safetensors")), strict=False)
+        state = load_file(os.path.join(directory, "model.safetensors"))
+        if self.peft_model is not None:
+            # The base weights must stay the pretrained ones for the phases to come: predict with a merged copy.
+            self._resumed = self.merged_student()
+            self._resumed.load_state_dict(state)
+        else:
+            self.student.load_state_dict(state, strict=False)

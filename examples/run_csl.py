@@ -37,7 +37,14 @@ from csl_hf.pipeline import (
     student_for_cache,
 )
 from csl_hf.report import plot_pgr
-from csl_hf.script_arguments import CONFIG_NAME, CSLArgumentParser, parse_run_args, resolved_config, setup_logging
+from csl_hf.script_arguments import (
+    CONFIG_NAME,
+    CSLArgumentParser,
+    get_peft_config,
+    parse_run_args,
+    resolved_config,
+    setup_logging,
+)
 
 HELP_GROUPS = [
     ("Data", ["dataset_name", "cache_dir", "teacher_size", "test_size", "train_size", "max_train_samples",
@@ -45,12 +52,14 @@ HELP_GROUPS = [
     ("Student and teachers", ["student_model_name_or_path", "student_image_size", "teachers_name_or_path",
                               "teachers_per_level", "teacher_domain_level", "teacher_steps", "teacher_architecture",
                               "teacher_learning_rate", "teacher_batch_size", "teacher_image_size", "teacher_seed",
-                              "allow_pickle_weights"]),
+                              "allow_pickle_weights", "use_peft", "lora_r", "lora_alpha", "lora_dropout",
+                              "lora_target_modules"]),
     ("Teacher architecture (tiny models built from a config)",
      ["teacher_patch_size", "teacher_hidden_sizes", "teacher_depths", "teacher_hidden_size", "teacher_num_layers",
       "teacher_num_heads", "teacher_weight_decay"]),
     ("Rounds", ["assignment", "denoise", "soft_labels", "student_mode", "reinit_head_each_round",
-                "scale_epochs_by_keep_rate", "run_ceiling", "max_levels", "compact_cache_topk"]),
+                "scale_epochs_by_keep_rate", "run_ceiling", "max_levels", "compact_cache_topk",
+                "backbone_learning_rate"]),
     ("Training of each round (TrainingArguments with the paper's probe defaults)",
      ["learning_rate", "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
       "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm", "seed", "logging_steps"]),
@@ -91,7 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
                                               labels_from=f"the dataset {data_args.dataset_name}")
             teachers = prepare_teachers(model_args, teacher_args, data, args)
             trainer = CoSupervisedTrainer(model=student, teachers=teachers, args=args, train_dataset=data.train,
-                                          eval_dataset=data.test, processing_class=processor)
+                                          eval_dataset=data.test, processing_class=processor,
+                                          peft_config=get_peft_config(model_args))
         if args.should_save:
             atomic_write_text(os.path.join(args.output_dir, CONFIG_NAME), _yaml(resolved_config(parser)))
         trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)

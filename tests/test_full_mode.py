@@ -1,0 +1,132 @@
+"""Full fine-tuning (student_mode="full"): its own recipe (a lower backbone learning rate, warmup, fewer epochs),
+LoRA through peft with merged standard checkpoints, and every combination of flags the probe mode accepts either
+finishing or refused up front."""
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_trainer_api import PREP, colour_images, teachers, tiny_vit
+from transformers import AutoModelForImageClassification, TrainerCallback
+
+from csl_hf import CoSupervisedConfig, CoSupervisedTrainer
+from csl_hf.errors import CSLError, run_command
+from scripts import run_csl
+
+peft = pytest.importorskip("peft")
+
+
+class LearningRates(TrainerCallback):
+    """Records the optimiser's learning rates at the start of each phase."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+        self.seen.append(sorted({g.get("initial_lr", g["lr"]) for g in optimizer.param_groups}))  # before warmup
+
+
+def full_trainer(output_dir, peft_config=None, **overrides):
+    options = dict(output_dir=str(output_dir), student_mode="full", learning_rate=1e-2, disable_tqdm=True,
+                   report_to="none", per_device_train_batch_size=16, seed=2)
+    options.update(overrides)
+    lrs = LearningRates()
+    trainer = CoSupervisedTrainer(model=tiny_vit(7), teachers=teachers(), args=CoSupervisedConfig(**options),
+                                  train_dataset=colour_images(48, 0), eval_dataset=colour_images(24, 1),
+                                  processing_class=PREP.to_image_processor(), callbacks=[lrs], peft_config=peft_config)
+    return trainer, lrs
+
+
+def test_full_mode_has_its_own_recipe():
+    args = CoSupervisedConfig(output_dir="x", student_mode="full", learning_rate=1e-3)
+    assert args.num_train_epochs == 3 and args.warmup_steps == 0.1 and args.backbone_learning_rate == 1e-4
+    kept = CoSupervisedConfig(output_dir="x", student_mode="full", num_train_epochs=7, backbone_learning_rate=1e-5)
+    assert kept.num_train_epochs == 7 and kept.backbone_learning_rate == 1e-5
+    probe = CoSupervisedConfig(output_dir="x")
+    assert probe.num_train_epochs == 20 and probe.backbone_learning_rate is None
+
+
+def test_full_mode_trains_backbone_slower_than_head(tmp_path):
+    trainer, lrs = full_trainer(tmp_path / "out", num_train_epochs=1)
+    pretrained = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    assert lrs.seen and all(rates == [1e-3, 1e-2] for rates in lrs.seen)  # backbone lr / 10, head lr
+    round1 = AutoModelForImageClassification.from_pretrained(tmp_path / "out" / "round-1")
+    changed = [k for k, v in round1.state_dict().items() if not torch.equal(v, pretrained[k])]
+    assert any("classifier" in k for k in changed) and any("layers" in k for k in changed)  # the whole student
+
+
+def test_lora_trains_adapters_and_saves_a_merged_standard_checkpoint(tmp_path):
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    trainer, _ = full_trainer(tmp_path / "out", peft_config=config, num_train_epochs=1)
+    pretrained = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    raw = load_file(tmp_path / "out" / "round-1" / "model.safetensors")
+    assert not any("lora" in k or "base_layer" in k for k in raw)  # merged: the student's own architecture
+    back = AutoModelForImageClassification.from_pretrained(tmp_path / "out" / "round-1")
+    assert type(back).__name__ == "ViTForImageClassification"
+    saved = back.state_dict()
+    assert set(saved) == set(pretrained)
+    adapted = [k for k in saved if ("q_proj.weight" in k or "v_proj.weight" in k)]
+    untouched = [k for k in saved if "k_proj.weight" in k or "layernorm" in k or "mlp" in k]
+    assert adapted and all(not torch.equal(saved[k], pretrained[k]) for k in adapted)
+    assert untouched and all(torch.equal(saved[k], pretrained[k]) for k in untouched)
+    assert not torch.equal(saved["classifier.weight"], pretrained["classifier.weight"])  # the head trained whole
+    assert trainer.evaluate()["eval_accuracy"] == pytest.approx(trainer.report["rounds"][-1]["student_accuracy"])
+
+
+def test_lora_needs_full_mode(tmp_path):
+    with pytest.raises(CSLError, match="student_mode='full'"):
+        CoSupervisedTrainer(model=tiny_vit(7), teachers=teachers(), args=CoSupervisedConfig(output_dir=str(tmp_path)),
+                            train_dataset=colour_images(8, 0), eval_dataset=colour_images(8, 1),
+                            processing_class=PREP.to_image_processor(), peft_config=peft.LoraConfig(r=2))
+
+
+FULL = ["--dataset_name", "animal_mnist", "--max_train_samples", "64", "--max_eval_samples", "32", "--teacher_size",
+        "100", "--test_size", "100", "--teacher_steps", "2", "--teachers_per_level", "1,2", "--num_train_epochs", "1",
+        "--student_image_size", "32", "--disable_tqdm", "True", "--student_mode", "full",
+        "--per_device_train_batch_size", "32"]
+
+
+@pytest.mark.parametrize("extra", [
+    ["--compare_label_types", "True"],  # the comparison rerun trains a fresh student on the same images
+    ["--soft_labels", "True", "--denoise", "all", "--max_levels", "2", "--compact_cache_topk", "3"],
+])
+def test_full_mode_finishes_with_the_flags_probe_mode_accepts(tmp_path, extra):
+    out = tmp_path / "full"
+    report = run_csl.main([*FULL, *extra, "--output_dir", str(out)])
+    assert [r["num_teachers"] for r in report["rounds"]] == [1, 2]
+    assert report["config"]["student_mode"] == "full"
+    if "--compare_label_types" in extra:
+        other = json.loads((out / "soft_labels" / "csl_report.json").read_text())
+        assert other["config"]["soft_labels"] is True and len(other["rounds"]) == 2
+
+
+def test_full_mode_resumes(tmp_path):
+    out = tmp_path / "full"
+    first = run_csl.main([*FULL, "--output_dir", str(out)])
+    (out / "csl_report.json").unlink()
+    import shutil
+
+    shutil.rmtree(out / "round-1")
+    progress = json.loads((out / "csl_progress.json").read_text())
+    progress["rounds"] = progress["rounds"][:1]
+    (out / "csl_progress.json").write_text(json.dumps(progress))
+    again = run_csl.main(["--resume_from_checkpoint", str(out), "--output_dir", str(out)])
+    assert again["rounds"][0] == first["rounds"][0] and len(again["rounds"]) == 2
+    assert os.path.isdir(out / "round-1")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--use_peft"], "--use_peft applies to --student_mode full"),
+    (["--lora_r", "8"], "--lora_r does not apply without --use_peft"),
+    (["--student_mode", "full", "--reinit_head_each_round", "False"], "restarts from the pretrained student"),
+    (["--backbone_learning_rate", "1e-4"], "applies to --student_mode full only"),
+])
+def test_full_mode_flag_mistakes_are_refused_up_front(tmp_path, capsys, argv, words):
+    rc = run_command(run_csl.main, ["--output_dir", str(tmp_path / "out"), *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and words in err, err
+    assert not (tmp_path / "out").exists()
