@@ -10,7 +10,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["csl_hf", "csl_hf.*"]),
     package_data={"csl_hf.metrics.pgr": ["README.md"]},
     # Lower bounds are the versions the test suite ran on (older releases lack APIs csl_hf uses, e.g. the Trainer

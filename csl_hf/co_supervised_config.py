@@ -129,6 +129,13 @@ class CoSupervisedConfig(TrainingArguments):
                   "head's rate it forgets its features before the head has learned anything."},
     )
 
+    image_cache_mb: float = field(
+        default=2048,
+        metadata={"help": "--student_mode full: keep the preprocessed training and test images in memory up to this "
+                  "many MiB, so each image is decoded and resized once per run instead of once per epoch and "
+                  "round (0: always decode; streams are always decoded as they are read)."},
+    )
+
     labeling_batch_size: int = field(default=128, metadata={"help": "Images per batch in the labeling pass."})
     on_bad_image: str = field(
         default="skip",
@@ -183,6 +190,8 @@ class CoSupervisedConfig(TrainingArguments):
             raise CSLError(f"--student_mode {self.student_mode!r} does not exist; use one of {', '.join(STUDENT_MODES)}")
         if self.max_levels is not None and self.max_levels < 1:
             raise CSLError(f"--max_levels must be at least 1 (level 0), got {self.max_levels}")
+        if self.image_cache_mb < 0:
+            raise CSLError(f"--image_cache_mb must be 0 or more, got {self.image_cache_mb}")
         if self.labeling_batch_size < 1:
             raise CSLError(f"--labeling_batch_size must be at least 1, got {self.labeling_batch_size}")
         if self.on_bad_image not in ("skip", "fail"):

@@ -261,7 +261,7 @@ class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
         if args.student_mode == "full":
             return FullMode(self.student, self._head, self.cache, self.images.datasets, self.images.preprocessing,
                             self.images.image_column, args.per_device_eval_batch_size, args.device,
-                            peft_config=self._peft_config_for_student())
+                            peft_config=self._peft_config_for_student(), image_cache_mb=args.image_cache_mb)
         return ProbeMode(self._head, self.cache, args.device, args.per_device_eval_batch_size)
 
     def _peft_config_for_student(self):

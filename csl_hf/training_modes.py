@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .cache import TEST_SPLIT, TRAIN_SPLIT, CSLCache
-from .data.targets import ImageTargets, StreamImageTargets, image_positions
+from .data.targets import ImageTargets, PreprocessedImages, StreamImageTargets, image_positions
 from .preprocessing import Preprocessing
 from .student import ClassifierProbe, reset_module
 
@@ -131,12 +131,19 @@ class FullMode:
     name = "full"
 
     def __init__(self, student: nn.Module, head: nn.Module, cache: CSLCache, images: dict, preprocessing: Preprocessing,
-                 image_column: str, eval_batch_size: int, device: torch.device, peft_config=None):
+                 image_column: str, eval_batch_size: int, device: torch.device, peft_config=None,
+                 image_cache_mb: float = 0):
         self.student, self.head = student, head
         self.images, self.preprocessing, self.image_column = images, preprocessing, image_column
         self.eval_batch_size, self.device = max(1, eval_batch_size), device
         train, test = image_positions(cache, images["train"], images["test"])
         self.inputs = {"train": train, "test": test}
+        # Decode and resize each image once per run when they fit the budget (map-style data only).
+        self.preprocessed: dict[str, PreprocessedImages] = {}
+        need = PreprocessedImages.nbytes(len(train) + len(test), preprocessing)
+        if not self.is_stream() and 0 < need <= image_cache_mb * 2**20:
+            self.preprocessed = {split: PreprocessedImages(images[split], self.inputs[split], preprocessing,
+                                                           image_column) for split in ("train", "test")}
         self.peft_model = None
         if peft_config is not None:
             from peft import get_peft_model, get_peft_model_state_dict
@@ -178,11 +185,15 @@ class FullMode:
         if self.is_stream():
             return StreamImageTargets(self.images["train"], positions, targets, self.preprocessing, self.image_column,
                                       seed=seed)
-        return ImageTargets(self.images["train"], positions, targets, self.preprocessing, self.image_column)
+        return ImageTargets(self.images["train"], positions, targets, self.preprocessing, self.image_column,
+                            self.preprocessed.get("train"))
 
     def _split_images(self, split: str):
-        cls = StreamImageTargets if isinstance(self.images[split], datasets.IterableDataset) else ImageTargets
-        return cls(self.images[split], self.inputs[split], None, self.preprocessing, self.image_column)
+        if isinstance(self.images[split], datasets.IterableDataset):
+            return StreamImageTargets(self.images[split], self.inputs[split], None, self.preprocessing,
+                                      self.image_column)
+        return ImageTargets(self.images[split], self.inputs[split], None, self.preprocessing, self.image_column,
+                            self.preprocessed.get(split))
 
     @torch.no_grad()
     def logits(self, split: str) -> torch.Tensor:

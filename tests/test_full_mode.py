@@ -130,3 +130,22 @@ def test_full_mode_flag_mistakes_are_refused_up_front(tmp_path, capsys, argv, wo
     err = capsys.readouterr().err
     assert rc == 2 and words in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("cache_mb, per_image", [(64, 2), (0, None)])
+def test_images_are_decoded_once_per_run_when_they_fit(tmp_path, monkeypatch, cache_mb, per_image):
+    """With the image cache every image is decoded twice per run (labeling pass + once for training), whatever the
+    number of rounds and epochs; without it, once per epoch and prediction."""
+    import csl_hf.data.images as images
+
+    decodes = []
+    real = images.load_image
+    monkeypatch.setattr(images, "load_image", lambda *a, **k: (decodes.append(1), real(*a, **k))[1])
+    monkeypatch.setattr("csl_hf.data.targets.load_image", images.load_image)
+    trainer, _ = full_trainer(tmp_path / "out", num_train_epochs=2, image_cache_mb=cache_mb)
+    trainer.train()
+    n = 48 + 24
+    if per_image is not None:
+        assert len(decodes) == per_image * n
+    else:
+        assert len(decodes) > 6 * n  # 3 phases x 2 epochs of training images, plus predictions

@@ -20,9 +20,9 @@ import torch
 
 from ..errors import CSLError
 from ..preprocessing import Preprocessing
-from .images import load_image
+from .images import load_image, preprocess_images
 
-__all__ = ["ImageTargets", "StreamImageTargets", "image_positions", "raw_images"]
+__all__ = ["ImageTargets", "StreamImageTargets", "PreprocessedImages", "image_positions", "raw_images"]
 
 
 def raw_images(dataset, image_column: str):
@@ -35,22 +35,57 @@ def raw_images(dataset, image_column: str):
     return dataset
 
 
+class PreprocessedImages:
+    """Images of a map-style split decoded and preprocessed once, kept as one float32 tensor ``[n, 3, h, w]``: full
+    fine-tuning reads every image once per epoch and the student predicts on every round, so without this each
+    image is decoded and resized a dozen times per run.
+
+    Args:
+        dataset: the split; positions: ``[n]`` the rows to keep (the cache's rows, which all decoded before).
+        preprocessing: the student's input pipeline.
+    """
+
+    def __init__(self, dataset, positions: torch.Tensor, preprocessing: Preprocessing, image_column: str,
+                 batch_size: int = 256):
+        dataset = raw_images(dataset, image_column)
+        rows = positions.tolist()
+        chunks = []
+        for start in range(0, len(rows), batch_size):
+            values = [dataset[p][image_column] for p in rows[start : start + batch_size]]
+            chunks.append(preprocess_images(values, [preprocessing], skip_bad=False).pixel_values[preprocessing])
+        self.pixels = torch.cat(chunks) if chunks else torch.empty(0)
+        self.row_of = {p: i for i, p in enumerate(rows)}
+
+    def __getitem__(self, position: int) -> torch.Tensor:
+        return self.pixels[self.row_of[position]]
+
+    @staticmethod
+    def nbytes(num_images: int, preprocessing: Preprocessing) -> int:
+        """Memory the preprocessed images take: ``num_images * 3 * h * w * 4`` bytes."""
+        h, w = preprocessing.size
+        return int(num_images) * 3 * h * w * 4
+
+
 class ImageTargets(torch.utils.data.Dataset):
     """The images of a map-style split at ``positions [n]``, preprocessed, with ``targets [n]`` or ``[n, C]``.
 
     Items are ``{"pixel_values": float [3, h, w], "labels": target}``; ``targets=None`` gives pixel values only.
+    With ``preprocessed`` the pixels come from it instead of being decoded again.
     """
 
     def __init__(self, dataset, positions: torch.Tensor, targets: torch.Tensor | None, preprocessing: Preprocessing,
-                 image_column: str):
+                 image_column: str, preprocessed: PreprocessedImages | None = None):
         self.dataset = raw_images(dataset, image_column)
         self.positions, self.targets = positions.tolist(), targets
         self.preprocessing, self.image_column = preprocessing, image_column
+        self.preprocessed = preprocessed
 
     def __len__(self) -> int:
         return len(self.positions)
 
     def pixels(self, i: int) -> torch.Tensor:
+        if self.preprocessed is not None:
+            return self.preprocessed[self.positions[i]]
         value = self.dataset[self.positions[i]][self.image_column]
         return self.preprocessing(load_image(value)[None])[0]
 
