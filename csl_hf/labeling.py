@@ -155,6 +155,65 @@ def _iter_batches(dataset, batch_size: int, base: int) -> Iterable[tuple[dict[st
             yield batch, list(range(base + start, base + start + n))
 
 
+@dataclass
+class _Decoded:
+    """One batch, decoded: the pixels per preprocessing of the usable images, their global indices and the other
+    columns' values, how many images the batch had, and a bad image's message when they must not be skipped."""
+
+    batch: Any
+    indices: list[int]
+    columns: dict[str, list]
+    size: int
+    fatal: str | None = None
+
+
+class _DecodeBatches(torch.utils.data.Dataset):
+    """Map-style data as decoded batches: item ``i`` is batch ``i``, so that ``DataLoader`` workers
+    (``dataloader_num_workers``) decode and resize while the main process runs the models."""
+
+    def __init__(self, dataset, batch_size: int, base: int, image_col: str, columns: list[str],
+                 preprocessings: list[Preprocessing], min_size: int, skip_bad: bool):
+        self.dataset, self.batch_size, self.base, self.image_col = dataset, batch_size, base, image_col
+        self.columns, self.preprocessings, self.min_size, self.skip_bad = columns, preprocessings, min_size, skip_bad
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __getitem__(self, i: int) -> _Decoded:
+        start = i * self.batch_size
+        raw = self.dataset[start : start + self.batch_size]
+        return _decode(raw, list(range(self.base + start, self.base + start + len(raw[self.image_col]))), self)
+
+
+def _decode(raw: dict[str, list], indices: list[int], spec) -> _Decoded:
+    try:
+        batch = preprocess_images(raw[spec.image_col], spec.preprocessings, spec.min_size, skip_bad=spec.skip_bad)
+    except ValueError as err:  # returned, not raised: a worker's exception would reach the user as a traceback
+        return _Decoded(None, [], {}, len(indices), fatal=str(err))
+    columns = {c: [raw[c][i] for i in batch.kept] for c in spec.columns if c in raw}
+    return _Decoded(batch, [indices[i] for i in batch.kept], columns, len(indices))
+
+
+def _decoded_batches(dataset, batch_size: int, base: int | None, spec: _DecodeBatches,
+                     num_workers: int) -> Iterable[_Decoded]:
+    """Decoded batches of one shard: in ``num_workers`` DataLoader workers for map-style data, in this process for a
+    stream (which is read once, in order)."""
+    if isinstance(dataset, datasets.IterableDataset):
+        for raw, indices in _iter_batches(dataset, batch_size, 0):
+            yield _decode(raw, indices, spec)
+        return
+    spec.dataset, spec.base = dataset, base
+    if num_workers <= 0:
+        yield from (spec[i] for i in range(len(spec)))
+        return
+    yield from torch.utils.data.DataLoader(spec, batch_size=None, num_workers=num_workers, collate_fn=_as_is)
+
+
+def _as_is(item):
+    """The DataLoader's collate function: a decoded batch is already a batch (module level: workers pickle it)."""
+    return item
+
+
 def shard_bounds(num_samples: int, num_processes: int, process_index: int) -> tuple[int, int]:
     """``[start, end)`` of one process's contiguous shard, exactly as ``Dataset.shard(contiguous=True)`` cuts it."""
     div, mod = divmod(num_samples, num_processes)
@@ -202,6 +261,7 @@ def build_cache(
     compact_topk: int | None = None,
     show_progress: bool = True,
     source: dict[str, Any] | None = None,
+    num_workers: int = 0,
 ) -> tuple[CSLCache, LabelingStats]:
     """Label the ``train`` and ``test`` splits (map-style or streaming datasets) into one `CSLCache`.
 
@@ -214,6 +274,8 @@ def build_cache(
         on_bad_image: ``"skip"`` (skip and count corrupt or tiny images) or ``"fail"`` (stop with a one-line error).
         compact_topk: store each teacher's top-k probabilities in float16 with their class ids.
         source: recorded in the cache's ``source`` (e.g. the dataset's name); the pass adds the skipped counts.
+        num_workers: ``DataLoader`` workers that decode and resize map-style data while this process runs the models
+            (``dataloader_num_workers``; a stream is decoded as it is read).
     Returns:
         ``(cache, stats)``. Under several processes every process returns the same gathered cache.
     """
@@ -243,30 +305,31 @@ def build_cache(
             dataset, base = shard_split(dataset, offset, world, rank)
             stats.labeled[split_name] = stats.skipped[split_name] = 0
             bar = tqdm(total=size, desc=f"labeling {split_name}", unit="img", disable=not (show_progress and is_main))
-            for batch, indices in _iter_batches(dataset, batch_size, base):
-                try:
-                    decoded = preprocess_images(batch[image_col], preprocessings, min_image_size,
-                                                skip_bad=on_bad_image == "skip")
-                except ValueError as err:
-                    raise CSLError(f"{err} (in the {split_name} split); remove or fix the file, or pass --on_bad_image "
-                                   "skip to skip and count bad images") from None
-                keep = decoded.kept
-                stats.skipped[split_name] += len(decoded.errors)
-                stats.first_error = stats.first_error or next(iter(decoded.errors), None)
-                bar.update(len(batch[image_col]) * world)
+            columns = [c for c in (label_col, domain_col) if c]
+            spec = _DecodeBatches(None, batch_size, 0, image_col, columns, preprocessings, min_image_size,
+                                  skip_bad=on_bad_image == "skip")
+            for decoded in _decoded_batches(dataset, batch_size, base, spec, num_workers):
+                if decoded.fatal is not None:
+                    raise CSLError(f"{decoded.fatal} (in the {split_name} split); remove or fix the file, or pass "
+                                   "--on_bad_image skip to skip and count bad images")
+                batch = decoded.batch
+                stats.skipped[split_name] += len(batch.errors)
+                stats.first_error = stats.first_error or next(iter(batch.errors), None)
+                bar.update(decoded.size * world)
+                keep = batch.kept
                 if not keep:
                     continue
-                probs, feats = label_batch(decoded.pixel_values, teachers, student, student_preprocessing, capture,
+                probs, feats = label_batch(batch.pixel_values, teachers, student, student_preprocessing, capture,
                                            device, dtype)
-                pick = lambda col: [batch[col][i] for i in keep]  # noqa: E731
-                rows.add("index", torch.tensor([indices[i] for i in keep], dtype=torch.long))
+                rows.add("index", torch.tensor(decoded.indices, dtype=torch.long))
                 rows.add("probs", probs)
                 rows.add("features", feats)
-                labels = pick(label_col) if label_col and label_col in batch else [-1] * len(keep)
+                labels = decoded.columns.get(label_col) if label_col else None
+                labels = labels if labels is not None else [-1] * len(keep)
                 rows.add("labels", torch.tensor([-1 if y is None else int(y) for y in labels], dtype=torch.long))
                 rows.add("split", torch.full((len(keep),), split_id, dtype=torch.int8))
-                if domain_col and domain_col in batch:
-                    rows.add("domains", torch.tensor(pick(domain_col), dtype=torch.long))
+                if domain_col and domain_col in decoded.columns:
+                    rows.add("domains", torch.tensor(decoded.columns[domain_col], dtype=torch.long))
                 stats.labeled[split_name] += len(keep)
             bar.close()
             offset += size if size is not None else _STREAM_TEST_OFFSET  # a stream's length is known at its end

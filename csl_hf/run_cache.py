@@ -89,7 +89,8 @@ def label_or_reuse(images, teachers: TeacherMixture, student: PreTrainedModel, a
         images.datasets, teachers, student, images.preprocessing, image_col=images.image_column,
         label_col=images.label_column, domain_col=images.domain_column, batch_size=args.labeling_batch_size,
         accelerator=state, on_bad_image=args.on_bad_image, student_name=student.config.name_or_path or None,
-        compact_topk=args.compact_cache_topk, show_progress=not args.disable_tqdm, source=source)
+        compact_topk=args.compact_cache_topk, show_progress=not args.disable_tqdm, source=source,
+        num_workers=args.dataloader_num_workers)
     if args.should_save:
         # Saved only once the pass succeeded: a failed pass leaves the output directory as it was.
         if source["teachers"] == TEACHERS_DIR_NAME:

@@ -115,3 +115,15 @@ def test_build_cache_on_streams_equals_map_style():
     # Teacher accuracies read from the cache are evaluate_teachers' on the test images.
     from_cache = [float("nan") if r["accuracy"] is None else r["accuracy"] for r in cache_teacher_accuracies(got)]
     assert np.allclose(from_cache, evaluate_teachers(teachers, test.remove_columns("id")), equal_nan=True)
+
+
+def test_labeling_with_dataloader_workers_writes_the_same_cache():
+    """--dataloader_num_workers decodes in worker processes; the cache is the same, in dataset order."""
+    teachers, student = models()
+    pre = Preprocessing(size=(16, 16))
+    splits = {"train": image_dataset(21, seed=1), "test": image_dataset(10, seed=2)}
+    ref, _ = build_cache(splits, teachers, student, pre, batch_size=4, show_progress=False)
+    got, stats = build_cache(splits, teachers, student, pre, batch_size=4, show_progress=False, num_workers=2)
+    assert stats.labeled == {"train": 21, "test": 10}
+    assert torch.equal(got.features, ref.features) and torch.equal(got.teacher_probs, ref.teacher_probs)
+    assert torch.equal(got.source_index, ref.source_index) and torch.equal(got.labels, ref.labels)
