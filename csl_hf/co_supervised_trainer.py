@@ -305,7 +305,7 @@ class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
             weak, ceiling, rounds = progress["weak_accuracy"], progress["ceiling_accuracy"], progress["rounds"]
             if rounds:
                 self._mode.load_round(os.path.join(directory, f"round-{rounds[-1]['level']}"), self.head_name)
-                previous_logits = self._mode.logits("train")
+                previous_logits = self._mode.student_logits()
             logger.info(f"resuming after {'level ' + str(rounds[-1]['level']) if rounds else 'the ceiling'} "
                         f"from {directory}")
         else:
@@ -322,7 +322,7 @@ class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
             self._run_phase(_Phase(f"level {level} ({members} teacher{'s' if members > 1 else ''})", level),
                             targets.keep, targets.fit_targets(), targets.epochs,
                             reinit=level == 0 or args.reinit_head_each_round)
-            previous_logits = self._mode.logits("train")
+            previous_logits = self._mode.student_logits()
             test_predictions = self._mode.logits("test").argmax(dim=-1)
             accuracy = float((test_predictions == y_test).float().mean())  # every test label is known (validated)
             record = R.round_record(cache, targets, train_rows, y_train, accuracy,

@@ -117,17 +117,32 @@ def topk_of(denoise: str) -> int | None:
     return None if denoise == "all" else int(denoise[3:])
 
 
-def topk_keep_rate(student_logits: torch.Tensor, target_class: torch.Tensor, k: int) -> float:
-    """Fraction of samples whose target class is among the previous student's top-k classes.
+def topk_hits(student_logits: torch.Tensor, target_class: torch.Tensor, k: int) -> torch.Tensor:
+    """``[N]`` bool: the target class is among the previous student's top-k classes (``student_logits [N, C]``).
 
     This is the *local-global* agreement: the specialist's (local) label is plausible under the previous
     student's (global) coarse view.
     """
     k = min(k, student_logits.shape[-1])
     topk = student_logits.topk(k, dim=-1).indices  # [N, k]
-    hits = int((topk == target_class.unsqueeze(-1)).any(dim=-1).sum())
+    return (topk == target_class.unsqueeze(-1)).any(dim=-1)
+
+
+def topk_keep_rate(student_logits: torch.Tensor, target_class: torch.Tensor, k: int) -> float:
+    """Fraction of samples whose target class is among the previous student's top-k classes (`topk_hits`)."""
+    hits = int(topk_hits(student_logits, target_class, k).sum())
     # An exact ratio of integers (not a float32 mean), so that keep_rate * N recovers the count exactly.
     return hits / target_class.shape[0]
+
+
+def keep_smallest(losses: torch.Tensor, keep_rate: float) -> torch.Tensor:
+    """``[N]`` bool keep mask of the ``ceil(keep_rate * N)`` smallest ``losses [N]`` (ties by index)."""
+    n = losses.shape[0]
+    num_keep = min(n, math.ceil(keep_rate * n - 1e-6))
+    order = torch.sort(losses, stable=True).indices
+    keep = torch.zeros(n, dtype=torch.bool)
+    keep[order[:num_keep]] = True
+    return keep
 
 
 def small_loss_selection(student_logits: torch.Tensor, target_class: torch.Tensor, keep_rate: float) -> torch.Tensor:
@@ -139,13 +154,7 @@ def small_loss_selection(student_logits: torch.Tensor, target_class: torch.Tenso
     Returns:
         ``[N]`` boolean keep mask.
     """
-    n = student_logits.shape[0]
-    num_keep = min(n, math.ceil(keep_rate * n - 1e-6))
-    losses = F.cross_entropy(student_logits.float(), target_class, reduction="none")
-    order = torch.sort(losses, stable=True).indices
-    keep = torch.zeros(n, dtype=torch.bool)
-    keep[order[:num_keep]] = True
-    return keep
+    return keep_smallest(F.cross_entropy(student_logits.float(), target_class, reduction="none"), keep_rate)
 
 
 def consistency_filter(

@@ -11,17 +11,50 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from . import consistency as C
 from .cache import CSLCache
 from .errors import CSLError
 
-__all__ = ["RoundTargets", "assignment_method", "assign", "oracle_assignment", "assigned_targets", "plan_round",
-           "round_record"]
+__all__ = ["RoundTargets", "StudentLogits", "assignment_method", "assign", "oracle_assignment", "assigned_targets",
+           "plan_round", "round_record"]
 
 # Teacher outputs are read per teacher or per chunk of rows: a level's [T, n, C] never sits in memory at once
 # (8 teachers x 1.28M images x 1000 classes would be 41 GB of float32).
 CHUNK_ROWS = 65536
+
+
+class StudentLogits:
+    """The previous round's student on the training rows, read chunk by chunk: routing and the consistency filter
+    need its logits for every sample, but at ImageNet scale ``[N, C]`` is 5 GB of float32 (and as much again for
+    its log-softmax), so it is never built whole.
+
+    Args:
+        num_rows: ``N``.
+        compute: ``compute(start, end) -> [end - start, C]`` logits of rows ``start:end`` (float32).
+    """
+
+    def __init__(self, num_rows: int, compute):
+        self.num_rows, self._compute = int(num_rows), compute
+
+    @classmethod
+    def from_tensor(cls, logits: torch.Tensor) -> "StudentLogits":
+        """Logits that are already there, ``[N, C]``."""
+        return cls(logits.shape[0], lambda start, end: logits[start:end].float())
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        start, end, _ = rows.indices(self.num_rows)
+        return self._compute(start, end)
+
+    def chunks(self, size: int = CHUNK_ROWS):
+        """``(start, end, logits [end - start, C])`` over all rows."""
+        for start in range(0, self.num_rows, size):
+            end = min(start + size, self.num_rows)
+            yield start, end, self._compute(start, end)
 
 
 @dataclass
@@ -84,29 +117,32 @@ def oracle_assignment(cache: CSLCache, level: int, rows: torch.Tensor) -> torch.
     return C.assign_by_oracle_class(labels, C.class_masks(specs, cache.num_labels))
 
 
-def assign(cache: CSLCache, level: int, method: str, previous_logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+def assign(cache: CSLCache, level: int, method: str, previous: StudentLogits | torch.Tensor,
+           rows: torch.Tensor) -> torch.Tensor:
     """Each training sample's teacher, ``[n]`` long indices into ``cache.levels[level]``.
 
     Args:
         method: ``student``, ``agreement`` or ``oracle`` (see `assignment_method`).
-        previous_logits: ``[n, C]`` the previous round's student on the training rows.
+        previous: the previous round's student on the training rows (`StudentLogits` or a ``[n, C]`` tensor).
         rows: ``[n]`` the training rows of the cache.
     """
+    if method == "oracle":
+        oracle = oracle_assignment(cache, level, rows)
+        if oracle is None:
+            what = "domains" if cache.level_kind(level) == "domain" else "labels"
+            raise CSLError(f"level {level}: oracle assignment needs ground truth ({what}) for every training sample; "
+                           "use --assignment auto")
+        return oracle
+    previous = previous if isinstance(previous, StudentLogits) else StudentLogits.from_tensor(previous)
     members = cache.levels[level]
-    if method == "student":
-        specs = [cache.specialties[t] for t in members]
-        return C.assign_by_student(previous_logits, C.class_masks(specs, cache.num_labels))
-    if method == "agreement":
-        return torch.cat([
-            C.assign_by_agreement(previous_logits[i : i + CHUNK_ROWS], cache.probs(members, rows[i : i + CHUNK_ROWS]))
-            for i in range(0, len(rows), CHUNK_ROWS)
-        ])
-    oracle = oracle_assignment(cache, level, rows)
-    if oracle is None:
-        what = "domains" if cache.level_kind(level) == "domain" else "labels"
-        raise CSLError(f"level {level}: oracle assignment needs ground truth ({what}) for every training sample; use "
-                       "--assignment auto")
-    return oracle
+    masks = C.class_masks([cache.specialties[t] for t in members], cache.num_labels)
+    out = torch.empty(len(rows), dtype=torch.long)
+    for start, end, logits in previous.chunks():
+        if method == "student":
+            out[start:end] = C.assign_by_student(logits, masks)
+        else:
+            out[start:end] = C.assign_by_agreement(logits, cache.probs(members, rows[start:end]))
+    return out
 
 
 def assigned_targets(cache: CSLCache, members: list[int], assignment: torch.Tensor, rows: torch.Tensor,
@@ -126,31 +162,42 @@ def assigned_targets(cache: CSLCache, members: list[int], assignment: torch.Tens
     return target_class, soft_targets
 
 
-def plan_round(cache: CSLCache, level: int, previous_logits: torch.Tensor | None, rows: torch.Tensor, *,
+def plan_round(cache: CSLCache, level: int, previous: StudentLogits | torch.Tensor | None, rows: torch.Tensor, *,
                assignment: str = "auto", denoise: str = "top3", soft_labels: bool = False, num_epochs: float = 20,
                scale_epochs_by_keep_rate: bool = True) -> RoundTargets:
     """Targets and filter of one round (steps 1-3 of the method in docs/algorithm.md).
 
     Level 0 takes the generalist's labels for every sample. A later level routes each sample to one of its teachers
     (``assignment``), takes that teacher's label, and keeps the samples that pass the consistency filter
-    (``denoise``) under the previous student ``previous_logits [n, C]``.
+    (``denoise``) under the previous student ``previous`` (`StudentLogits`, or a ``[n, C]`` tensor). Memory is
+    ``O(n)`` besides one chunk of logits, and ``O(n C)`` only for soft labels (their targets).
 
     Raises:
         `CSLError`: the filter keeps no sample (the message names the level and a looser ``denoise``).
     """
     members = cache.levels[level]
+    n = len(rows)
     if level == 0:
-        method, chosen = "none", torch.zeros(len(rows), dtype=torch.long)
+        method, chosen = "none", torch.zeros(n, dtype=torch.long)
     else:
-        if previous_logits is None:
+        if previous is None:
             raise CSLError(f"level {level} needs the previous round's student logits")
+        previous = previous if isinstance(previous, StudentLogits) else StudentLogits.from_tensor(previous)
         method = assignment_method(cache, level, assignment)
-        chosen = assign(cache, level, method, previous_logits, rows)
+        chosen = assign(cache, level, method, previous, rows)
     target_class, soft_targets = assigned_targets(cache, members, chosen, rows, soft_labels)
-    if level == 0:
-        keep, keep_rate = torch.ones(len(rows), dtype=torch.bool), 1.0
+    k = C.topk_of(denoise)
+    if level == 0 or k is None:
+        keep, keep_rate = torch.ones(n, dtype=torch.bool), 1.0
     else:
-        keep, keep_rate = C.consistency_filter(previous_logits, target_class, denoise)
+        hits = torch.empty(n, dtype=torch.bool)
+        losses = torch.empty(n)
+        for start, end, logits in previous.chunks():
+            target = target_class[start:end]
+            hits[start:end] = C.topk_hits(logits, target, k)
+            losses[start:end] = F.cross_entropy(logits, target, reduction="none")
+        keep_rate = int(hits.sum()) / n  # an exact ratio, so that keep_rate * n recovers the count
+        keep = C.keep_smallest(losses, keep_rate)
     if int(keep.sum()) == 0 or keep_rate <= 0:
         raise CSLError(
             f"level {level}: the consistency filter kept no sample (keep rate 0: no target is in the previous "

@@ -8,6 +8,7 @@ images in the datasets (full).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
 
@@ -19,6 +20,7 @@ from torch import nn
 from .cache import TEST_SPLIT, TRAIN_SPLIT, CSLCache
 from .data.targets import ImageTargets, PreprocessedImages, StreamImageTargets, image_positions
 from .preprocessing import Preprocessing
+from .rounds import StudentLogits
 from .student import ClassifierProbe, reset_module
 
 __all__ = ["TensorBatches", "ProbeMode", "FullMode"]
@@ -100,6 +102,18 @@ class ProbeMode:
                          for i in range(0, x.shape[0], self.eval_batch_size)])
         self.head.train(was_training)
         return out
+
+    def student_logits(self) -> "StudentLogits":
+        """The current head on the training features, computed chunk by chunk when asked (never ``[N, C]`` whole);
+        the head's weights are copied, so later training does not change what it returns."""
+        head = copy.deepcopy(self.head).eval()
+        x = self.inputs["train"]
+
+        @torch.no_grad()
+        def compute(start: int, end: int) -> torch.Tensor:
+            return head(x[start:end]).float().cpu()
+
+        return StudentLogits(x.shape[0], compute)
 
     def load_round(self, directory: str, head_name: str | None) -> None:
         """Put a round checkpoint's trained head back (``model.safetensors`` of a whole student, or the
@@ -205,6 +219,10 @@ class FullMode:
                for batch in self._split_images(split).batches(self.eval_batch_size)]
         model.train(was_training)
         return torch.cat(out)
+
+    def student_logits(self) -> "StudentLogits":
+        """The student on the training images (computed now: a pass over the images)."""
+        return StudentLogits.from_tensor(self.logits("train"))
 
     def load_round(self, directory: str, head_name: str | None) -> None:
         """Put a round checkpoint's student back, to predict with it (LoRA: into a merged copy, so that the next
