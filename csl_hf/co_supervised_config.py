@@ -11,6 +11,7 @@ from .errors import CSLError
 from .training_arguments_audit import check_training_arguments
 
 STUDENT_MODES = ("probe", "full")
+BASELINES = ("oracle", "ensemble")
 #: ``setting: (probe default, full-mode default)``: a full-mode run whose setting is still the probe default gets the
 #: full-mode one. The probe trains a fresh linear head for many cheap epochs; fine-tuning a whole pretrained network
 #: overfits the weak labels within a few epochs and needs a warmup so the fresh head does not wreck the backbone.
@@ -75,8 +76,9 @@ class CoSupervisedConfig(TrainingArguments):
                   "specialist whose classes hold the previous round's student prediction (the paper's choice for "
                   "class specialists); agreement: the teacher whose probabilities are closest to the previous "
                   "student's (smallest KL; for domain specialists); oracle: by the true class or domain (a "
-                  "diagnostic upper reference that uses ground truth, not a method); auto: student for class "
-                  "levels, agreement for domain levels.", "choices": list(ASSIGNMENTS)},
+                  "diagnostic upper reference that uses ground truth, not a method); ensemble: no routing, every "
+                  "teacher of the level averaged (a baseline); auto: student for class levels, agreement for "
+                  "domain levels.", "choices": list(ASSIGNMENTS)},
     )
     denoise: str = field(
         default="top3",
@@ -122,6 +124,14 @@ class CoSupervisedConfig(TrainingArguments):
                   "for many classes (e.g. 5 of 1000 for ImageNet) the cache shrinks ~100x."},
     )
 
+    baselines: str | None = field(
+        default=None,
+        metadata={"help": "Comparison chains trained in the same run, beside CSL, for every specialist level: "
+                  "oracle (routing by the true class or domain: what perfect routing would give), ensemble (no "
+                  "routing: the level's teachers averaged). Comma-separated, or none. Default: oracle,ensemble in "
+                  "probe mode when the training split has ground truth (a few seconds each), none in full mode. "
+                  "Reported under 'baselines' in csl_report.json, the table, the plot and the model card."},
+    )
     backbone_learning_rate: float | None = field(
         default=None,
         metadata={"help": "--student_mode full: learning rate of everything but the classifier (default: "
@@ -198,6 +208,7 @@ class CoSupervisedConfig(TrainingArguments):
             raise CSLError(f"--on_bad_image {self.on_bad_image!r} does not exist; use skip or fail")
         if self.compact_cache_topk is not None and self.compact_cache_topk < 1:
             raise CSLError(f"--compact_cache_topk must be a positive number of classes, got {self.compact_cache_topk}")
+        self.baselines = self._parse_baselines()
         if self.student_mode == "full":
             self._apply_full_mode_defaults()
             if not self.reinit_head_each_round:
@@ -210,6 +221,24 @@ class CoSupervisedConfig(TrainingArguments):
             raise CSLError(f"--backbone_learning_rate must be positive, got {self.backbone_learning_rate}")
         check_training_arguments(self)  # before TrainingArguments' own checks: one line, before any work
         super().__post_init__()
+
+    def _parse_baselines(self) -> str:
+        """``None`` (the default): ``oracle,ensemble`` in probe mode, ``none`` in full mode. Returns the comma string."""
+        value = self.baselines
+        if value is None:
+            return "oracle,ensemble" if self.student_mode == "probe" else "none"
+        names = [v.strip() for v in str(value).split(",") if v.strip() and v.strip() != "none"]
+        bad = [v for v in names if v not in BASELINES]
+        if bad:
+            raise CSLError(f"--baselines {bad[0]!r} does not exist; use a comma-separated subset of "
+                           f"{', '.join(BASELINES)}, or none")
+        if names and self.student_mode == "full":
+            raise CSLError("--baselines applies to --student_mode probe (in full mode each baseline would fine-tune the "
+                           "whole student again for every level); run the full mode again with --assignment oracle")
+        return ",".join(names) or "none"
+
+    def baseline_list(self) -> list[str]:
+        return [b for b in self.baselines.split(",") if b and b != "none"]
 
     def _apply_full_mode_defaults(self) -> None:
         """Full fine-tuning's own recipe where the probe's is wrong (docs/scale.md gives the measurements): a

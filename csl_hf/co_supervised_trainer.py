@@ -30,6 +30,7 @@ from . import _compat
 from . import consistency as C
 from . import rounds as R
 from .atomic import atomic_write_json
+from .baselines import BaselineChains
 from .cache import TEST_SPLIT, TRAIN_SPLIT, CSLCache
 from .callbacks import PhaseLogCallback, PhaseProgressCallback
 from .co_supervised_config import CoSupervisedConfig
@@ -299,10 +300,13 @@ class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
 
         rounds: list[dict[str, Any]] = []
         previous_logits = None
+        chains = BaselineChains(self, args.baseline_list()) if args.baseline_list() else None
         if resume_from_checkpoint:
             directory = resume_directory(args, resume_from_checkpoint)
             progress = load_progress(args, cache, directory)
             weak, ceiling, rounds = progress["weak_accuracy"], progress["ceiling_accuracy"], progress["rounds"]
+            if chains is not None:
+                chains.restore(directory, progress.get("baselines") or {})
             if rounds:
                 self._mode.load_round(os.path.join(directory, f"round-{rounds[-1]['level']}"), self.head_name)
                 previous_logits = self._mode.student_logits()
@@ -318,24 +322,31 @@ class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
                                    denoise=args.denoise, soft_labels=args.soft_labels,
                                    num_epochs=args.num_train_epochs,
                                    scale_epochs_by_keep_rate=args.scale_epochs_by_keep_rate)
-            members = len(cache.levels[level])
-            self._run_phase(_Phase(f"level {level} ({members} teacher{'s' if members > 1 else ''})", level),
-                            targets.keep, targets.fit_targets(), targets.epochs,
+            self._run_phase(self._phase_for(level), targets.keep, targets.fit_targets(), targets.epochs,
                             reinit=level == 0 or args.reinit_head_each_round)
             previous_logits = self._mode.student_logits()
             test_predictions = self._mode.logits("test").argmax(dim=-1)
             accuracy = float((test_predictions == y_test).float().mean())  # every test label is known (validated)
             record = R.round_record(cache, targets, train_rows, y_train, accuracy,
-                                    pgr_of(test_predictions, y_test, weak, ceiling))
+                                    pgr_of(test_predictions, y_test, weak, ceiling), test_predictions)
             rounds.append(record)
             self._log_round(record)
             logger.info(format_round_line(record))
             if args.save_round_checkpoints:
                 self.save_round(level, record)
-            save_progress(args, cache, weak, ceiling, rounds)
+            if chains is not None:
+                chains.start(record) if level == 0 else chains.run_level(level, weak, ceiling)
+                if args.should_save:
+                    chains.save(args.output_dir)
+            save_progress(args, cache, weak, ceiling, rounds, chains.records if chains is not None else None)
 
         self.report = {"weak_accuracy": weak, "ceiling_accuracy": ceiling, "seed": args.seed,
                        "config": report_config(args, cache), "rounds": rounds}
+        if chains is not None:
+            self.report["baselines"] = {name: recs for name, recs in chains.records.items() if len(recs) > 1}
+            for name, recs in self.report["baselines"].items():
+                logger.info(f"{name} baseline, PGR by level: " + ", ".join(
+                    "-" if r["pgr"] is None else f"{r['pgr']:.1f}" for r in recs))
         skipped = dict((cache.source or {}).get("skipped_images") or {})
         teacher_data = getattr(self.teachers.config, "training_data", None) if self.teachers is not None else None
         if teacher_data and "skipped_images" in teacher_data:
@@ -347,6 +358,13 @@ class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
         # The trainer's state after train() describes the whole run, as after a plain Trainer.train().
         self.state.global_step, self.state.log_history = self._steps_before_phase, self._run_log
         return self._train_output(start)
+
+    def _phase_for(self, level: int, suffix: str = "") -> _Phase:
+        """The phase of a level's training, labelled for progress bars: ``level 2 (4 teachers)``,
+        ``level 2 (4 teachers, oracle baseline)``."""
+        members = len(self.cache.levels[level])
+        extra = f", {suffix}" if suffix else ""
+        return _Phase(f"level {level} ({members} teacher{'s' if members > 1 else ''}{extra})", level)
 
     def _ceiling(self, y_train: torch.Tensor, y_test: torch.Tensor, weak: float) -> float | None:
         """The student trained on the training split's ground truth (``None`` when off or labels are unknown)."""

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .errors import CSLError
 
-ASSIGNMENTS = ("auto", "student", "agreement", "oracle")
+ASSIGNMENTS = ("auto", "student", "agreement", "oracle", "ensemble")
 DENOISE_MODES = ("top1", "top2", "top3", "all")
 
 
@@ -210,3 +210,91 @@ def accuracy(logits_or_probs: torch.Tensor, labels: torch.Tensor) -> float:
     if not bool(known.any()):
         return float("nan")
     return float((logits_or_probs[known].argmax(dim=-1) == labels[known]).float().mean())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Gates and the ensemble baseline (docs/routing_research.md records what each routing rule measured). A *gate* ``[N, T]`` is a
+# distribution over the level's teachers per sample; a gated target is the mixture ``sum_t g_t p_t`` (a mixture of
+# experts, Jacobs et al. 1991), whose argmax is the hard label. Hard routing is the special case of a one-hot gate.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def specialty_mass(student_logits: torch.Tensor, teacher_classes: torch.Tensor) -> torch.Tensor:
+    """The previous student's probability mass on each teacher's class set.
+
+    Args:
+        student_logits: ``[N, C]`` logits of the previous round's student.
+        teacher_classes: ``[T, C]`` boolean class sets of the level (a partition: the masses sum to one).
+    Returns:
+        ``[N, T]`` float32, ``g[n, t] = sum_{c in S_t} softmax(student_logits[n])_c``.
+    """
+    p = student_logits.float().softmax(dim=-1)
+    return p @ teacher_classes.float().T
+
+
+def gated_targets(gate: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
+    """The mixture ``sum_t gate[n, t] * teacher_probs[t, n]``, renormalised to sum to one per row.
+
+    Args:
+        gate: ``[N, T]`` non-negative weights per sample and teacher (need not sum to one; a zero row gives the
+            plain mean of the teachers).
+        teacher_probs: ``[T, N, C]`` the level's teacher probabilities (a class specialist is zero outside its set).
+    Returns:
+        ``[N, C]`` float32 probabilities; the hard label is its argmax.
+    """
+    gate = gate.float().clamp_min(0)
+    total = gate.sum(dim=-1, keepdim=True)
+    uniform = torch.full_like(gate, 1.0 / gate.shape[-1])
+    gate = torch.where(total > 0, gate / total.clamp_min(torch.finfo(gate.dtype).tiny), uniform)
+    mix = torch.einsum("nt,tnc->nc", gate, teacher_probs.float())
+    return mix / mix.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(mix.dtype).tiny)
+
+
+def soft_gate_targets(student_logits: torch.Tensor, teacher_probs: torch.Tensor,
+                      teacher_classes: torch.Tensor) -> torch.Tensor:
+    """Soft gating: each specialist weighted by the previous student's mass on its specialty.
+
+    ``target[n] = sum_t g[n, t] p_t[n]`` with ``g = specialty_mass(student_logits, teacher_classes)``. For class
+    specialists (zero outside their classes) a class ``c`` owned by teacher ``t`` gets ``g[n, t] * p_t[n, c]``: the
+    label is the class that is both in a plausible specialty and likely under its specialist, so a confident
+    specialist can win over a vague one even when the student's argmax lies in the other specialty.
+
+    Args / shapes: ``student_logits [N, C]``, ``teacher_probs [T, N, C]``, ``teacher_classes [T, C]`` bool.
+    Returns:
+        ``[N, C]`` float32 probabilities.
+    """
+    return gated_targets(specialty_mass(student_logits, teacher_classes), teacher_probs)
+
+
+def ensemble_targets(teacher_probs: torch.Tensor) -> torch.Tensor:
+    """No routing: the level's teachers averaged with equal weights and renormalised, ``[T, N, C] -> [N, C]``.
+
+    For class specialists over a partition this is each class's probability from its own specialist, renormalised
+    over the classes: ``q[n, c] = p_{owner(c)}[n, c] / sum_c' p_{owner(c')}[n, c']``. A baseline for routing.
+    """
+    gate = torch.ones(teacher_probs.shape[1], teacher_probs.shape[0])
+    return gated_targets(gate, teacher_probs)
+
+
+def specialist_gate(student_logits: torch.Tensor, teacher_classes: torch.Tensor, in_specialty: torch.Tensor,
+                    student_weight: float = 1.0) -> torch.Tensor:
+    """A gate that joins the student's specialty mass with specialists that know their specialty.
+
+    ``g[n, t] ∝ specialty_mass[n, t] ** student_weight * in_specialty[t, n]``: a product of experts over "which
+    specialist owns this sample" (Hinton 2002), where ``in_specialty[t, n]`` is specialist ``t``'s own probability
+    that sample ``n`` is in its class set (e.g. ``1 - p_t(other)`` of a specialist trained with an extra
+    out-of-specialty output). ``student_weight=0`` gates by the specialists alone.
+
+    Args / shapes: ``student_logits [N, C]``, ``teacher_classes [T, C]`` bool, ``in_specialty [T, N]`` in [0, 1].
+    Returns:
+        ``[N, T]`` float32, rows sum to one (uniform where every factor is zero).
+    """
+    mass = specialty_mass(student_logits, teacher_classes)
+    g = mass.clamp_min(1e-12).pow(student_weight) * in_specialty.float().T.clamp_min(0)
+    total = g.sum(dim=-1, keepdim=True)
+    return torch.where(total > 0, g / total.clamp_min(torch.finfo(g.dtype).tiny), torch.full_like(g, 1.0 / g.shape[-1]))
+
+
+def hard_route_targets(assignment: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
+    """The assigned teacher's row per sample: ``teacher_probs [T, N, C]``, ``assignment [N]`` -> ``[N, C]``."""
+    return teacher_probs[assignment, torch.arange(assignment.shape[0])].float()

@@ -187,6 +187,12 @@ def create_csl_model_card(
         "student trained on ground truth.", "",
         format_report_table(report, markdown=True) if rounds else "_The report holds no rounds._", "",
     ]
+    baselines = report.get("baselines") or {}
+    if baselines:
+        sections += ["Beside CSL, the same run trained baseline chains from the same level 0: *oracle* routes each "
+                     "image to the specialist of its true class or domain (what perfect routing would give; it uses "
+                     "ground truth, so it is a reference, not a method), *ensemble* averages the level's teachers with "
+                     "no routing. PGR per level:", "", baseline_table(report), ""]
     warning = pgr_reliability(report)
     if warning:
         sections += [f"**Note:** {warning}", ""]
@@ -203,6 +209,19 @@ def create_csl_model_card(
     ]
     body = "\n".join(sections)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def baseline_table(report: dict) -> str:
+    """Markdown: PGR per level of the single teacher (level 0), CSL and each baseline chain of the report."""
+    chains = {"CSL": report.get("rounds") or [], **(report.get("baselines") or {})}
+    names = list(chains)
+    lines = ["| level | teachers | single teacher | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
+    single = chains["CSL"][0].get("pgr") if chains["CSL"] else None
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    for i, r in enumerate(chains["CSL"]):
+        cells = [fmt(chains[n][i].get("pgr")) if i < len(chains[n]) else "-" for n in names]
+        lines.append(f"| {r['level']} | {r['num_teachers']} | {fmt(single)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _usage(hub_model_id: str | None, rounds: list[dict], trust_remote_code: bool) -> list[str]:

@@ -266,7 +266,9 @@ def run_summary(args: CoSupervisedConfig, reports: dict[str, dict], plot: str | 
 
     out = args.output_dir
     lines = ["", format_report_table(next(iter(reports.values()))), ""]
-    for name, report in reports.items():
+    main = next(iter(reports.values()))
+    series = {**reports, **{f"{n} baseline": {"rounds": c} for n, c in (main.get("baselines") or {}).items()}}
+    for name, report in series.items():
         lines.append(f"PGR ({name}) by number of teachers: " + ", ".join(
             f"{r['num_teachers']}: {'-' if r['pgr'] is None else format(r['pgr'], '.1f')}" for r in report["rounds"]))
     rounds = sorted(n for n in os.listdir(out) if n.startswith("round-") and os.path.isdir(os.path.join(out, n)))

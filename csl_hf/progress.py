@@ -20,7 +20,7 @@ PROGRESS_NAME = "csl_progress.json"
 _RUN_KEYS = ("seed", "assignment", "denoise", "soft_labels", "reinit_head_each_round", "scale_epochs_by_keep_rate",
              "student_mode", "learning_rate", "weight_decay", "per_device_train_batch_size", "lr_scheduler_type",
              "warmup_steps", "max_grad_norm", "optim", "max_steps", "run_ceiling", "gradient_accumulation_steps",
-             "num_train_epochs")
+             "num_train_epochs", "baselines")
 
 
 def run_key(args, cache: CSLCache) -> dict[str, Any]:
@@ -31,12 +31,13 @@ def run_key(args, cache: CSLCache) -> dict[str, Any]:
     return key
 
 
-def save_progress(args, cache: CSLCache, weak: float, ceiling: float | None, rounds: list[dict[str, Any]]) -> None:
+def save_progress(args, cache: CSLCache, weak: float, ceiling: float | None, rounds: list[dict[str, Any]],
+                  baselines: dict[str, list[dict[str, Any]]] | None = None) -> None:
     """Record the run so far (main process only), atomically."""
     if args.should_save:
         atomic_write_json(os.path.join(args.output_dir, PROGRESS_NAME),
                           {"weak_accuracy": weak, "ceiling_accuracy": ceiling, "rounds": rounds,
-                           "run": run_key(args, cache)})
+                           "baselines": baselines or {}, "run": run_key(args, cache)})
 
 
 def resume_directory(args, resume_from_checkpoint: str | bool) -> str:

@@ -110,7 +110,8 @@ def plot_pgr(reports: dict[str, dict[str, Any]], path: str, title: str = "") -> 
 
     Args:
         reports: ``{series name: report}`` (e.g. ``{"hard labels": ..., "soft labels": ...}``); the first report's
-            weak and ceiling accuracies are the reference lines, its level 0 the single-teacher reference.
+            weak and ceiling accuracies are the reference lines, its level 0 the single-teacher reference, and its
+            baseline chains (oracle, ensemble) dashed series.
         title: names the data, e.g. ``"CSL on animal_mnist"``.
     """
     import matplotlib
@@ -123,14 +124,19 @@ def plot_pgr(reports: dict[str, dict[str, Any]], path: str, title: str = "") -> 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.8), dpi=120)
     spare = iter(c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] if c not in SERIES_COLORS.values())
     xs_all = sorted({r["num_teachers"] for rep in reports.values() for r in rep["rounds"]})
-    for name, rep in reports.items():
+    dashed = {"oracle", "ensemble"}
+    series = dict(reports)
+    for name, chain in (first.get("baselines") or {}).items():  # references measured in the same run
+        series.setdefault(name, {"rounds": chain})
+    for name, rep in series.items():
         color = SERIES_COLORS.get(name) or next(spare, None)
         rounds = rep["rounds"]
         pts = [(r["num_teachers"], r["pgr"]) for r in rounds if r.get("pgr") is not None]
+        style = dict(marker="o", color=color, linestyle="--" if name in dashed else "-")
         if pts:
-            left.plot(*zip(*pts), marker="o", color=color, label=name)
-        right.plot([r["num_teachers"] for r in rounds], [100 * r["student_accuracy"] for r in rounds], marker="o",
-                   color=color, label=f"student, {name}")
+            left.plot(*zip(*pts), label=name if name not in dashed else f"{name} (baseline)", **style)
+        right.plot([r["num_teachers"] for r in rounds], [100 * r["student_accuracy"] for r in rounds],
+                   label=f"student, {name}", **style)
     single = first["rounds"][0].get("pgr") if first["rounds"] else None
     if single is not None:
         left.axhline(single, color=SERIES_COLORS["single teacher"], linestyle=":", label="single teacher (level 0)")

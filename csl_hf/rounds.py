@@ -18,7 +18,7 @@ from .cache import CSLCache
 from .errors import CSLError
 
 __all__ = ["RoundTargets", "StudentLogits", "assignment_method", "assign", "oracle_assignment", "assigned_targets",
-           "plan_round", "round_record"]
+           "ensemble_targets", "plan_round", "round_record"]
 
 # Teacher outputs are read per teacher or per chunk of rows: a level's [T, n, C] never sits in memory at once
 # (8 teachers x 1.28M images x 1000 classes would be 41 GB of float32).
@@ -95,6 +95,8 @@ def assignment_method(cache: CSLCache, level: int, requested: str) -> str:
         `CSLError`: ``student`` on a domain level (it routes by class, and domain specialists cover every class).
     """
     kind = cache.level_kind(level)
+    if requested == "ensemble":
+        return requested
     if requested == "auto":
         return "agreement" if kind == "domain" else "student"
     if requested == "student" and kind == "domain":
@@ -162,6 +164,27 @@ def assigned_targets(cache: CSLCache, members: list[int], assignment: torch.Tens
     return target_class, soft_targets
 
 
+def ensemble_targets(cache: CSLCache, members: list[int], rows: torch.Tensor,
+                     soft: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The ``ensemble`` baseline: no routing, every teacher of the level averaged (`consistency.ensemble_targets`).
+
+    Returns ``(teacher [n], target_class [n], soft_targets [n, C] or None)``; ``teacher`` is the one that gives the
+    target class the most probability (for the assignment-accuracy diagnostic)."""
+    n = len(rows)
+    chosen, target_class = torch.empty(n, dtype=torch.long), torch.empty(n, dtype=torch.long)
+    soft_targets = torch.empty(n, cache.num_labels) if soft else None
+    for start in range(0, n, CHUNK_ROWS):
+        probs = cache.probs(members, rows[start : start + CHUNK_ROWS])  # [T, c, C]
+        mixture = C.ensemble_targets(probs)
+        target = mixture.argmax(-1)
+        target_class[start : start + CHUNK_ROWS] = target
+        chosen[start : start + CHUNK_ROWS] = probs.gather(-1, target[None, :, None].expand(len(members), -1, 1))[
+            ..., 0].argmax(0)
+        if soft_targets is not None:
+            soft_targets[start : start + CHUNK_ROWS] = mixture
+    return chosen, target_class, soft_targets
+
+
 def plan_round(cache: CSLCache, level: int, previous: StudentLogits | torch.Tensor | None, rows: torch.Tensor, *,
                assignment: str = "auto", denoise: str = "top3", soft_labels: bool = False, num_epochs: float = 20,
                scale_epochs_by_keep_rate: bool = True) -> RoundTargets:
@@ -184,8 +207,12 @@ def plan_round(cache: CSLCache, level: int, previous: StudentLogits | torch.Tens
             raise CSLError(f"level {level} needs the previous round's student logits")
         previous = previous if isinstance(previous, StudentLogits) else StudentLogits.from_tensor(previous)
         method = assignment_method(cache, level, assignment)
-        chosen = assign(cache, level, method, previous, rows)
-    target_class, soft_targets = assigned_targets(cache, members, chosen, rows, soft_labels)
+        if method != "ensemble":
+            chosen = assign(cache, level, method, previous, rows)
+    if method == "ensemble":
+        chosen, target_class, soft_targets = ensemble_targets(cache, members, rows, soft_labels)
+    else:
+        target_class, soft_targets = assigned_targets(cache, members, chosen, rows, soft_labels)
     k = C.topk_of(denoise)
     if level == 0 or k is None:
         keep, keep_rate = torch.ones(n, dtype=torch.bool), 1.0
@@ -209,7 +236,8 @@ def plan_round(cache: CSLCache, level: int, previous: StudentLogits | torch.Tens
 
 
 def round_record(cache: CSLCache, targets: RoundTargets, rows: torch.Tensor, labels: torch.Tensor,
-                 student_accuracy: float, pgr: float | None) -> dict[str, Any]:
+                 student_accuracy: float, pgr: float | None,
+                 test_predictions: torch.Tensor | None = None) -> dict[str, Any]:
     """The round's entry in ``csl_report.json``: label quality against ground truth on the training split (teacher
     accuracy, precision and recall of the kept labels), keep rate, the student's test accuracy and PGR, and, where the
     ground truth routing is known, the assignment accuracy."""
@@ -228,6 +256,29 @@ def round_record(cache: CSLCache, targets: RoundTargets, rows: torch.Tensor, lab
         "epochs": targets.epochs,
     }
     oracle = oracle_assignment(cache, targets.level, rows) if targets.level > 0 else None
-    if oracle is not None:
+    if oracle is not None and targets.method != "ensemble":
         record["assignment_accuracy"] = float((targets.assignment == oracle).float().mean())
+    if test_predictions is not None:
+        record.update(group_accuracies(cache, test_predictions))
     return record
+
+
+def group_accuracies(cache: CSLCache, test_predictions: torch.Tensor) -> dict[str, dict[str, float | None]]:
+    """The student's test accuracy per class (``per_class_accuracy``, by class name) and, with domains, per domain
+    (``per_domain_accuracy``): where a specialist helps and where routing hurts. ``None`` for a class without test
+    samples."""
+    from .cache import TEST_SPLIT
+
+    test = cache.rows(TEST_SPLIT)
+    labels = cache.labels[test]
+    correct = test_predictions == labels
+    out = {"per_class_accuracy": {}}
+    for c in range(cache.num_labels):
+        mine = labels == c
+        out["per_class_accuracy"][cache.id2label[c]] = float(correct[mine].float().mean()) if bool(mine.any()) else None
+    if cache.domains is not None and cache.domain_names:
+        domains = cache.domains[test]
+        out["per_domain_accuracy"] = {
+            name: float(correct[domains == d].float().mean()) if bool((domains == d).any()) else None
+            for d, name in enumerate(cache.domain_names)}
+    return out

@@ -35,7 +35,8 @@ def animal_small():
 
 @pytest.fixture(scope="module")
 def mixture(animal_small):
-    return train_teacher_hierarchy(animal_small, TeacherTrainingArguments(teachers_per_level="1,2,5", **FAST))
+    return train_teacher_hierarchy(animal_small, TeacherTrainingArguments(teachers_per_level="1,2,5",
+                                                                          specialties="blocks", **FAST))
 
 
 def test_hierarchy_structure(mixture):
@@ -48,6 +49,26 @@ def test_hierarchy_structure(mixture):
     assert cfg.num_labels == 10 and len(cfg.preprocessing) == cfg.num_teachers
     assert cfg.preprocessing[0]["size"] == [28, 28]
     assert cfg.teacher_configs[0]["model_type"] == "convnext"
+
+
+def test_auto_specialties_group_what_the_generalist_confuses(animal_small):
+    """--specialties auto: the generalist is trained first, its confusion on the teacher split groups the classes into
+    balanced, nested specialties; the generalist is the same model as with blocks (trained first either way)."""
+    args = TeacherTrainingArguments(teachers_per_level="1,2,4,5", **FAST)
+    assert args.specialties == "auto"
+    auto = train_teacher_hierarchy(animal_small, args)
+    blocks = train_teacher_hierarchy(animal_small, TeacherTrainingArguments(teachers_per_level="1,2,4,5",
+                                                                            specialties="blocks", **FAST))
+    cfg = auto.config
+    assert cfg.levels == blocks.config.levels and cfg.training_data["specialties"].startswith("auto")
+    for level in cfg.levels[1:]:
+        groups = [cfg.specialties[t]["classes"] for t in level]
+        sizes = sorted(len(g) for g in groups)
+        assert sorted(c for g in groups for c in g) == list(range(10)) and sizes[-1] - sizes[0] <= 1
+    level1 = [set(cfg.specialties[t]["classes"]) for t in cfg.levels[1]]
+    assert all(any(set(cfg.specialties[t]["classes"]) <= g for g in level1) for t in cfg.levels[2])  # nested
+    g_auto, g_blocks = auto.teachers[0].state_dict(), blocks.teachers[0].state_dict()
+    assert all(torch.equal(g_auto[k], g_blocks[k]) for k in g_auto)
 
 
 def test_specialist_probs_masked_and_normalised(mixture, animal_small):
@@ -155,7 +176,7 @@ def test_example_script(tmp_path, capsys):
                                    "--teacher_steps", "2", "--teachers_per_level", "1,2"])
     assert rc == 0
     assert (tmp_path / "teachers" / "model.safetensors").exists()
-    assert "classes 0-4" in capsys.readouterr().out
+    assert "level 1  classes " in capsys.readouterr().out  # each teacher with its specialty
     # What the teachers trained on is recorded: the run_csl.py split of the same seed and sizes.
     saved = TeacherMixture.from_pretrained(tmp_path / "teachers").config.training_data
     assert saved["dataset"] == "animal_mnist" and saved["split_seed"] == 42 and len(saved["example_ids"]) == 100

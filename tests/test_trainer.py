@@ -182,8 +182,9 @@ def test_resume_after_a_crash_gives_the_uninterrupted_report(tmp_path, hard_run)
     resumed._run_phase = lambda phase, *a, **k: (calls.append(phase.level), run_phase2(phase, *a, **k))[1]
     resumed.train(resume_from_checkpoint=True)
     again = resumed.report
-    assert calls == [2]  # neither the ceiling nor rounds 0-1 were trained again
+    assert calls == [2, 2, 2]  # only level 2: CSL, then its oracle and ensemble baselines; nothing trained twice
     assert again["rounds"] == report["rounds"] and again["ceiling_accuracy"] == report["ceiling_accuracy"]
+    assert again["baselines"] == report["baselines"]  # the baseline chains resumed too
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, hard_run):
@@ -211,3 +212,45 @@ def test_unequal_non_contiguous_partitions_and_a_deep_hierarchy(tmp_path):
     report, _, _ = run(tmp_path, cache=cache, assignment="oracle")
     assert [r["num_teachers"] for r in report["rounds"]] == [1, 2, 3, 6]
     assert all(r["assignment_accuracy"] == 1.0 for r in report["rounds"][1:])
+
+
+def test_baselines_run_beside_csl_and_equal_separate_runs(tmp_path, hard_run):
+    """The oracle and ensemble chains of one run are exactly what a separate run with --assignment oracle / ensemble
+    gives (same seeds), start from the run's own level 0, and leave the CSL student as it was."""
+    report, trainer, cache = hard_run
+    assert set(report["baselines"]) == {"oracle", "ensemble"}
+    oracle, ensemble = report["baselines"]["oracle"], report["baselines"]["ensemble"]
+    assert oracle[0] == ensemble[0] == report["rounds"][0]  # the single teacher is level 0
+    assert all(r["assignment"] == "oracle" and r["assignment_accuracy"] == 1.0 for r in oracle[1:])
+    assert all(r["assignment"] == "ensemble" and "assignment_accuracy" not in r for r in ensemble[1:])
+    for name, chain in (("oracle", oracle), ("ensemble", ensemble)):
+        alone, _, _ = run(tmp_path / name, assignment=name, baselines="none")
+        assert alone["rounds"] == chain, name
+    # The trainer's student is the CSL one: evaluate() gives the CSL chain's last accuracy, not a baseline's.
+    assert trainer.evaluate()["eval_accuracy"] == pytest.approx(report["rounds"][-1]["student_accuracy"])
+    # Per-class accuracy, by class name, in every round.
+    per_class = report["rounds"][2]["per_class_accuracy"]
+    assert set(per_class) == set(cache.id2label.values()) and all(0 <= v <= 1 for v in per_class.values())
+
+
+def test_ensemble_targets_average_the_level():
+    cache = make_cache(n=200)
+    rows = cache.rows(0)
+    from csl_hf import rounds as R
+
+    chosen, target, soft = R.ensemble_targets(cache, cache.levels[1], rows, soft=True)
+    probs = cache.probs(cache.levels[1], rows)  # [2, n, C], each specialist zero outside its classes
+    expected = probs.sum(0) / probs.sum(0).sum(-1, keepdim=True)
+    torch.testing.assert_close(soft, expected)
+    assert torch.equal(target, expected.argmax(-1))
+    owner = torch.zeros(cache.num_labels, dtype=torch.long)
+    owner[cache.specialties[cache.levels[1][1]]["classes"]] = 1
+    assert torch.equal(chosen, owner[target])
+
+
+def test_baselines_are_probe_only_and_named(tmp_path):
+    with pytest.raises(CSLError, match="does not exist"):
+        CoSupervisedConfig(output_dir=str(tmp_path), baselines="oracle,random")
+    with pytest.raises(CSLError, match="--student_mode probe"):
+        CoSupervisedConfig(output_dir=str(tmp_path), baselines="oracle", student_mode="full")
+    assert CoSupervisedConfig(output_dir=str(tmp_path), student_mode="full").baselines == "none"

@@ -68,9 +68,17 @@ class TeacherTrainingArguments:
     teachers_per_level: str = field(
         default="1,2,4,5",
         metadata={"help": "Class specialists per level, comma-separated; the first level must be 1 (the generalist) "
-                  "and no level may exceed the number of classes. Each level splits the classes into contiguous "
-                  "blocks of near-equal size. '1,2,4,5' suits 10 classes; 'auto' doubles 1,2,4,... up to half the "
-                  "classes (blocks of at least 2)."},
+                  "and no level may exceed the number of classes. Each level splits the classes into groups of "
+                  "near-equal size (see --specialties). '1,2,4,5' suits 10 classes; 'auto' doubles 1,2,4,... up to "
+                  "half the classes (groups of at least 2)."},
+    )
+    specialties: str = field(
+        default="auto",
+        metadata={"help": "How the classes are grouped into specialties. auto: the generalist is trained first, and "
+                  "the classes it confuses on the teacher split share a specialist (balanced groups, nested across "
+                  "levels; this package's extension, docs/benchmark.md). blocks: contiguous class-id blocks, the "
+                  "paper's layout (right when the class order means something, e.g. ImageNet's).",
+                  "choices": ["auto", "blocks"]},
     )
     teacher_domain_level: bool = field(
         default=False,
@@ -90,6 +98,8 @@ class TeacherTrainingArguments:
                 raise CSLError(f"{name}={getattr(self, name)} must be at least 1")
         if not self.teacher_learning_rate > 0:
             raise CSLError(f"teacher_learning_rate={self.teacher_learning_rate} must be positive")
+        if self.specialties not in ("auto", "blocks"):
+            raise CSLError(f"--specialties {self.specialties!r} does not exist; use auto or blocks")
         if isinstance(self.teachers_per_level, (list, tuple)):
             self.teachers_per_level = ",".join(str(n) for n in self.teachers_per_level)
 

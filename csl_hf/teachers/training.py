@@ -36,6 +36,7 @@ from ..data.images import preprocess_images
 from ..data.targets import raw_images
 from ..errors import CSLError
 from ..hierarchy import class_hierarchy, domain_hierarchy, parse_teachers_per_level, specialty_names
+from ..specialties import confusion_matrix, hierarchy_from_confusion
 from ..modeling_teacher_mixture import TeacherMixture
 from ..preprocessing import Preprocessing
 from .arguments import ARCHITECTURES, TeacherTrainingArguments, teacher_preprocessing
@@ -246,9 +247,12 @@ def train_teacher_hierarchy(
 
     Hierarchy: explicit ``specialties`` + ``levels`` (see `csl_hf.hierarchy`), else a domain hierarchy
     (``domain_level=True``, or ``args.teacher_domain_level`` when ``domain_level`` is ``None``; needs a ``domain``
-    column: the generalist plus one specialist per domain), else levels of ``args.teachers_per_level`` contiguous
-    class blocks. Every teacher trains for ``args.teacher_steps`` steps; teacher ``k`` is seeded with
-    ``args.teacher_seed + k``. The mixture's config records ``training_data["skipped_images"]``.
+    column: the generalist plus one specialist per domain), else levels of ``args.teachers_per_level`` class groups:
+    with ``args.specialties="auto"`` the generalist is trained first and the classes it confuses on the teacher split
+    share a specialist (`csl_hf.specialties.hierarchy_from_confusion`); with ``"blocks"``, contiguous class-id
+    blocks (the paper's layout). Every teacher trains for ``args.teacher_steps`` steps; teacher ``k`` is seeded with
+    ``args.teacher_seed + k``. The mixture's config records ``training_data["skipped_images"]`` and how the
+    specialties were chosen.
 
     Raises:
         `CSLError` (one line): fewer than 2 classes, a domain hierarchy without domains, a specialty without images.
@@ -260,23 +264,23 @@ def train_teacher_hierarchy(
     num_labels = len(names)
     if num_labels < 2:
         raise CSLError(f"the teacher split has {num_labels} class(es); classification needs at least 2")
+    auto, present, per_level = False, sorted(set(split.labels.tolist())), []
     if specialties is not None:
         specialties, levels = [dict(s) for s in specialties], [list(level) for level in levels]
-        teacher_names = specialty_names(specialties, num_labels)
     elif domain_level:
         if split.domains is None:
             raise CSLError("a domain hierarchy needs a 'domain' column in the dataset; drop --teacher_domain_level for "
                            "a class hierarchy")
-        specialties, levels, teacher_names = domain_hierarchy(num_labels, split.domain_names)
+        specialties, levels, _ = domain_hierarchy(num_labels, split.domain_names)
     else:
-        present = sorted(set(split.labels.tolist()))
         if len(present) < num_labels:
             missing = [names[c] for c in range(num_labels) if c not in set(present)]
             logger.warning(f"the teacher split has no image of {len(missing)} class(es) ({', '.join(missing[:10])}): "
-                           "they join the smallest block of each level, and no teacher can predict them")
-        specialties, levels = class_hierarchy(num_labels, parse_teachers_per_level(args.teachers_per_level, num_labels),
-                                              present=present)
-        teacher_names = specialty_names(specialties, num_labels)
+                           "they join the smallest group of each level, and no teacher can predict them")
+        per_level = parse_teachers_per_level(args.teachers_per_level, num_labels)
+        # With --specialties auto these blocks are placeholders: the groups are chosen once the generalist is trained.
+        specialties, levels = class_hierarchy(num_labels, per_level, present=present)
+        auto = args.specialties == "auto" and len(per_level) > 1
 
     id2label = dict(enumerate(names))
     teachers = []
@@ -286,7 +290,13 @@ def train_teacher_hierarchy(
     torch.set_num_threads(1)
     bar = logging.tqdm(total=len(specialties) * int(args.teacher_steps), desc="training teachers", unit="step")
     try:
-        for k, spec in enumerate(specialties):
+        for k in range(len(specialties)):
+            if auto and k == 1:  # the generalist is trained: group the classes it confuses
+                specialties, levels = hierarchy_from_confusion(
+                    per_level, _confusion(teachers[0], split.pixel_values, split.labels, num_labels), present)
+                _log_specialties(specialties, levels, names)
+            spec = specialties[k]
+            teacher_names = specialty_names(specialties, num_labels)
             bar.set_description(f"teacher {k + 1}/{len(specialties)} ({teacher_names[k]})")
             x, y, class_subset = split.pixel_values, split.labels, None
             if "domain" in spec:
@@ -305,8 +315,28 @@ def train_teacher_hierarchy(
         bar.close()
         torch.set_num_threads(threads)
     mixture = TeacherMixture.from_teachers(
-        teachers, specialties, levels, teacher_names=teacher_names, preprocessing=[preprocessing] * len(teachers),
+        teachers, specialties, levels, teacher_names=specialty_names(specialties, num_labels),
+        preprocessing=[preprocessing] * len(teachers),
         domain_names=split.domain_names if any("domain" in s for s in specialties) else None,
     )
-    mixture.config.training_data = {"num_images": int(len(split.labels)), "skipped_images": split.skipped}
+    mixture.config.training_data = {"num_images": int(len(split.labels)), "skipped_images": split.skipped,
+                                    "specialties": "auto (generalist confusions)" if auto else
+                                    "given" if per_level == [] and not domain_level else
+                                    "domains" if domain_level else "blocks"}
     return mixture
+
+
+@torch.no_grad()
+def _confusion(generalist: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor, num_labels: int,
+               batch_size: int = 512) -> torch.Tensor:
+    """The generalist's confusion matrix ``[C, C]`` (rows true, columns predicted) on its own training images."""
+    generalist.eval()
+    predicted = torch.cat([generalist(pixel_values=pixel_values[i : i + batch_size]).logits.argmax(-1)
+                           for i in range(0, len(labels), batch_size)])
+    return confusion_matrix(predicted, labels, num_labels)
+
+
+def _log_specialties(specialties: list[dict], levels: list[list[int]], names: list[str]) -> None:
+    for level, members in enumerate(levels[1:], start=1):
+        groups = " | ".join(", ".join(names[c] for c in specialties[t]["classes"]) for t in members)
+        logger.info(f"specialties of level {level} (classes the generalist confuses share a specialist): {groups}")
