@@ -1,13 +1,20 @@
 #!/usr/bin/env python
-"""The offline weak-to-strong benchmark behind docs/benchmark.md: several seeds of the default run (hard and soft
-labels), oracle assignment on the same caches, and a sweep of the teacher budget.
+"""The offline weak-to-strong benchmark behind docs/benchmark.md: several seeds of the default pipeline on a bundled
+dataset, with the baselines of the same run (single teacher = level 0, oracle routing, ensemble without routing),
+specialties from contiguous id blocks (the paper's layout) or from the data (this package's default), optionally
+with the class ids permuted by the seed (as a user's dataset comes: its class order means nothing).
 
-    python benchmarks/offline_benchmark.py --dataset_name animal_mnist --seeds 0,1,2 --sweep 25,50,100,300 \
-        --output_dir bench_out [-- any extra run_csl.py flags]
+    python benchmarks/offline_benchmark.py --dataset_name animal_mnist --seeds 3,4,5 --permute_classes \
+        --specialties blocks,auto --output_dir bench_out
+    python benchmarks/offline_benchmark.py --dataset_name animal_mnist --seeds 0,1,2 --specialties blocks \
+        --sweep 25,50,100,300 --soft
+    python benchmarks/offline_benchmark.py --dataset_name digits_domains --seeds 3,4,5 --teacher_steps 200
 
-Every number it prints comes from the csl_report.json files of the runs it launches (kept under --output_dir).
-Each run is ``examples/run_csl.py`` with ``--seed S --teacher_seed S`` plus the extra flags; the oracle rows rerun
-the rounds on that run's cache with ``--assignment oracle``.
+Each run is the library path of ``examples/run_csl.py`` with ``seed = teacher_seed = S`` and the package defaults
+(1,000 teacher images, 2,000 test images, the rest weak-to-strong; tiny ConvNeXt teachers, 100 steps; the bundled
+EfficientNet-Lite0 student at 64 px; the probe recipe), its report kept under --output_dir (a rerun reuses it).
+*Fraction of oracle gain* = (best CSL PGR - single-teacher PGR) / (best oracle PGR - single-teacher PGR), with the
+oracle of the same specialties. Every number printed comes from the reports.
 """
 
 from __future__ import annotations
@@ -16,92 +23,130 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN_CSL = os.path.join(ROOT, "examples", "run_csl.py")
-
-
-def read(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
-def run(out: str, argv: list[str]) -> dict:
-    if not os.path.isfile(os.path.join(out, "csl_report.json")):
-        subprocess.run([sys.executable, RUN_CSL, *argv, "--output_dir", out, "--overwrite_output_dir", "True",
-                        "--disable_tqdm", "True"], check=True, stdout=subprocess.DEVNULL)
-    return read(os.path.join(out, "csl_report.json"))
+import datasets
+import numpy as np
 
 
 def mean_std(values: list[float | None]) -> str:
     vals = [v for v in values if v is not None]
     if not vals:
         return "-"
-    if len(vals) == 1:
-        return f"{vals[0]:.1f}"
-    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
+    return f"{vals[0]:.1f}" if len(vals) == 1 else f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
 
 
-def pct(values: list[float]) -> list[float]:
-    return [100 * v for v in values]
+def permute(data, seed: int):
+    """The splits with class ids permuted by ``seed`` (labels and names together): the same images, another order."""
+    perm = np.random.default_rng(seed).permutation(len(data.class_names))
+    names = [None] * len(perm)
+    for old, new in enumerate(perm):
+        names[int(new)] = data.class_names[old]
+    label = data.label_column
+
+    def remap(ds):
+        feature = datasets.ClassLabel(names=names)
+        ds = ds.map(lambda ex: {label: int(perm[ex[label]])}, features=ds.features.copy())
+        return ds.cast_column(label, feature)
+
+    data.teacher, data.train, data.test = remap(data.teacher), remap(data.train), remap(data.test)
+    data.class_names = names
+    return data
+
+
+def run(out: str, dataset: str, seed: int, specialties: str, permute_classes: bool, teacher_steps: int,
+        soft: bool) -> dict:
+    """One run into ``out`` (its report is reused when present)."""
+    path = os.path.join(out, "csl_report.json")
+    if not os.path.isfile(path):
+        from csl_hf import (CoSupervisedConfig, CoSupervisedTrainer, TeacherTrainingArguments, load_student,
+                            load_weak_to_strong_data, train_teacher_hierarchy)
+
+        data = load_weak_to_strong_data(dataset, seed=seed)
+        if permute_classes:
+            data = permute(data, seed)
+        targs = TeacherTrainingArguments(teacher_seed=seed, teacher_steps=teacher_steps, specialties=specialties)
+        teachers = train_teacher_hierarchy(data.teacher, targs, domain_level=data.domain_column is not None)
+        student, processor = load_student(None, data.id2label)
+        args = CoSupervisedConfig(output_dir=out, seed=seed, disable_tqdm=True, overwrite_output_dir=True,
+                                  save_round_checkpoints=False, logging_steps=10**9)
+        trainer = CoSupervisedTrainer(model=student, teachers=teachers, args=args, train_dataset=data.train,
+                                      eval_dataset=data.test, processing_class=processor)
+        trainer.train()
+        if soft:
+            soft_args = CoSupervisedConfig(output_dir=os.path.join(out, "soft"), seed=seed, disable_tqdm=True,
+                                           overwrite_output_dir=True, save_round_checkpoints=False, soft_labels=True,
+                                           baselines="none", logging_steps=10**9)
+            CoSupervisedTrainer(args=soft_args, cache=trainer.cache).train()
+    with open(path) as f:
+        report = json.load(f)
+    soft_path = os.path.join(out, "soft", "csl_report.json")
+    if os.path.isfile(soft_path):
+        with open(soft_path) as f:
+            report["soft"] = json.load(f)
+    return report
+
+
+def summarize(name: str, reports: list[dict]) -> None:
+    levels = [r["num_teachers"] for r in reports[0]["rounds"]]
+    pgr = lambda rep, chain: [r["pgr"] for r in (rep["rounds"] if chain == "csl" else rep["baselines"][chain])]  # noqa: E731
+    print(f"\n### {name}\n")
+    print("| teachers | assignment acc % | keep % | precision % | PGR CSL | PGR oracle | PGR ensemble |"
+          + (" PGR CSL soft |" if "soft" in reports[0] else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if "soft" in reports[0] else ""))
+    for i, n in enumerate(levels):
+        col = lambda key: [100 * r["rounds"][i][key] for r in reports if r["rounds"][i].get(key) is not None]  # noqa: E731
+        row = (f"| {n} | {mean_std(col('assignment_accuracy'))} | {mean_std(col('keep_rate'))} | "
+               f"{mean_std(col('precision'))} | {mean_std([pgr(r, 'csl')[i] for r in reports])} | "
+               f"{mean_std([pgr(r, 'oracle')[i] for r in reports])} | "
+               f"{mean_std([pgr(r, 'ensemble')[i] for r in reports])} |")
+        if "soft" in reports[0]:
+            row += f" {mean_std([r['soft']['rounds'][i]['pgr'] for r in reports])} |"
+        print(row)
+    single = [r["rounds"][0]["pgr"] for r in reports]
+    best = [max(pgr(r, "csl")[1:]) for r in reports]
+    oracle = [max(pgr(r, "oracle")[1:]) for r in reports]
+    frac = [100 * (b - s) / (o - s) for b, s, o in zip(best, single, oracle)]
+    print(f"\nbest CSL PGR {mean_std(best)} (per seed {', '.join(f'{b:.1f}' for b in best)}); single teacher "
+          f"{mean_std(single)}; gain {mean_std([b - s for b, s in zip(best, single)])}; best oracle {mean_std(oracle)}; "
+          f"fraction of oracle gain recovered {mean_std(frac)} % (per seed {', '.join(f'{f:.1f}' for f in frac)})")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset_name", default="animal_mnist")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--sweep", default="", help="teacher budgets (steps) to sweep, e.g. 25,50,100,300; empty: none")
+    p.add_argument("--specialties", default="auto", help="comma-separated: blocks, auto (class hierarchies)")
+    p.add_argument("--permute_classes", action="store_true", help="permute the class ids by the seed")
+    p.add_argument("--teacher_steps", type=int, default=100)
+    p.add_argument("--soft", action="store_true", help="also the rounds with soft labels on the same cache")
+    p.add_argument("--sweep", default="", help="teacher budgets (steps) to sweep, e.g. 25,50,100,300")
     p.add_argument("--output_dir", default="bench_out")
-    a, extra = p.parse_known_args()
-    extra = [x for x in extra if x != "--"]
+    a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
-    base = ["--dataset_name", a.dataset_name, *extra]
     t0 = time.time()
-
-    hard, soft, oracle = [], [], []
-    for s in seeds:
-        out = os.path.join(a.output_dir, f"{a.dataset_name}-seed{s}")
-        hard.append(run(out, [*base, "--seed", str(s), "--teacher_seed", str(s)]))
-        other = os.path.join(out, "soft_labels", "csl_report.json")
-        soft.append(read(other) if os.path.isfile(other) else None)
-        oracle.append(run(os.path.join(out, "oracle"), ["--cache_dir", os.path.join(out, "cache"), "--seed", str(s),
-                                                        "--assignment", "oracle", "--compare_label_types", "False",
-                                                        *extra]))
-
-    levels = [r["num_teachers"] for r in hard[0]["rounds"]]
-    print(f"## {a.dataset_name}: {len(seeds)} seeds ({a.seeds}); mean ± std\n")
-    gaps = [100 * (r["ceiling_accuracy"] - r["weak_accuracy"]) for r in hard]
-    print(f"weak (level-0 teacher) accuracy {mean_std(pct([r['weak_accuracy'] for r in hard]))} %, "
-          f"ceiling {mean_std(pct([r['ceiling_accuracy'] for r in hard]))} %; ceiling - weak per seed: "
-          f"{', '.join(f'{g:.1f}' for g in gaps)} points\n")
-    print("| teachers | assignment | keep rate % | precision % | student acc % (hard) | PGR hard | PGR soft | PGR oracle (hard) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for i, n in enumerate(levels):
-        col = lambda reports, k: [r["rounds"][i][k] for r in reports if r is not None]  # noqa: E731
-        print(f"| {n} | {hard[0]['rounds'][i]['assignment']} | {mean_std(pct(col(hard, 'keep_rate')))} | "
-              f"{mean_std(pct([v for v in col(hard, 'precision') if v is not None]))} | "
-              f"{mean_std(pct(col(hard, 'student_accuracy')))} | {mean_std(col(hard, 'pgr'))} | "
-              f"{mean_std(col(soft, 'pgr'))} | {mean_std(col(oracle, 'pgr'))} |")
-    gains = [max(r["pgr"] for r in rep["rounds"][1:]) - rep["rounds"][0]["pgr"] for rep in hard]
-    print(f"\nbest CSL round minus single teacher (hard labels), PGR points: {mean_std(gains)} "
-          f"(per seed: {', '.join(f'{g:.1f}' for g in gains)})")
-
+    domains = a.dataset_name == "digits_domains"
+    for spec in ["domains"] if domains else a.specialties.split(","):
+        tag = f"{a.dataset_name}{'-perm' if a.permute_classes else ''}-{spec}-steps{a.teacher_steps}"
+        reports = [run(os.path.join(a.output_dir, f"{tag}-seed{s}"), a.dataset_name, s, "auto" if domains else spec,
+                       a.permute_classes, a.teacher_steps, a.soft) for s in seeds]
+        weak = [100 * r["weak_accuracy"] for r in reports]
+        ceiling = [100 * r["ceiling_accuracy"] for r in reports]
+        print(f"\n## {tag}: seeds {a.seeds}; weak {mean_std(weak)} %, ceiling {mean_std(ceiling)} %; ceiling - weak "
+              f"per seed: {', '.join(f'{c - w:.1f}' for c, w in zip(ceiling, weak))} points")
+        summarize(f"specialties {spec}" if not domains else "domain specialists (agreement routing)", reports)
     if a.sweep:
         print("\n## teacher budget sweep (hard labels)\n")
         print("| teacher steps | generalist test acc % | single-teacher PGR | best CSL PGR | gain |")
         print("|---|---|---|---|---|")
+        spec = a.specialties.split(",")[0]
         for steps in [int(x) for x in a.sweep.split(",")]:
-            reps = []
-            for s in seeds:
-                out = os.path.join(a.output_dir, f"{a.dataset_name}-steps{steps}-seed{s}")
-                reps.append(run(out, [*base, "--seed", str(s), "--teacher_seed", str(s), "--teacher_steps", str(steps),
-                                      "--compare_label_types", "False"]))
+            tag = f"{a.dataset_name}{'-perm' if a.permute_classes else ''}-{spec}-steps{steps}"
+            reps = [run(os.path.join(a.output_dir, f"{tag}-seed{s}"), a.dataset_name, s, spec, a.permute_classes,
+                        steps, False) for s in seeds]
             single = [r["rounds"][0]["pgr"] for r in reps]
             best = [max(x["pgr"] for x in r["rounds"][1:]) for r in reps]
-            print(f"| {steps} | {mean_std(pct([r['weak_accuracy'] for r in reps]))} | {mean_std(single)} | "
+            print(f"| {steps} | {mean_std([100 * r['weak_accuracy'] for r in reps])} | {mean_std(single)} | "
                   f"{mean_std(best)} | {mean_std([b - s for b, s in zip(best, single)])} |")
     print(f"\n(total wall time {time.time() - t0:.0f} s)")
 

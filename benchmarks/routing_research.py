@@ -3,13 +3,12 @@
 
 For one seed it (1) loads the data, permuting the class ids by the seed (a user's dataset comes in arbitrary order),
 (2) makes the weak-to-strong splits, (3) builds several class hierarchies -- ``blocks`` (contiguous ids, today),
-``auto`` (balanced clustering of the student's class-mean features on the teacher split, `csl_hf.hierarchy`),
+``auto`` (balanced clustering of the student's class-mean features on the teacher split, `csl_hf.specialties`),
 ``auto_nested`` (the same, nested where the level sizes allow) and ``auto_conf`` (balanced clustering of the
 generalist's confusion on the teacher split) -- trains the teachers of each, plus specialists with an extra
 "out of my specialty" output, (4) labels the data ONCE with all teachers and the default Lite0 student at 64 px
 (``csl_hf.labeling.build_cache``), then (5) runs the CSL rounds on that cache for every routing option with a small
-plain-PyTorch rounds loop (same recipe as the package: fresh ``nn.Linear`` per round seeded as the package seeds it,
-Adam lr 1e-3, batch 100, cosine per step, 20 epochs, ``floor(E / r)``, top3 filter).
+plain-PyTorch rounds loop (`routing_rounds.py`, the package's recipe).
 
     # selection seeds, every option (labels once per seed, then ~3 s per option):
     python benchmarks/routing_research.py --seeds 0,1,2 --out research_out
@@ -29,25 +28,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import statistics
 import sys
 import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 torch.set_num_threads(1)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "examples"))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from csl_hf import consistency as C
-from csl_hf.cache import TEST_SPLIT, TRAIN_SPLIT, CSLCache
-from csl_hf.hierarchy import (
+from routing_rounds import Rounds, level_summary, ms, summarize, teacher_only  # noqa: E402
+
+from csl_hf import consistency as C  # noqa: E402
+from csl_hf.cache import CSLCache  # noqa: E402
+from csl_hf.specialties import (  # noqa: E402
     auto_class_hierarchy,
     class_mean_features,
     confusion_matrix,
@@ -88,6 +86,7 @@ DOMAIN_OPTIONS = {
 }
 
 
+
 # ------------------------------------------------------------------------------------------------------------ data
 def permute_classes(dataset, seed: int):
     """Relabel class ``c`` as ``perm[c]`` (``perm`` seeded) and reorder the class names to match."""
@@ -103,10 +102,43 @@ def permute_classes(dataset, seed: int):
     return ds.cast_column("label", datasets.ClassLabel(names=new_names)), perm.tolist()
 
 
+def restrict_to_classes(probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Probabilities ``[..., C]`` restricted to a class set ``[C]`` and renormalised (uniform where no mass is left)."""
+    masked = probs * mask.to(probs.dtype)
+    total = masked.sum(dim=-1, keepdim=True)
+    uniform = mask.to(probs.dtype) / mask.sum(dim=-1, keepdim=True).clamp_min(1).to(probs.dtype)
+    return torch.where(total > 0, masked / total.clamp_min(1e-30), uniform)
+
+
+def load_split_images(dataset):
+    """``(images, labels)``: every image of a map-style split as uint8 ``[3, H, W]`` (stacked when sizes agree)."""
+    from csl_hf.data import infer_columns
+    from csl_hf.data.images import load_image
+    from csl_hf.data.targets import raw_images
+
+    image_col, label_col, _ = infer_columns(dataset)
+    images = [load_image(v) for v in raw_images(dataset, image_col)[image_col]]
+    if len({tuple(i.shape) for i in images}) == 1:
+        images = torch.stack(images)
+    return images, torch.as_tensor(dataset[label_col], dtype=torch.long)
+
+
+@torch.no_grad()
+def mixture_probs(mixture, images, batch_size: int) -> torch.Tensor:
+    """``[N, K, C]`` probabilities of every teacher of ``mixture``, each fed its own preprocessing."""
+    preps = mixture.preprocessings()
+    mixture.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        out.append(mixture(pixel_values_per_teacher=[p(chunk) for p in preps]).probs)
+    return torch.cat(out)
+
+
 @torch.no_grad()
 def student_features(student, preprocessing, images, batch_size: int = 128) -> torch.Tensor:
     """The student's classifier input ``[N, D]`` for uint8 images (as the labeling pass captures it)."""
-    from csl_hf.co_supervised_trainer import find_classifier
+    from csl_hf.student import find_classifier
 
     _, head = find_classifier(student)
     captured = {}
@@ -125,7 +157,7 @@ def student_features(student, preprocessing, images, batch_size: int = 128) -> t
 def train_oos_specialists(targs, specialties, pixel_values, labels, names, seed_offset: int):
     """Class specialists with an extra output "other" (index C), trained on ALL teacher images (others -> C),
     in-specialty images oversampled to half the draws, ``targs.teacher_steps`` steps each (the plain budget)."""
-    from csl_hf.teachers import build_teacher, train_teacher
+    from csl_hf.teachers.training import build_teacher, train_teacher
 
     num = len(names)
     out = []
@@ -155,13 +187,13 @@ def oos_outputs(models, pixel_values, num_labels: int, batch_size: int = 512):
         probs = torch.cat([C.masked_softmax(model(pixel_values=pixel_values[s:s + batch_size]).logits, mask)
                            for s in range(0, len(pixel_values), batch_size)])
         ins.append(1.0 - probs[:, num_labels])
-        dists.append(C.restrict_to_classes(probs[:, :num_labels], mask[:num_labels]))
+        dists.append(restrict_to_classes(probs[:, :num_labels], mask[:num_labels]))
     return torch.stack(ins), torch.stack(dists)
 
 
 def build_hierarchy(name: str, num: int, stats: dict):
     """The class hierarchy ``name`` from the teacher-split statistics (class-mean features, generalist confusion)."""
-    from csl_hf.configuration_teacher_mixture import class_hierarchy
+    from csl_hf.hierarchy import class_hierarchy
 
     if name == "blocks":
         return class_hierarchy(num, PER_LEVEL)
@@ -184,20 +216,13 @@ def prepare(seed: int, dataset_name: str, permute: bool, teacher_steps: int, out
         missing = [] if "domains" in meta["index"] else [h for h in wanted if h not in meta["index"]]
         if not missing:
             return meta
-    import run_csl
-
-    import csl_hf
+    from csl_hf import TeacherMixture, TeacherTrainingArguments, train_teacher_hierarchy
     from csl_hf.data import load_csl_dataset, make_weak_to_strong_splits
     from csl_hf.labeling import build_cache
-    from csl_hf.modeling_teacher_mixture import TeacherMixture
+    from csl_hf.models import DEFAULT_STUDENT
     from csl_hf.preprocessing import Preprocessing
-    from csl_hf.teachers import (
-        TeacherTrainingArguments,
-        _mixture_probs,
-        load_split_images,
-        teacher_preprocessing,
-        train_teacher_hierarchy,
-    )
+    from csl_hf.student import load_student
+    from csl_hf.teachers.arguments import teacher_preprocessing
 
     t0 = time.time()
     dataset = load_csl_dataset(dataset_name)
@@ -209,8 +234,9 @@ def prepare(seed: int, dataset_name: str, permute: bool, teacher_steps: int, out
     num = len(names)
     splits = make_weak_to_strong_splits(dataset, seed=seed, teacher_size=1000, test_size=2000, train_size=train_size,
                                         stratify_by=("label", "domain") if domain else "label")
-    targs = TeacherTrainingArguments(teacher_steps=teacher_steps, teacher_seed=seed)
-    images, labels, _, _, _ = load_split_images(splits["teacher"])
+    # blocks / auto hierarchies are built here and passed explicitly, so the arguments' own `specialties` is unused
+    targs = TeacherTrainingArguments(teacher_steps=teacher_steps, teacher_seed=seed, specialties="blocks")
+    images, labels = load_split_images(splits["teacher"])
     tprep = teacher_preprocessing(targs)
     pixels = tprep(images)
 
@@ -222,14 +248,14 @@ def prepare(seed: int, dataset_name: str, permute: bool, teacher_steps: int, out
 
     if meta is not None:  # add the missing hierarchies to the cache made earlier
         cache = CSLCache.load(os.path.join(out, "cache"))
-        tr_img, _, _, _, _ = load_split_images(splits["train"])
-        te_img, _, _, _, _ = load_split_images(splits["test"])
+        tr_img, _ = load_split_images(splits["train"])
+        te_img, _ = load_split_images(splits["test"])
         all_images = torch.cat([tr_img, te_img])[cache.source_index]
         all_pixels = tprep(all_images)
         for name in missing:
             hierarchy = build_hierarchy(name, num, meta["stats"])
-            mixture = train_teacher_hierarchy(splits["teacher"], targs, hierarchy=hierarchy)
-            probs = _mixture_probs(mixture, all_images, 512).permute(1, 0, 2)[1:]  # [K-1, N, C], no generalist
+            mixture = train_teacher_hierarchy(splits["teacher"], targs, specialties=hierarchy[0], levels=hierarchy[1])
+            probs = mixture_probs(mixture, all_images, 512).permute(1, 0, 2)[1:]  # [K-1, N, C], no generalist
             base = cache.teacher_probs.shape[0]
             cache.teacher_probs = torch.cat([cache.teacher_probs, probs.to(cache.teacher_probs.dtype)])
             cache.specialties += [dict(sp) for sp in hierarchy[0][1:]]
@@ -243,8 +269,8 @@ def prepare(seed: int, dataset_name: str, permute: bool, teacher_steps: int, out
         torch.save(meta, meta_path)
         return meta
 
-    student_name = csl_hf.models.DEFAULT_STUDENT
-    student, processor = run_csl.load_student(student_name, dict(enumerate(names)))
+    student_name = DEFAULT_STUDENT
+    student, processor = load_student(student_name, dict(enumerate(names)))
     base = Preprocessing.from_image_processor(processor)
     prep = Preprocessing(size=(64, 64), image_mean=base.image_mean, image_std=base.image_std,
                          rescale_factor=base.rescale_factor)
@@ -256,7 +282,8 @@ def prepare(seed: int, dataset_name: str, permute: bool, teacher_steps: int, out
         stats = {}
     else:
         hierarchies["blocks"] = build_hierarchy("blocks", num, {})
-        mixtures["blocks"] = train_teacher_hierarchy(splits["teacher"], targs, hierarchy=hierarchies["blocks"])
+        mixtures["blocks"] = train_teacher_hierarchy(splits["teacher"], targs, specialties=hierarchies["blocks"][0],
+                                                       levels=hierarchies["blocks"][1])
         feats = student_features(student, prep, images)
         means = class_mean_features(feats, labels, num)
         generalist = mixtures["blocks"].teachers[0]
@@ -268,7 +295,8 @@ def prepare(seed: int, dataset_name: str, permute: bool, teacher_steps: int, out
         for name in wanted:
             if name != "blocks":
                 hierarchies[name] = build_hierarchy(name, num, stats)
-                mixtures[name] = train_teacher_hierarchy(splits["teacher"], targs, hierarchy=hierarchies[name])
+                mixtures[name] = train_teacher_hierarchy(splits["teacher"], targs, specialties=hierarchies[name][0],
+                                                         levels=hierarchies[name][1])
 
     # One mixture with every hierarchy's teachers (the generalist once): label the data once.
     teachers, specialties, levels, index = [mixtures[next(iter(mixtures))].teachers[0]], [{"classes": list(range(num))}], [[0]], {}
@@ -293,8 +321,8 @@ def prepare(seed: int, dataset_name: str, permute: bool, teacher_steps: int, out
 
     oos = {}
     if not domain:  # specialists that know their specialty, for every class hierarchy
-        tr_img, _, _, _, _ = load_split_images(splits["train"])
-        te_img, _, _, _, _ = load_split_images(splits["test"])
+        tr_img, _ = load_split_images(splits["train"])
+        te_img, _ = load_split_images(splits["test"])
         all_pixels = tprep(torch.cat([tr_img, te_img]))[cache.source_index]
         for name, hierarchy in hierarchies.items():
             add_oos(oos, name, hierarchy, cache, all_pixels)
@@ -304,161 +332,6 @@ def prepare(seed: int, dataset_name: str, permute: bool, teacher_steps: int, out
     return meta
 
 
-# ------------------------------------------------------------------------------------------------------------ rounds
-def train_head(x, targets, num_labels, epochs, seed, phase, batch_size=100, lr=1e-3):
-    """A fresh linear head, seeded as `CoSupervisedTrainer._fit` seeds it; Adam, cosine per step, no clipping."""
-    head = torch.nn.Linear(x.shape[1], num_labels)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed * 1009 + phase + 1)
-        head.reset_parameters()
-    opt = torch.optim.Adam(head.parameters(), lr=lr)
-    n = x.shape[0]
-    per_epoch = math.ceil(n / batch_size)
-    total = max(1, epochs * per_epoch)
-    step = 0
-    batch_seed = seed * 7919 + phase + 1
-    for ep in range(epochs):
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(batch_seed * 1_000_003 + ep))
-        for s in range(0, n, batch_size):
-            idx = order[s:s + batch_size]
-            for g in opt.param_groups:
-                g["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
-            loss = F.cross_entropy(head(x[idx]), targets[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-    return head.eval()
-
-
-class Rounds:
-    """The data of one seed x hierarchy: features, the hierarchy's teacher probabilities, ground truth."""
-
-    def __init__(self, cache: CSLCache, meta: dict, hierarchy: str, seed: int, epochs: int = 20):
-        tr, te = cache.rows(TRAIN_SPLIT), cache.rows(TEST_SPLIT)
-        self.seed, self.epochs, self.num = seed, epochs, cache.num_labels
-        self.x_tr, self.x_te = cache.features[tr].float(), cache.features[te].float()
-        self.y_tr, self.y_te = cache.labels[tr], cache.labels[te]
-        specs, levels = meta["hierarchies"][hierarchy]
-        idx = torch.tensor(meta["index"][hierarchy])
-        probs = cache.teacher_probs[idx].float()
-        self.P_tr, self.P_te = probs[:, tr], probs[:, te]
-        self.levels = levels
-        self.specs = specs
-        self.domain = any("domain" in s for s in specs)
-        if self.domain:
-            self.domains_tr = cache.domains[tr]
-            self.teacher_domain = [cache.domain_names.index(s["domain"]) if "domain" in s else -1 for s in specs]
-        oos = meta.get("oos", {}).get(hierarchy)
-        if oos:
-            self.oos_in = oos["in_specialty"][:, tr]
-            self.oos_P = oos["probs"][:, tr]
-        self.masks = C.class_masks(specs, self.num)
-        self.weak = C.accuracy(self.P_te[0], self.y_te)
-
-    def owner(self, level):
-        return C._class_owner(self.masks[self.levels[level]])
-
-    def oracle_assignment(self, level):
-        members = self.levels[level]
-        if self.domain:
-            return C.assign_by_oracle_domain(self.domains_tr, torch.tensor([self.teacher_domain[t] for t in members]))
-        return C.assign_by_oracle_class(self.y_tr, self.masks[members])
-
-    def targets_for(self, route: str, level: int, prev: torch.Tensor):
-        """``(targets [N, C], assignment [N] or None)`` for a routing option at a level."""
-        members = self.levels[level]
-        P, masks = self.P_tr[members], self.masks[members]
-        if route == "student":
-            a = C.assign_by_student(prev, masks)
-        elif route == "oracle":
-            a = self.oracle_assignment(level)
-        elif route == "agreement":
-            a = C.assign_by_agreement(prev, P)
-        elif route == "ensemble":
-            return C.ensemble_targets(P), None
-        elif route == "softgate":
-            return C.soft_gate_targets(prev, P, masks), None
-        elif route == "kl_gate":  # domain levels: gate ∝ exp(-KL(student || teacher))
-            log_ps = prev.float().log_softmax(-1)
-            kl = (log_ps.exp().unsqueeze(0) * (log_ps.unsqueeze(0) - P.clamp_min(1e-8).log())).sum(-1)
-            return C.gated_targets((-kl).T.softmax(-1), P), None
-        elif route in ("oos_gate", "oos", "oos_only"):
-            gate = C.specialist_gate(prev, masks, self.oos_in[members], 0.0 if route == "oos_only" else 1.0)
-            return C.gated_targets(gate, P if route == "oos_gate" else self.oos_P[members]), None
-        elif route == "oos_gate_hard":
-            a = C.specialist_gate(prev, masks, self.oos_in[members]).argmax(-1)
-        elif route == "gen_gate":
-            gen_mass = C.specialty_mass(self.P_tr[0].clamp_min(1e-12).log(), masks)  # [N, T]
-            return C.gated_targets(C.specialist_gate(prev, masks, gen_mass.T), P), None
-        else:
-            raise ValueError(route)
-        return C.hard_route_targets(a, P), a
-
-    @torch.no_grad()
-    def evaluate(self, head):
-        return head(self.x_tr), C.accuracy(head(self.x_te), self.y_te)
-
-    def ceiling_and_level0(self):
-        head = train_head(self.x_tr, self.y_tr, self.num, self.epochs, self.seed, phase=-1)
-        _, ceiling = self.evaluate(head)
-        t0 = self.P_tr[0]
-        head = train_head(self.x_tr, t0.argmax(-1), self.num, self.epochs, self.seed, phase=0)
-        logits, acc0 = self.evaluate(head)
-        head_s = train_head(self.x_tr, t0, self.num, self.epochs, self.seed, phase=0)
-        logits_s, acc0_s = self.evaluate(head_s)
-        return ceiling, {"hard": (logits, acc0), "soft": (logits_s, acc0_s)}
-
-    def pgr(self, acc, ceiling):
-        return 100.0 * (acc - self.weak) / (ceiling - self.weak) if ceiling > self.weak else None
-
-    def run(self, route: str, soft: bool, refine: int, ceiling: float, level0, denoise: str = "top3") -> dict:
-        prev, acc0 = level0["soft" if soft else "hard"]
-        y = self.y_tr
-        rounds = [{"level": 0, "pass": 0, "acc": acc0, "pgr": self.pgr(acc0, ceiling), "keep": 1.0,
-                   "precision": float((self.P_tr[0].argmax(-1) == y).float().mean()), "assign_acc": None}]
-        for level in range(1, len(self.levels)):
-            for p in range(refine + 1):
-                targets, a = self.targets_for(route, level, prev)
-                tc = targets.argmax(-1)
-                keep, rate = C.consistency_filter(prev, tc, denoise)
-                epochs = C.scaled_epochs(self.epochs, rate)
-                head = train_head(self.x_tr[keep], (targets if soft else tc)[keep], self.num, epochs, self.seed,
-                                  phase=level + 100 * p)
-                oracle = self.oracle_assignment(level)
-                if a is None:  # a gate: the specialist owning the target class (class levels) is the effective route
-                    a = self.owner(level)[tc] if not self.domain else None
-                _, precision, _ = C.label_quality(tc, y, keep)
-                prev, acc = self.evaluate(head)
-                rounds.append({"level": level, "pass": p, "acc": acc, "pgr": self.pgr(acc, ceiling), "keep": rate,
-                               "precision": precision, "teacher_acc": float((tc == y).float().mean()),
-                               "assign_acc": None if a is None else float((a == oracle).float().mean()),
-                               "epochs": epochs})
-        return {"rounds": rounds}
-
-
-def level_summary(rounds):
-    """Last pass of every level."""
-    last = {}
-    for r in rounds:
-        last[r["level"]] = r
-    return [last[k] for k in sorted(last)]
-
-
-def teacher_only(R: Rounds) -> dict:
-    """Test accuracy of the teachers alone (no student): per level the ensemble and the oracle-routed specialists."""
-    out = {}
-    for level in range(1, len(R.levels)):
-        members = R.levels[level]
-        P = R.P_te[members]
-        ens = C.accuracy(C.ensemble_targets(P), R.y_te)
-        if R.domain:
-            orc = None
-        else:
-            a = C._class_owner(R.masks[members])[R.y_te]
-            orc = C.accuracy(C.hard_route_targets(a, P), R.y_te)
-        out[str(level)] = {"ensemble_acc": ens, "oracle_routed_acc": orc}
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------------ verify
@@ -474,12 +347,16 @@ def verify(cache: CSLCache, meta: dict, R: Rounds, seed: int, res_student: dict,
                    domains=cache.domains, id2label=cache.id2label, domain_names=cache.domain_names)
     args = CoSupervisedConfig(output_dir=os.path.join(out, "verify"), seed=seed, save_round_checkpoints=False,
                               report_to="none", disable_tqdm=True)
-    report = CoSupervisedTrainer(args=args, cache=sub).train()
+    trainer = CoSupervisedTrainer(args=args, cache=sub)
+    trainer.train()
+    report = trainer.report
     return {"package": [r["student_accuracy"] for r in report["rounds"]],
             "package_keep": [r["keep_rate"] for r in report["rounds"]],
             "package_ceiling": report["ceiling_accuracy"],
             "loop": [r["acc"] for r in level_summary(res_student["rounds"])],
             "loop_keep": [r["keep"] for r in level_summary(res_student["rounds"])]}
+
+
 
 
 # ------------------------------------------------------------------------------------------------------------ main
@@ -538,69 +415,6 @@ def run_seed(a, seed: int) -> dict:
     return results
 
 
-def ms(values, scale=1.0):
-    vals = [scale * v for v in values if v is not None]
-    if not vals:
-        return "-"
-    if len(vals) == 1:
-        return f"{vals[0]:.1f}"
-    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
-
-
-def summarize(all_results: list[dict], hierarchies=None, options=None, file=sys.stdout):
-    """Mean ± std tables over seeds: per (hierarchy, option) PGR per level, assignment accuracy, keep rate,
-    precision, best CSL PGR, gain over the single teacher, and fraction of oracle gain recovered."""
-    keys = []
-    for r in all_results:
-        for k in r["runs"]:
-            if k not in keys:
-                keys.append(k)
-    if hierarchies:
-        keys = [k for k in keys if k.split("/")[0] in hierarchies]
-    if options:
-        keys = [k for k in keys if k.split("/")[1] in options]
-    seeds = [r["seed"] for r in all_results]
-    print(f"seeds {seeds}; weak {ms([r['weak'] for r in all_results], 100)} %, ceiling "
-          f"{ms([r['ceiling'] for r in all_results], 100)} %\n", file=file)
-    print("| hierarchy / option | PGR per level (1, 2, 4, 5 teachers) | assignment acc % (2, 4, 5) | keep % (2, 4, 5) |"
-          " precision % (2, 4, 5) | best CSL PGR | last PGR | gain over single | frac. of own oracle gain | "
-          "frac. of blocks-oracle gain |", file=file)
-    print("|---|---|---|---|---|---|---|---|---|---|", file=file)
-    for k in keys:
-        h, opt = k.split("/")
-        rs = [r for r in all_results if k in r["runs"]]
-        lv = [level_summary(r["runs"][k]["rounds"]) for r in rs]
-        n = len(lv[0])
-        col = lambda i, f: ms([x[i][f] for x in lv], 100 if f in ("assign_acc", "keep", "precision") else 1)  # noqa
-        best = [max(x[i]["pgr"] for i in range(1, n)) for x in lv]
-        single = [x[0]["pgr"] for x in lv]
-        frac_own, frac_blocks = [], []
-        for r, b, s in zip(rs, best, single):
-            for ref, lst in ((f"{h}/oracle", frac_own), ("blocks/oracle", frac_blocks)):
-                if ref in r["runs"]:
-                    ob = max(x["pgr"] for x in level_summary(r["runs"][ref]["rounds"])[1:])
-                    lst.append(100 * (b - s) / (ob - s) if ob > s else None)
-        print(f"| {h} / {opt} | {' → '.join(col(i, 'pgr') for i in range(n))} | "
-              f"{', '.join(col(i, 'assign_acc') for i in range(1, n))} | {', '.join(col(i, 'keep') for i in range(1, n))} | "
-              f"{', '.join(col(i, 'precision') for i in range(1, n))} | {ms(best)} | {ms([x[-1]['pgr'] for x in lv])} | "
-              f"{ms([b - s for b, s in zip(best, single)])} | {ms(frac_own)} | {ms(frac_blocks)} |", file=file)
-    hs = []
-    for r in all_results:
-        for h in r.get("coverage0", {}):
-            if h not in hs and (not hierarchies or h in hierarchies):
-                hs.append(h)
-    if hs and all_results[0]["coverage0"][hs[0]]:
-        print("\nrouting coverage of the level-0 student's argmax (share routed to the true class's group) and "
-              "teacher-only test accuracy (ensemble of the level / oracle-routed), %:\n", file=file)
-        print("| hierarchy | coverage (2, 4, 5) | ensemble acc (2, 4, 5) | oracle-routed acc (2, 4, 5) |", file=file)
-        print("|---|---|---|---|", file=file)
-        for h in hs:
-            rs = [r for r in all_results if h in r.get("coverage0", {})]
-            lv = sorted(rs[0]["coverage0"][h], key=int)
-            print(f"| {h} | {', '.join(ms([r['coverage0'][h][l] for r in rs], 100) for l in lv)} | "
-                  f"{', '.join(ms([r['teacher_only'][h][l]['ensemble_acc'] for r in rs], 100) for l in lv)} | "
-                  f"{', '.join(ms([r['teacher_only'][h][l]['oracle_routed_acc'] for r in rs], 100) for l in lv)} |",
-                  file=file)
 
 
 def main():
