@@ -75,7 +75,10 @@ class CoSupervisedConfig(TrainingArguments):
         metadata={"help": "How each training image is routed to one teacher of a specialist level. student: the "
                   "specialist whose classes hold the previous round's student prediction (the paper's choice for "
                   "class specialists); agreement: the teacher whose probabilities are closest to the previous "
-                  "student's (smallest KL; for domain specialists); oracle: by the true class or domain (a "
+                  "student's (smallest KL; for domain specialists); soft_gate: no single teacher: each class specialist "
+                  "is weighted by the previous student's probability mass on its classes and the label is the "
+                  "argmax of the mixture (class levels; measured no better than student, see docs/benchmark.md); "
+                  "oracle: by the true class or domain (a "
                   "diagnostic upper reference that uses ground truth, not a method); ensemble: no routing, every "
                   "teacher of the level averaged (a baseline); auto: student for class levels, agreement for "
                   "domain levels.", "choices": list(ASSIGNMENTS)},

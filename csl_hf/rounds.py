@@ -18,11 +18,13 @@ from .cache import CSLCache
 from .errors import CSLError
 
 __all__ = ["RoundTargets", "StudentLogits", "assignment_method", "assign", "oracle_assignment", "assigned_targets",
-           "ensemble_targets", "plan_round", "round_record"]
+           "mixture_targets", "plan_round", "round_record"]
 
 # Teacher outputs are read per teacher or per chunk of rows: a level's [T, n, C] never sits in memory at once
 # (8 teachers x 1.28M images x 1000 classes would be 41 GB of float32).
 CHUNK_ROWS = 65536
+# assignments that mix the level's teachers instead of routing each sample to one
+MIXTURES = ("ensemble", "soft_gate")
 
 
 class StudentLogits:
@@ -63,7 +65,8 @@ class RoundTargets:
 
     Attributes:
         level: the hierarchy level (0: the generalist alone).
-        method: the teacher assignment used (``none`` at level 0, ``student``, ``agreement`` or ``oracle``).
+        method: the teacher assignment used (``none`` at level 0, ``student``, ``agreement``, ``soft_gate``, ``oracle``
+            or ``ensemble``).
         assignment: ``[n]`` long, each training sample's teacher (index into the level).
         target_class: ``[n]`` long, the argmax of the assigned teacher's probabilities (the hard label).
         soft_targets: ``[n, C]`` float32, the assigned teacher's probabilities; only built for soft labels (hard
@@ -95,7 +98,10 @@ def assignment_method(cache: CSLCache, level: int, requested: str) -> str:
         `CSLError`: ``student`` on a domain level (it routes by class, and domain specialists cover every class).
     """
     kind = cache.level_kind(level)
-    if requested == "ensemble":
+    if requested in ("ensemble", "soft_gate"):
+        if requested == "soft_gate" and kind == "domain":
+            raise CSLError(f"level {level} holds domain specialists: --assignment soft_gate gates by the student's "
+                           "mass on each class specialty; use agreement, oracle or auto")
         return requested
     if requested == "auto":
         return "agreement" if kind == "domain" else "student"
@@ -164,24 +170,32 @@ def assigned_targets(cache: CSLCache, members: list[int], assignment: torch.Tens
     return target_class, soft_targets
 
 
-def ensemble_targets(cache: CSLCache, members: list[int], rows: torch.Tensor,
-                     soft: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The ``ensemble`` baseline: no routing, every teacher of the level averaged (`consistency.ensemble_targets`).
+def mixture_targets(cache: CSLCache, members: list[int], rows: torch.Tensor, soft: bool,
+                    previous: StudentLogits | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Targets that mix the level's teachers instead of picking one: ``sum_t g[n, t] p_t[n]``.
+
+    ``previous=None`` is the ``ensemble`` baseline (equal weights, `consistency.ensemble_targets`); with the previous
+    student it is ``soft_gate`` (``g`` = the student's probability mass on each specialty,
+    `consistency.soft_gate_targets`). Memory is one chunk of ``CHUNK_ROWS`` rows at a time.
 
     Returns ``(teacher [n], target_class [n], soft_targets [n, C] or None)``; ``teacher`` is the one that gives the
     target class the most probability (for the assignment-accuracy diagnostic)."""
     n = len(rows)
     chosen, target_class = torch.empty(n, dtype=torch.long), torch.empty(n, dtype=torch.long)
     soft_targets = torch.empty(n, cache.num_labels) if soft else None
+    masks = C.class_masks([cache.specialties[t] for t in members], cache.num_labels) if previous is not None else None
     for start in range(0, n, CHUNK_ROWS):
-        probs = cache.probs(members, rows[start : start + CHUNK_ROWS])  # [T, c, C]
-        mixture = C.ensemble_targets(probs)
+        end = min(n, start + CHUNK_ROWS)
+        probs = cache.probs(members, rows[start:end])  # [T, c, C]
+        if previous is None:
+            mixture = C.ensemble_targets(probs)
+        else:
+            mixture = C.soft_gate_targets(previous[start:end], probs, masks)
         target = mixture.argmax(-1)
-        target_class[start : start + CHUNK_ROWS] = target
-        chosen[start : start + CHUNK_ROWS] = probs.gather(-1, target[None, :, None].expand(len(members), -1, 1))[
-            ..., 0].argmax(0)
+        target_class[start:end] = target
+        chosen[start:end] = probs.gather(-1, target[None, :, None].expand(len(members), -1, 1))[..., 0].argmax(0)
         if soft_targets is not None:
-            soft_targets[start : start + CHUNK_ROWS] = mixture
+            soft_targets[start:end] = mixture
     return chosen, target_class, soft_targets
 
 
@@ -207,10 +221,11 @@ def plan_round(cache: CSLCache, level: int, previous: StudentLogits | torch.Tens
             raise CSLError(f"level {level} needs the previous round's student logits")
         previous = previous if isinstance(previous, StudentLogits) else StudentLogits.from_tensor(previous)
         method = assignment_method(cache, level, assignment)
-        if method != "ensemble":
+        if method not in MIXTURES:
             chosen = assign(cache, level, method, previous, rows)
-    if method == "ensemble":
-        chosen, target_class, soft_targets = ensemble_targets(cache, members, rows, soft_labels)
+    if method in MIXTURES:
+        gate_by = previous if method == "soft_gate" else None
+        chosen, target_class, soft_targets = mixture_targets(cache, members, rows, soft_labels, gate_by)
     else:
         target_class, soft_targets = assigned_targets(cache, members, chosen, rows, soft_labels)
     k = C.topk_of(denoise)

@@ -238,7 +238,7 @@ def test_ensemble_targets_average_the_level():
     rows = cache.rows(0)
     from csl_hf import rounds as R
 
-    chosen, target, soft = R.ensemble_targets(cache, cache.levels[1], rows, soft=True)
+    chosen, target, soft = R.mixture_targets(cache, cache.levels[1], rows, soft=True)
     probs = cache.probs(cache.levels[1], rows)  # [2, n, C], each specialist zero outside its classes
     expected = probs.sum(0) / probs.sum(0).sum(-1, keepdim=True)
     torch.testing.assert_close(soft, expected)
@@ -247,6 +247,27 @@ def test_ensemble_targets_average_the_level():
     owner[cache.specialties[cache.levels[1][1]]["classes"]] = 1
     assert torch.equal(chosen, owner[target])
 
+
+
+def test_soft_gate_weights_each_specialist_by_the_students_mass():
+    # Two samples, classes {0, 1} | {2, 3}. Specialist A: [0.9, 0.1, 0, 0]; B: [0, 0, 0.6, 0.4] for both samples.
+    # Student logits put 0.25 / 0.75 mass on B's classes (sample 0) and 0.8 / 0.2 (sample 1), so the mixture is
+    # sample 0: [0.225, 0.025, 0.45, 0.3] -> class 2 (B); sample 1: [0.72, 0.08, 0.12, 0.08] -> class 0 (A).
+    from csl_hf import rounds as R
+
+    cache = make_cache(n=2, num_labels=4, teachers_per_level=(1, 2))
+    cache.specialties = [{"classes": [0, 1, 2, 3]}, {"classes": [0, 1]}, {"classes": [2, 3]}]
+    cache.levels = [[0], [1, 2]]
+    a, b = torch.tensor([0.9, 0.1, 0.0, 0.0]), torch.tensor([0.0, 0.0, 0.6, 0.4])
+    cache.teacher_probs = torch.stack([torch.full((2, 4), 0.25), a.expand(2, 4), b.expand(2, 4)]).to(
+        cache.teacher_probs.dtype)
+    rows = torch.arange(2)
+    student = torch.log(torch.tensor([[0.125, 0.125, 0.375, 0.375], [0.4, 0.4, 0.1, 0.1]]))
+    targets = R.plan_round(cache, 1, student, rows, assignment="soft_gate", denoise="all", soft_labels=True)
+    expected = torch.tensor([[0.225, 0.025, 0.45, 0.3], [0.72, 0.08, 0.12, 0.08]])
+    torch.testing.assert_close(targets.soft_targets, expected, atol=1e-3, rtol=0)
+    assert targets.target_class.tolist() == [2, 0] and targets.assignment.tolist() == [1, 0]
+    assert targets.method == "soft_gate"
 
 def test_baselines_are_probe_only_and_named(tmp_path):
     with pytest.raises(CSLError, match="does not exist"):
