@@ -102,3 +102,32 @@ def test_streaming_cli_run_labels_the_same_samples(one_process, tmp_path):
     report = run_csl.main([*COMMON, "--streaming", "True", "--output_dir", str(out)])
     assert [r["num_teachers"] for r in report["rounds"]] == [1, 2]
     assert_same_cache(CSLCache.load(one_process / "cache"), CSLCache.load(out / "cache"))
+
+
+def test_teachers_are_trained_on_the_main_process_only(monkeypatch, tmp_path):
+    # A non-main process must not train (its teachers would differ from the main process's with any nondeterminism,
+    # and the time would be spent twice): it takes what the main process broadcasts.
+    import accelerate
+    import accelerate.utils
+
+    from csl_hf import CoSupervisedConfig, pipeline, teachers
+    from csl_hf.script_arguments import ModelArguments
+    from csl_hf.teachers import TeacherTrainingArguments
+
+    class WorkerState:
+        is_main_process, num_processes = False, 2
+
+    sent = object()
+
+    def broadcast(box):
+        box[0] = sent
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a non-main process trained teachers")
+
+    monkeypatch.setattr(accelerate, "PartialState", WorkerState)
+    monkeypatch.setattr(accelerate.utils, "broadcast_object_list", broadcast)
+    monkeypatch.setattr(teachers, "train_teacher_hierarchy", must_not_train)
+    args = CoSupervisedConfig(output_dir=str(tmp_path / "run"))
+    got = pipeline.prepare_teachers(ModelArguments(), TeacherTrainingArguments(), data=None, args=args)
+    assert got is sent
