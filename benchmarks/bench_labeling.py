@@ -12,14 +12,21 @@ accuracy, matters here) and the bundled ImageNet EfficientNet-Lite0 student at 6
 (c) labeling throughput (images/s of (a)) against `transformers.Trainer.predict` of the student alone over the same
     images (a torch Dataset that decodes and preprocesses each image and yields ``pixel_values``).
 
-Every measurement runs side by side in one process, ``--repeats`` times (median reported).
+(d) teachers as 15 linear heads on one shared frozen backbone (the paper's ImageNet layout: levels 1, 2, 4, 8;
+    `train_backbone_heads` / `TeacherMixture.from_backbone`; the backbone is the Lite0 feature extractor at the
+    student's size, so it costs what the student costs): `build_cache` runs the backbone once per batch for all heads,
+    against one pass per model (16 passes: each head as its own backbone + head model, then the student) and against
+    the bare lower bound, one decode + the backbone forward + the student forward per batch with nothing else.
+
+Every measurement runs side by side in one process, ``--repeats`` times (median reported). ``--case`` picks
+``own`` (a-c), ``shared`` (d) or ``all``.
 
 Measured (2 shared CPU cores, 1 torch thread, 3 repeats): (a) 2.69 s = 191 img/s; (b) 2.95 s, 1.10x (a); (c)
 Trainer.predict of the student alone 189 img/s, labeling/predict 1.01. At 64 px the Lite0 student dominates the
 compute and decoding a 28 px PNG is cheap, so the 12 teachers and the shared decode ride along almost for free: the
 labeling pass runs at the speed of predicting with the student alone; separate passes mainly pay 12 more decodes.
 
-    PYTHONPATH=. HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/bench_labeling.py [--repeats 3]
+    PYTHONPATH=. HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/bench_labeling.py [--repeats 3] [--case shared]
 """
 
 from __future__ import annotations
@@ -31,11 +38,13 @@ import time
 
 import datasets
 import torch
-from transformers import AutoImageProcessor, AutoModelForImageClassification, Trainer, TrainingArguments
+from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
 
-from csl_hf import Preprocessing, TeacherTrainingArguments, build_cache, train_teacher_hierarchy
+from csl_hf import Preprocessing, TeacherTrainingArguments, build_cache, train_backbone_heads, train_teacher_hierarchy
 from csl_hf.data import load_csl_dataset, load_image, make_weak_to_strong_splits
+from csl_hf.hierarchy import class_hierarchy
+from csl_hf.modeling_teacher_mixture import pooled_features
 from csl_hf.models import resolve_student_name_or_path
 from csl_hf.student import find_classifier
 
@@ -54,7 +63,7 @@ def setup(teacher_steps: int, image_size: int):
     base = Preprocessing.from_image_processor(AutoImageProcessor.from_pretrained(path))
     pre = Preprocessing(size=(image_size, image_size), image_mean=base.image_mean, image_std=base.image_std,
                         rescale_factor=base.rescale_factor)
-    return {"train": splits["train"], "test": splits["test"]}, teachers, student, pre
+    return {"train": splits["train"], "test": splits["test"]}, teachers, student, pre, splits["teacher"]
 
 
 def one_pass(splits, teachers, student, pre, batch_size):
@@ -89,6 +98,60 @@ def pass_per_model(splits, teachers, student, pre, batch_size):
     return time.perf_counter() - start
 
 
+def shared_backbone_teachers(teacher_split, pre, steps: int):
+    """15 heads (levels 1, 2, 4, 8) on the frozen Lite0 feature extractor, trained for a few steps."""
+    backbone = AutoModel.from_pretrained(resolve_student_name_or_path("efficientnet-lite0")).eval()
+    names = teacher_split.features["label"].names
+    specialties, levels = class_hierarchy(len(names), [1, 2, 4, 8])
+    return train_backbone_heads(backbone, teacher_split, specialties, levels, steps=steps, lr=1e-3, batch_size=64,
+                                id2label=names, preprocessing=pre)
+
+
+@torch.no_grad()
+def pass_per_head(splits, mixture, student, pre, batch_size):
+    """16 passes: each head as its own model (decode, preprocess, backbone, head), then the student."""
+    start = time.perf_counter()
+    for head in mixture.heads:
+        for images in _decoded_batches(splits, batch_size):
+            head(pooled_features(mixture.backbone(pixel_values=pre(images)))).softmax(-1)
+    for images in _decoded_batches(splits, batch_size):
+        student(pixel_values=pre(images))
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def backbone_and_student(splits, mixture, student, pre, batch_size):
+    """The floor: per batch one decode, the backbone forward and the student forward, nothing else."""
+    start = time.perf_counter()
+    for images in _decoded_batches(splits, batch_size):
+        x = pre(images)
+        mixture.backbone(pixel_values=x)
+        student(pixel_values=x)
+    return time.perf_counter() - start
+
+
+def run_shared(args, splits, teacher_split, student, pre, n):
+    mixture = shared_backbone_teachers(teacher_split, pre, args.teacher_steps).eval()
+    print(f"\n(d) {len(mixture.heads)} heads on one frozen Lite0 backbone + the Lite0 student, {n} images at "
+          f"{args.image_size} px")
+    one_pass(splits, mixture, student, pre, args.batch_size)  # warm-up
+    a, b, c = [], [], []
+    for r in range(args.repeats):
+        t_one, labeled = one_pass(splits, mixture, student, pre, args.batch_size)
+        t_many = pass_per_head(splits, mixture, student, pre, args.batch_size)
+        t_floor = backbone_and_student(splits, mixture, student, pre, args.batch_size)
+        assert labeled == n
+        a.append(t_one), b.append(t_many), c.append(t_floor)
+        print(f"repeat {r + 1}: build_cache {t_one:.2f} s, 16 passes {t_many:.2f} s, backbone + student forward "
+              f"{t_floor:.2f} s")
+    t_one, t_many, t_floor = statistics.median(a), statistics.median(b), statistics.median(c)
+    print(f"(d) one pass (backbone once + 15 heads + student): {t_one:.2f} s  ({n / t_one:.0f} img/s)")
+    print(f"    one pass per model (16 passes)               : {t_many:.2f} s  -> {t_many / t_one:.2f}x the one pass "
+          "(target >= 5x)")
+    print(f"    backbone + student forward alone             : {t_floor:.2f} s  -> one pass is {t_one / t_floor:.2f}x "
+          "of it (target <= 1.3x)")
+
+
 class PixelValues(torch.utils.data.Dataset):
     """Decodes and preprocesses one image per item, like an ordinary image-classification eval dataset."""
 
@@ -121,10 +184,20 @@ def main():
     parser.add_argument("--teacher_steps", type=int, default=5)
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--case", choices=("own", "shared", "all"), default="all",
+                        help="own: 12 tiny teachers (a-c); shared: 15 heads on one backbone (d)")
     args = parser.parse_args()
     datasets.disable_progress_bars()
-    splits, teachers, student, pre = setup(args.teacher_steps, args.image_size)
+    hf_logging.disable_progress_bar()
+    splits, teachers, student, pre, teacher_split = setup(args.teacher_steps, args.image_size)
     n = len(splits["train"]) + len(splits["test"])
+    if args.case in ("own", "all"):
+        run_own(args, splits, teachers, student, pre, n)
+    if args.case in ("shared", "all"):
+        run_shared(args, splits, teacher_split, student, pre, n)
+
+
+def run_own(args, splits, teachers, student, pre, n):
     print(f"{n} images, {len(teachers.teachers)} teachers + EfficientNet-Lite0 at {args.image_size} px, batch "
           f"{args.batch_size}, {torch.get_num_threads()} torch thread(s)")
     one_pass(splits, teachers, student, pre, args.batch_size)  # warm-up
