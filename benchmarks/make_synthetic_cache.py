@@ -1,4 +1,4 @@
-"""Write a synthetic CSL cache (DESIGN.md §4) with weak generalist + class-block specialists.
+"""Write a synthetic CSL cache (docs/cache.md) with weak generalist + class-block specialists.
 
 Data model (all drawn from one seeded ``torch.Generator``):
 

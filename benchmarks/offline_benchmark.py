@@ -4,9 +4,9 @@ dataset, with the baselines of the same run (single teacher = level 0, oracle ro
 specialties from contiguous id blocks (the paper's layout) or from the data (this package's default), optionally
 with the class ids permuted by the seed (as a user's dataset comes: its class order means nothing).
 
-    python benchmarks/offline_benchmark.py --dataset_name animal_mnist --seeds 3,4,5 --permute_classes \
+    python benchmarks/offline_benchmark.py --dataset_name animal_mnist --seeds 3,4,5 --permute_classes \\
         --specialties blocks,auto --output_dir bench_out
-    python benchmarks/offline_benchmark.py --dataset_name animal_mnist --seeds 0,1,2 --specialties blocks \
+    python benchmarks/offline_benchmark.py --dataset_name animal_mnist --seeds 0,1,2 --specialties blocks \\
         --sweep 25,50,100,300 --soft
     python benchmarks/offline_benchmark.py --dataset_name digits_domains --seeds 3,4,5 --teacher_steps 200
 
@@ -55,12 +55,17 @@ def permute(data, seed: int):
 
 
 def run(out: str, dataset: str, seed: int, specialties: str, permute_classes: bool, teacher_steps: int,
-        soft: bool) -> dict:
-    """One run into ``out`` (its report is reused when present)."""
+        extras: dict[str, dict]) -> dict:
+    """One run into ``out`` (its report is reused when present), then the rounds of every ``extras`` entry (name ->
+    `CoSupervisedConfig` overrides, e.g. ``{"soft": {"soft_labels": True}}``) on the same cache, into ``out/name``.
+    The extra reports are attached to the run's report under their names."""
+    from csl_hf import CoSupervisedConfig, CoSupervisedTrainer, CSLCache
+
     path = os.path.join(out, "csl_report.json")
+    common = dict(seed=seed, disable_tqdm=True, overwrite_output_dir=True, save_round_checkpoints=False,
+                  logging_steps=10**9)
     if not os.path.isfile(path):
-        from csl_hf import (CoSupervisedConfig, CoSupervisedTrainer, TeacherTrainingArguments, load_student,
-                            load_weak_to_strong_data, train_teacher_hierarchy)
+        from csl_hf import TeacherTrainingArguments, load_student, load_weak_to_strong_data, train_teacher_hierarchy
 
         data = load_weak_to_strong_data(dataset, seed=seed)
         if permute_classes:
@@ -68,73 +73,79 @@ def run(out: str, dataset: str, seed: int, specialties: str, permute_classes: bo
         targs = TeacherTrainingArguments(teacher_seed=seed, teacher_steps=teacher_steps, specialties=specialties)
         teachers = train_teacher_hierarchy(data.teacher, targs, domain_level=data.domain_column is not None)
         student, processor = load_student(None, data.id2label)
-        args = CoSupervisedConfig(output_dir=out, seed=seed, disable_tqdm=True, overwrite_output_dir=True,
-                                  save_round_checkpoints=False, logging_steps=10**9)
-        trainer = CoSupervisedTrainer(model=student, teachers=teachers, args=args, train_dataset=data.train,
-                                      eval_dataset=data.test, processing_class=processor)
-        trainer.train()
-        if soft:
-            soft_args = CoSupervisedConfig(output_dir=os.path.join(out, "soft"), seed=seed, disable_tqdm=True,
-                                           overwrite_output_dir=True, save_round_checkpoints=False, soft_labels=True,
-                                           baselines="none", logging_steps=10**9)
-            CoSupervisedTrainer(args=soft_args, cache=trainer.cache).train()
+        args = CoSupervisedConfig(output_dir=out, **common)
+        CoSupervisedTrainer(model=student, teachers=teachers, args=args, train_dataset=data.train,
+                            eval_dataset=data.test, processing_class=processor).train()
     with open(path) as f:
         report = json.load(f)
-    soft_path = os.path.join(out, "soft", "csl_report.json")
-    if os.path.isfile(soft_path):
-        with open(soft_path) as f:
-            report["soft"] = json.load(f)
+    cache = None
+    for name, overrides in extras.items():
+        extra_path = os.path.join(out, name, "csl_report.json")
+        if not os.path.isfile(extra_path):
+            cache = cache or CSLCache.load(os.path.join(out, "cache"))
+            extra_args = CoSupervisedConfig(output_dir=os.path.join(out, name), baselines="none", **common,
+                                            **overrides)
+            CoSupervisedTrainer(args=extra_args, cache=cache).train()
+        with open(extra_path) as f:
+            report[name] = json.load(f)
     return report
 
 
-def summarize(name: str, reports: list[dict]) -> None:
+def summarize(name: str, reports: list[dict], extras: list[str]) -> None:
     levels = [r["num_teachers"] for r in reports[0]["rounds"]]
     pgr = lambda rep, chain: [r["pgr"] for r in (rep["rounds"] if chain == "csl" else rep["baselines"][chain])]  # noqa: E731
     print(f"\n### {name}\n")
     print("| teachers | assignment acc % | keep % | precision % | PGR CSL | PGR oracle | PGR ensemble |"
-          + (" PGR CSL soft |" if "soft" in reports[0] else ""))
-    print("|---|---|---|---|---|---|---|" + ("---|" if "soft" in reports[0] else ""))
+          + "".join(f" PGR {e} |" for e in extras))
+    print("|---|---|---|---|---|---|---|" + "---|" * len(extras))
     for i, n in enumerate(levels):
         col = lambda key: [100 * r["rounds"][i][key] for r in reports if r["rounds"][i].get(key) is not None]  # noqa: E731
         row = (f"| {n} | {mean_std(col('assignment_accuracy'))} | {mean_std(col('keep_rate'))} | "
                f"{mean_std(col('precision'))} | {mean_std([pgr(r, 'csl')[i] for r in reports])} | "
                f"{mean_std([pgr(r, 'oracle')[i] for r in reports])} | "
                f"{mean_std([pgr(r, 'ensemble')[i] for r in reports])} |")
-        if "soft" in reports[0]:
-            row += f" {mean_std([r['soft']['rounds'][i]['pgr'] for r in reports])} |"
+        row += "".join(f" {mean_std([r[e]['rounds'][i]['pgr'] for r in reports])} |" for e in extras)
         print(row)
     single = [r["rounds"][0]["pgr"] for r in reports]
-    best = [max(pgr(r, "csl")[1:]) for r in reports]
     oracle = [max(pgr(r, "oracle")[1:]) for r in reports]
-    frac = [100 * (b - s) / (o - s) for b, s, o in zip(best, single, oracle)]
-    print(f"\nbest CSL PGR {mean_std(best)} (per seed {', '.join(f'{b:.1f}' for b in best)}); single teacher "
-          f"{mean_std(single)}; gain {mean_std([b - s for b, s in zip(best, single)])}; best oracle {mean_std(oracle)}; "
-          f"fraction of oracle gain recovered {mean_std(frac)} % (per seed {', '.join(f'{f:.1f}' for f in frac)})")
+    for chain in ["csl", *extras]:
+        best = [max(x["pgr"] for x in (r["rounds"] if chain == "csl" else r[chain]["rounds"])[1:]) for r in reports]
+        frac = [100 * (b - s) / (o - s) for b, s, o in zip(best, single, oracle)]
+        print(f"\n{'CSL' if chain == 'csl' else chain}: best PGR {mean_std(best)} (per seed "
+              f"{', '.join(f'{b:.1f}' for b in best)}); single teacher {mean_std(single)}; gain "
+              f"{mean_std([b - s for b, s in zip(best, single)])}; best oracle {mean_std(oracle)}; fraction of oracle "
+              f"gain recovered {mean_std(frac)} % (per seed {', '.join(f'{f:.1f}' for f in frac)})")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset_name", default="animal_mnist")
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--dataset_name", default="animal_mnist", help="a bundled dataset: animal_mnist, digits_domains")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (split, teacher and rounds seed)")
     p.add_argument("--specialties", default="auto", help="comma-separated: blocks, auto (class hierarchies)")
     p.add_argument("--permute_classes", action="store_true", help="permute the class ids by the seed")
-    p.add_argument("--teacher_steps", type=int, default=100)
+    p.add_argument("--teacher_steps", type=int, default=100, help="training steps of every teacher")
     p.add_argument("--soft", action="store_true", help="also the rounds with soft labels on the same cache")
+    p.add_argument("--assignments", default="", help="comma-separated other --assignment values to run on the same "
+                   "cache beside the default (e.g. soft_gate), hard labels")
     p.add_argument("--sweep", default="", help="teacher budgets (steps) to sweep, e.g. 25,50,100,300")
     p.add_argument("--output_dir", default="bench_out")
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     t0 = time.time()
     domains = a.dataset_name == "digits_domains"
+    extras = {name: {"assignment": name} for name in a.assignments.split(",") if name}
+    if a.soft:
+        extras["soft"] = {"soft_labels": True}
     for spec in ["domains"] if domains else a.specialties.split(","):
         tag = f"{a.dataset_name}{'-perm' if a.permute_classes else ''}-{spec}-steps{a.teacher_steps}"
         reports = [run(os.path.join(a.output_dir, f"{tag}-seed{s}"), a.dataset_name, s, "auto" if domains else spec,
-                       a.permute_classes, a.teacher_steps, a.soft) for s in seeds]
+                       a.permute_classes, a.teacher_steps, extras) for s in seeds]
         weak = [100 * r["weak_accuracy"] for r in reports]
         ceiling = [100 * r["ceiling_accuracy"] for r in reports]
         print(f"\n## {tag}: seeds {a.seeds}; weak {mean_std(weak)} %, ceiling {mean_std(ceiling)} %; ceiling - weak "
               f"per seed: {', '.join(f'{c - w:.1f}' for c, w in zip(ceiling, weak))} points")
-        summarize(f"specialties {spec}" if not domains else "domain specialists (agreement routing)", reports)
+        summarize(f"specialties {spec}" if not domains else "domain specialists (agreement routing)", reports,
+                  list(extras))
     if a.sweep:
         print("\n## teacher budget sweep (hard labels)\n")
         print("| teacher steps | generalist test acc % | single-teacher PGR | best CSL PGR | gain |")
@@ -143,7 +154,7 @@ def main() -> None:
         for steps in [int(x) for x in a.sweep.split(",")]:
             tag = f"{a.dataset_name}{'-perm' if a.permute_classes else ''}-{spec}-steps{steps}"
             reps = [run(os.path.join(a.output_dir, f"{tag}-seed{s}"), a.dataset_name, s, spec, a.permute_classes,
-                        steps, False) for s in seeds]
+                        steps, {}) for s in seeds]
             single = [r["rounds"][0]["pgr"] for r in reps]
             best = [max(x["pgr"] for x in r["rounds"][1:]) for r in reps]
             print(f"| {steps} | {mean_std([100 * r['weak_accuracy'] for r in reps])} | {mean_std(single)} | "

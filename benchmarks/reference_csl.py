@@ -1,4 +1,4 @@
-"""Independent plain-PyTorch reference of co-supervised learning (DESIGN.md §1), probe mode.
+"""Independent plain-PyTorch reference of co-supervised learning (docs/algorithm.md), probe mode.
 
 Written from the spec alone (no csl_hf imports) to cross-check the Trainer-based implementation.
 Reads a §4 cache, trains a linear head ``nn.Linear(D, C)`` on the cached features per level, and

@@ -31,9 +31,10 @@ class CoSupervisedConfig(TrainingArguments):
 
         assignment (`str`, defaults to `"auto"`):
             How a sample is routed to one teacher of a specialist level: ``student`` (the teacher whose classes hold
-            the previous student's argmax), ``agreement`` (the teacher minimising KL(student || teacher)),
-            ``oracle`` (by the true class or domain; a diagnostic upper reference), or ``auto`` (``student`` for class
-            levels, ``agreement`` for domain levels).
+            the previous student's argmax; the paper), ``agreement`` (the teacher minimising KL(student || teacher)),
+            ``soft_gate`` (no single teacher: the specialists mixed with weights = the previous student's mass on
+            each specialty), ``oracle`` (by the true class or domain; a diagnostic upper reference), ``ensemble``
+            (no routing; a baseline), or ``auto`` (``student`` for class levels, ``agreement`` for domain levels).
         denoise (`str`, defaults to `"top3"`):
             Consistency filter: keep rate = fraction of samples whose target is in the previous student's top-k
             (``top1``/``top2``/``top3``), then keep that fraction with the smallest loss; ``all`` keeps everything.
@@ -61,6 +62,13 @@ class CoSupervisedConfig(TrainingArguments):
             their class indices.
         labeling_batch_size (`int`, defaults to 128):
             Images per batch in the labeling pass.
+        baselines (`str`, *optional*):
+            Comparison chains run on the same cache beside CSL: ``oracle``, ``ensemble`` (comma-separated) or
+            ``none``; default ``oracle,ensemble`` in probe mode when the training split has ground truth.
+        backbone_learning_rate (`float`, *optional*):
+            Full mode: the learning rate of everything but the classifier (default ``learning_rate / 10``).
+        image_cache_mb (`float`):
+            Full mode: keep the preprocessed images in memory up to this size (MiB), so each is decoded once per run.
         on_bad_image (`str`, defaults to `"skip"`):
             A corrupt or degenerate image in the labeling pass: ``skip`` (counted in the log and the cache's
             ``source.skipped_images``) or ``fail`` (stop with an error naming the file).

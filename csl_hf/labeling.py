@@ -195,7 +195,7 @@ def _decode(raw: dict[str, list], indices: list[int], spec) -> _Decoded:
 
 
 def _decoded_batches(dataset, batch_size: int, base: int | None, spec: _DecodeBatches,
-                     num_workers: int) -> Iterable[_Decoded]:
+                     num_workers: int, loader_kwargs: dict | None = None) -> Iterable[_Decoded]:
     """Decoded batches of one shard: in ``num_workers`` DataLoader workers for map-style data, in this process for a
     stream (which is read once, in order)."""
     if isinstance(dataset, datasets.IterableDataset):
@@ -206,7 +206,8 @@ def _decoded_batches(dataset, batch_size: int, base: int | None, spec: _DecodeBa
     if num_workers <= 0:
         yield from (spec[i] for i in range(len(spec)))
         return
-    yield from torch.utils.data.DataLoader(spec, batch_size=None, num_workers=num_workers, collate_fn=_as_is)
+    yield from torch.utils.data.DataLoader(spec, batch_size=None, num_workers=num_workers, collate_fn=_as_is,
+                                           **(loader_kwargs or {}))
 
 
 def _as_is(item):
@@ -262,6 +263,7 @@ def build_cache(
     show_progress: bool = True,
     source: dict[str, Any] | None = None,
     num_workers: int = 0,
+    dataloader_kwargs: dict | None = None,
 ) -> tuple[CSLCache, LabelingStats]:
     """Label the ``train`` and ``test`` splits (map-style or streaming datasets) into one `CSLCache`.
 
@@ -276,6 +278,8 @@ def build_cache(
         source: recorded in the cache's ``source`` (e.g. the dataset's name); the pass adds the skipped counts.
         num_workers: ``DataLoader`` workers that decode and resize map-style data while this process runs the models
             (``dataloader_num_workers``; a stream is decoded as it is read).
+        dataloader_kwargs: more ``torch.utils.data.DataLoader`` arguments for those workers (``prefetch_factor``,
+            ``multiprocessing_context``); used only with ``num_workers > 0``.
     Returns:
         ``(cache, stats)``. Under several processes every process returns the same gathered cache.
     """
@@ -308,7 +312,7 @@ def build_cache(
             columns = [c for c in (label_col, domain_col) if c]
             spec = _DecodeBatches(None, batch_size, 0, image_col, columns, preprocessings, min_image_size,
                                   skip_bad=on_bad_image == "skip")
-            for decoded in _decoded_batches(dataset, batch_size, base, spec, num_workers):
+            for decoded in _decoded_batches(dataset, batch_size, base, spec, num_workers, dataloader_kwargs):
                 if decoded.fatal is not None:
                     raise CSLError(f"{decoded.fatal} (in the {split_name} split); remove or fix the file, or pass "
                                    "--on_bad_image skip to skip and count bad images")

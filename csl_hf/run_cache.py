@@ -90,7 +90,7 @@ def label_or_reuse(images, teachers: TeacherMixture, student: PreTrainedModel, a
         label_col=images.label_column, domain_col=images.domain_column, batch_size=args.labeling_batch_size,
         accelerator=state, on_bad_image=args.on_bad_image, student_name=student.config.name_or_path or None,
         compact_topk=args.compact_cache_topk, show_progress=not args.disable_tqdm, source=source,
-        num_workers=args.dataloader_num_workers)
+        num_workers=args.dataloader_num_workers, dataloader_kwargs=labeling_loader_kwargs(args))
     if args.should_save:
         # Saved only once the pass succeeded: a failed pass leaves the output directory as it was.
         if source["teachers"] == TEACHERS_DIR_NAME:
@@ -102,3 +102,13 @@ def label_or_reuse(images, teachers: TeacherMixture, student: PreTrainedModel, a
                     f"skipped {stats.skipped}")
     state.wait_for_everyone()
     return cache
+
+
+def labeling_loader_kwargs(args) -> dict:
+    """The `TrainingArguments` DataLoader settings the labeling pass's decode workers honour."""
+    kwargs = {}
+    if args.dataloader_num_workers > 0 and args.dataloader_prefetch_factor is not None:
+        kwargs["prefetch_factor"] = args.dataloader_prefetch_factor
+    if args.dataloader_num_workers > 0 and args.dataloader_multiprocessing_context is not None:
+        kwargs["multiprocessing_context"] = args.dataloader_multiprocessing_context
+    return kwargs

@@ -13,7 +13,7 @@ import dataclasses
 from .errors import CSLError
 from .report import jsonable
 
-__all__ = ["REFUSED", "REFUSED_IN_PROBE", "check_training_arguments"]
+__all__ = ["REFUSED", "REFUSED_IN_PROBE", "HONOURED", "check_training_arguments", "audit_table"]
 
 _EVAL = ("every round's student is evaluated on the test split (its accuracy and PGR are in the report); "
          "call trainer.evaluate() for more")
@@ -56,6 +56,27 @@ REFUSED_IN_PROBE = {
     "torch_compile_mode": _PROBE, "auto_find_batch_size": _PROBE, "fsdp": _PROBE, "fsdp_config": _PROBE,
     "deepspeed": _PROBE,
 }
+_BATCHES = ("probe batches are sliced from the cached features already in memory, with no DataLoader; it applies to "
+            "--student_mode full")
+REFUSED_IN_PROBE.update({name: _BATCHES for name in (
+    "dataloader_drop_last", "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_in_order")})
+
+#: What the honoured fields do in a CSL run, where it is not simply the Trainer's meaning (``field -> note``).
+HONOURED = {
+    "output_dir": "the run's directory (students, teachers, cache, report, card)",
+    "num_train_epochs": "epochs per round `E` (`floor(E / r)` with `--scale_epochs_by_keep_rate`)",
+    "max_steps": "caps every phase (ceiling, each round) at this many optimiser steps",
+    "per_device_train_batch_size": "batch of every phase",
+    "per_device_eval_batch_size": "batch of the students' predictions",
+    "seed": "every phase's head initialisation and batch order derive from it and the level",
+    "dataloader_num_workers": "the labeling pass decodes in this many workers; full mode also trains with them",
+    "dataloader_prefetch_factor": "the labeling pass's workers (and full-mode training)",
+    "dataloader_multiprocessing_context": "the labeling pass's workers (and full-mode training)",
+    "resume_from_checkpoint": "resumes the CSL run at its next phase (OUTPUT_DIR/csl_progress.json)",
+    "push_to_hub": "pushes the final student to main and each round to a branch `round-{level}`, with the card",
+    "label_smoothing_factor": "applied to the hard-label cross-entropy of every phase",
+    "do_train": "the script always trains",
+}
 
 def _default(field: dataclasses.Field):
     if field.default is not dataclasses.MISSING:
@@ -83,3 +104,22 @@ def check_training_arguments(config) -> None:
     for name, why in (*REFUSED.items(), *(REFUSED_IN_PROBE.items() if probe else ())):
         if name in fields and _is_set(getattr(config, name, None), fields[name]):
             raise CSLError(f"--{name} does not apply to a CSL run: {why}; drop it")
+
+
+def audit_table() -> str:
+    """The markdown table of every `TrainingArguments` field and what a CSL run does with it in each mode (the one in
+    docs/troubleshooting.md; `tests/test_console_and_configs.py` checks that the doc holds this exact table)."""
+    from transformers import TrainingArguments
+
+    rows = ["| field | `--student_mode probe` | `--student_mode full` | what it does / why refused |", "|---|---|---|---|"]
+    for f in dataclasses.fields(TrainingArguments):
+        if not f.init:
+            continue
+        if f.name in REFUSED:
+            probe, full, note = "refused", "refused", REFUSED[f.name]
+        elif f.name in REFUSED_IN_PROBE:
+            probe, full, note = "refused", "honoured", REFUSED_IN_PROBE[f.name]
+        else:
+            probe, full, note = "honoured", "honoured", HONOURED.get(f.name, "the `Trainer`'s meaning, in every phase")
+        rows.append(f"| `{f.name}` | {probe} | {full} | {note} |")
+    return "\n".join(rows)

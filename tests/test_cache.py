@@ -1,4 +1,4 @@
-"""The CSL cache contract (DESIGN §4): round trips, dtypes, the compact form and validation errors."""
+"""The CSL cache contract (docs/cache.md): round trips, dtypes, the compact form and validation errors."""
 
 import json
 

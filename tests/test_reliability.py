@@ -8,6 +8,7 @@ cache.json, failed runs that must leave the output directory as it was.
 
 import json
 import os
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from PIL import Image
 from synthetic import make_cache
 
-from csl_hf import CSLCache, Preprocessing, TeacherTrainingArguments, train_teacher_hierarchy
+from csl_hf import CoSupervisedConfig, CSLCache, Preprocessing, TeacherTrainingArguments, train_teacher_hierarchy
 from csl_hf.data import load_image, load_image_folder, preprocess_images
 from csl_hf.data.targets import ImageTargets
 from csl_hf.errors import CacheError, CSLError
@@ -136,6 +137,7 @@ def test_flags_that_apply_are_honoured(tmp_path, capsys, flag):
     (["--eval_strategy", "epoch"], "evaluated on the test split"),
     (["--save_strategy", "steps"], "round-{level}"),
     (["--load_best_model_at_end", "True"], "test split"),
+    (["--dataloader_drop_last", "True"], "no DataLoader"),
     (["--max_train_samples", "0"], "positive"),
     (["--max_eval_samples", "-5"], "positive"),
     (["--labeling_batch_size", "0"], "at least 1"),
@@ -216,3 +218,26 @@ def test_a_run_that_fails_after_a_round_stays_resumable(tmp_path, capsys, monkey
     rc, err = run_cli(capsys, *common, "--resume_from_checkpoint", out)
     assert rc == 0, err
     assert len(json.loads((out / "csl_report.json").read_text())["rounds"]) == 3
+
+
+def test_every_trainingarguments_field_is_listed_in_the_troubleshooting_table():
+    # The doc's table is the generated one, so a field added by a transformers upgrade (or a new refusal) shows up
+    # as a failing test until docs/troubleshooting.md is regenerated.
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from csl_hf.training_arguments_audit import REFUSED, REFUSED_IN_PROBE, audit_table
+
+    table = audit_table()
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "troubleshooting.md").read_text()
+    assert table in doc
+    fields = [f.name for f in dataclasses.fields(TrainingArguments) if f.init]
+    assert all(f"| `{name}` |" in table for name in fields)
+    assert not set(REFUSED) & set(REFUSED_IN_PROBE)
+
+
+def test_a_refused_flag_is_refused_in_python_too_and_probe_only_ones_apply_in_full_mode(tmp_path):
+    with pytest.raises(CSLError, match="--dataloader_drop_last does not apply"):
+        CoSupervisedConfig(output_dir=str(tmp_path), dataloader_drop_last=True)
+    assert CoSupervisedConfig(output_dir=str(tmp_path), student_mode="full", dataloader_drop_last=True).dataloader_drop_last
