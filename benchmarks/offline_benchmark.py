@@ -130,6 +130,10 @@ def main() -> None:
     p.add_argument("--sweep", default="", help="teacher budgets (steps) to sweep, e.g. 25,50,100,300")
     p.add_argument("--output_dir", default="bench_out")
     a = p.parse_args()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the log is the tables; the runs' own progress would bury them
+    datasets.disable_progress_bars()
     seeds = [int(s) for s in a.seeds.split(",")]
     t0 = time.time()
     domains = a.dataset_name == "digits_domains"
