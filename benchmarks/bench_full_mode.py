@@ -25,7 +25,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.utils import logging as hf_logging
 
-from csl_hf import CoSupervisedConfig, CoSupervisedTrainer, Preprocessing, build_cache, load_student
+from csl_hf import CoSupervisedConfig, CoSupervisedTrainer, Preprocessing, load_student
 from csl_hf import TeacherTrainingArguments, train_teacher_hierarchy
 from csl_hf.data import load_csl_dataset, load_image, make_weak_to_strong_splits
 

@@ -185,7 +185,7 @@ def imagenet(a) -> None:
     print(f"level 0 targets (generalist argmax): {time.perf_counter() - t0:.1f} s, peak RSS {peak_rss_mb():.0f} MiB")
     previous = mode.student_logits()
     t0 = time.perf_counter()
-    chosen = R.assign(cache, 3, "student", previous, rows)
+    R.assign(cache, 3, "student", previous, rows)
     assign_s = time.perf_counter() - t0
     print(f"student assignment to 8 specialists: {assign_s:.1f} s, peak RSS {peak_rss_mb():.0f} MiB")
     t0 = time.perf_counter()
@@ -193,7 +193,7 @@ def imagenet(a) -> None:
     plan_s = time.perf_counter() - t0
     print(f"whole round planning (assignment + targets + top-3 filter + ranking): {plan_s:.1f} s "
           f"(keep rate {targets.keep_rate:.3f}), peak RSS {peak_rss_mb():.0f} MiB")
-    x, y = mode.inputs["train"], targets.fit_targets()
+    y = targets.fit_targets()
     keep = targets.keep
     data = mode.phase_data(keep, y, seed=0, batch_size=100, process_index=0, num_processes=1)
     opt = torch.optim.Adam(head.parameters(), lr=1e-3)
