@@ -9,6 +9,8 @@ with the class ids permuted by the seed (as a user's dataset comes: its class or
     python benchmarks/offline_benchmark.py --dataset_name animal_mnist --seeds 0,1,2 --specialties blocks \
         --sweep 25,50,100,300 --soft
     python benchmarks/offline_benchmark.py --dataset_name digits_domains --seeds 3,4,5 --teacher_steps 200
+    python benchmarks/offline_benchmark.py --seeds 3,4,5 --permute_classes --specialties blocks,auto \
+        --assignment student,oos_gate          # the same teachers and cache, routed two ways (gates trained too)
 
 Each run is the library path of ``examples/run_csl.py`` with ``seed = teacher_seed = S`` and the package defaults
 (1,000 teacher images, 2,000 test images, the rest weak-to-strong; tiny ConvNeXt teachers, 100 steps; the bundled
@@ -55,36 +57,47 @@ def permute(data, seed: int):
 
 
 def run(out: str, dataset: str, seed: int, specialties: str, permute_classes: bool, teacher_steps: int,
-        soft: bool) -> dict:
-    """One run into ``out`` (its report is reused when present)."""
+        soft: bool, assignments: tuple[str, ...] = ("auto",)) -> dict[str, dict]:
+    """One run into ``out`` (its reports are reused when present): the first assignment's report in ``out``, every
+    further assignment's rounds on the same cache in ``out/assignment-<name>``. ``oos_gate`` trains the teachers with
+    gate teachers (``specialty_gates``; the teachers themselves are the same). Returns ``{assignment: report}``."""
+    dirs = {a: out if i == 0 else os.path.join(out, f"assignment-{a}") for i, a in enumerate(assignments)}
     path = os.path.join(out, "csl_report.json")
-    if not os.path.isfile(path):
+    if not all(os.path.isfile(os.path.join(d, "csl_report.json")) for d in dirs.values()):
         from csl_hf import (CoSupervisedConfig, CoSupervisedTrainer, TeacherTrainingArguments, load_student,
                             load_weak_to_strong_data, train_teacher_hierarchy)
 
         data = load_weak_to_strong_data(dataset, seed=seed)
         if permute_classes:
             data = permute(data, seed)
-        targs = TeacherTrainingArguments(teacher_seed=seed, teacher_steps=teacher_steps, specialties=specialties)
+        targs = TeacherTrainingArguments(teacher_seed=seed, teacher_steps=teacher_steps, specialties=specialties,
+                                         specialty_gates="oos_gate" in assignments)
         teachers = train_teacher_hierarchy(data.teacher, targs, domain_level=data.domain_column is not None)
         student, processor = load_student(None, data.id2label)
         args = CoSupervisedConfig(output_dir=out, seed=seed, disable_tqdm=True, overwrite_output_dir=True,
-                                  save_round_checkpoints=False, logging_steps=10**9)
+                                  save_round_checkpoints=False, logging_steps=10**9, assignment=assignments[0])
         trainer = CoSupervisedTrainer(model=student, teachers=teachers, args=args, train_dataset=data.train,
                                       eval_dataset=data.test, processing_class=processor)
         trainer.train()
+        for assignment in assignments[1:]:
+            other = CoSupervisedConfig(output_dir=dirs[assignment], seed=seed, disable_tqdm=True,
+                                       overwrite_output_dir=True, save_round_checkpoints=False, logging_steps=10**9,
+                                       assignment=assignment)
+            CoSupervisedTrainer(args=other, cache=trainer.cache).train()
         if soft:
             soft_args = CoSupervisedConfig(output_dir=os.path.join(out, "soft"), seed=seed, disable_tqdm=True,
                                            overwrite_output_dir=True, save_round_checkpoints=False, soft_labels=True,
                                            baselines="none", logging_steps=10**9)
             CoSupervisedTrainer(args=soft_args, cache=trainer.cache).train()
-    with open(path) as f:
-        report = json.load(f)
+    reports = {}
+    for assignment, directory in dirs.items():
+        with open(os.path.join(directory, "csl_report.json")) as f:
+            reports[assignment] = json.load(f)
     soft_path = os.path.join(out, "soft", "csl_report.json")
     if os.path.isfile(soft_path):
         with open(soft_path) as f:
-            report["soft"] = json.load(f)
-    return report
+            reports[assignments[0]]["soft"] = json.load(f)
+    return reports
 
 
 def summarize(name: str, reports: list[dict]) -> None:
@@ -120,21 +133,34 @@ def main() -> None:
     p.add_argument("--permute_classes", action="store_true", help="permute the class ids by the seed")
     p.add_argument("--teacher_steps", type=int, default=100)
     p.add_argument("--soft", action="store_true", help="also the rounds with soft labels on the same cache")
+    p.add_argument("--assignment", default="auto",
+                   help="comma-separated --assignment values, each run on the same teachers and cache, e.g. "
+                        "student,oos_gate (oos_gate also trains gate teachers: --specialty_gates)")
     p.add_argument("--sweep", default="", help="teacher budgets (steps) to sweep, e.g. 25,50,100,300")
     p.add_argument("--output_dir", default="bench_out")
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     t0 = time.time()
     domains = a.dataset_name == "digits_domains"
+    assignments = tuple(a.assignment.split(","))
+    gates = "-gates" if "oos_gate" in assignments else ""  # other teachers (with gates): other directories
     for spec in ["domains"] if domains else a.specialties.split(","):
-        tag = f"{a.dataset_name}{'-perm' if a.permute_classes else ''}-{spec}-steps{a.teacher_steps}"
-        reports = [run(os.path.join(a.output_dir, f"{tag}-seed{s}"), a.dataset_name, s, "auto" if domains else spec,
-                       a.permute_classes, a.teacher_steps, a.soft) for s in seeds]
-        weak = [100 * r["weak_accuracy"] for r in reports]
-        ceiling = [100 * r["ceiling_accuracy"] for r in reports]
+        tag = f"{a.dataset_name}{'-perm' if a.permute_classes else ''}-{spec}-steps{a.teacher_steps}{gates}"
+        runs = [run(os.path.join(a.output_dir, f"{tag}-seed{s}"), a.dataset_name, s, "auto" if domains else spec,
+                    a.permute_classes, a.teacher_steps, a.soft, assignments) for s in seeds]
+        weak = [100 * r[assignments[0]]["weak_accuracy"] for r in runs]
+        ceiling = [100 * r[assignments[0]]["ceiling_accuracy"] for r in runs]
         print(f"\n## {tag}: seeds {a.seeds}; weak {mean_std(weak)} %, ceiling {mean_std(ceiling)} %; ceiling - weak "
               f"per seed: {', '.join(f'{c - w:.1f}' for c, w in zip(ceiling, weak))} points")
-        summarize(f"specialties {spec}" if not domains else "domain specialists (agreement routing)", reports)
+        for assignment in assignments:
+            name = f"specialties {spec}" if not domains else "domain specialists (agreement routing)"
+            summarize(name + (f", --assignment {assignment}" if len(assignments) > 1 else ""),
+                      [r[assignment] for r in runs])
+        best = {x: [max(p["pgr"] for p in r[x]["rounds"][1:]) for r in runs] for x in assignments}
+        for x in assignments[1:]:
+            diff = [b - c for b, c in zip(best[x], best[assignments[0]])]
+            print(f"\nbest CSL PGR, {x} minus {assignments[0]}: {mean_std(diff)} (per seed "
+                  f"{', '.join(f'{d:+.1f}' for d in diff)})")
     if a.sweep:
         print("\n## teacher budget sweep (hard labels)\n")
         print("| teacher steps | generalist test acc % | single-teacher PGR | best CSL PGR | gain |")
@@ -143,7 +169,7 @@ def main() -> None:
         for steps in [int(x) for x in a.sweep.split(",")]:
             tag = f"{a.dataset_name}{'-perm' if a.permute_classes else ''}-{spec}-steps{steps}"
             reps = [run(os.path.join(a.output_dir, f"{tag}-seed{s}"), a.dataset_name, s, spec, a.permute_classes,
-                        steps, False) for s in seeds]
+                        steps, False)["auto"] for s in seeds]
             single = [r["rounds"][0]["pgr"] for r in reps]
             best = [max(x["pgr"] for x in r["rounds"][1:]) for r in reps]
             print(f"| {steps} | {mean_std([100 * r['weak_accuracy'] for r in reps])} | {mean_std(single)} | "
