@@ -9,6 +9,8 @@ with the class ids permuted by the seed (as a user's dataset comes: its class or
     python benchmarks/offline_benchmark.py --dataset_name animal_mnist --seeds 0,1,2 --specialties blocks \\
         --sweep 25,50,100,300 --soft
     python benchmarks/offline_benchmark.py --dataset_name digits_domains --seeds 3,4,5 --teacher_steps 200
+    python benchmarks/offline_benchmark.py --seeds 3,4,5 --permute_classes --specialties blocks,auto \\
+        --assignments soft_gate,oos_gate       # the same teachers and cache, routed three ways (gates trained too)
 
 Each run is the library path of ``examples/run_csl.py`` with ``seed = teacher_seed = S`` and the package defaults
 (1,000 teacher images, 2,000 test images, the rest weak-to-strong; tiny ConvNeXt teachers, 100 steps; the bundled
@@ -70,7 +72,10 @@ def run(out: str, dataset: str, seed: int, specialties: str, permute_classes: bo
         data = load_weak_to_strong_data(dataset, seed=seed)
         if permute_classes:
             data = permute(data, seed)
-        targs = TeacherTrainingArguments(teacher_seed=seed, teacher_steps=teacher_steps, specialties=specialties)
+        # Gate teachers are trained after the teachers (which stay bit-identical), only when a chain needs them.
+        gates = any(o.get("assignment") == "oos_gate" for o in extras.values())
+        targs = TeacherTrainingArguments(teacher_seed=seed, teacher_steps=teacher_steps, specialties=specialties,
+                                         specialty_gates=gates)
         teachers = train_teacher_hierarchy(data.teacher, targs, domain_level=data.domain_column is not None)
         student, processor = load_student(None, data.id2label)
         args = CoSupervisedConfig(output_dir=out, **common)
@@ -108,13 +113,18 @@ def summarize(name: str, reports: list[dict], extras: list[str]) -> None:
         print(row)
     single = [r["rounds"][0]["pgr"] for r in reports]
     oracle = [max(pgr(r, "oracle")[1:]) for r in reports]
+    csl_best = None
     for chain in ["csl", *extras]:
         best = [max(x["pgr"] for x in (r["rounds"] if chain == "csl" else r[chain]["rounds"])[1:]) for r in reports]
+        csl_best = csl_best or best
         frac = [100 * (b - s) / (o - s) for b, s, o in zip(best, single, oracle)]
+        versus = "" if chain == "csl" else (
+            f"; minus CSL {mean_std([b - c for b, c in zip(best, csl_best)])} (per seed "
+            f"{', '.join(f'{b - c:+.1f}' for b, c in zip(best, csl_best))})")
         print(f"\n{'CSL' if chain == 'csl' else chain}: best PGR {mean_std(best)} (per seed "
               f"{', '.join(f'{b:.1f}' for b in best)}); single teacher {mean_std(single)}; gain "
               f"{mean_std([b - s for b, s in zip(best, single)])}; best oracle {mean_std(oracle)}; fraction of oracle "
-              f"gain recovered {mean_std(frac)} % (per seed {', '.join(f'{f:.1f}' for f in frac)})")
+              f"gain recovered {mean_std(frac)} % (per seed {', '.join(f'{f:.1f}' for f in frac)}){versus}")
 
 
 def main() -> None:
@@ -126,7 +136,8 @@ def main() -> None:
     p.add_argument("--teacher_steps", type=int, default=100, help="training steps of every teacher")
     p.add_argument("--soft", action="store_true", help="also the rounds with soft labels on the same cache")
     p.add_argument("--assignments", default="", help="comma-separated other --assignment values to run on the same "
-                   "cache beside the default (e.g. soft_gate), hard labels")
+                   "teachers and cache beside the default, hard labels (e.g. soft_gate,oos_gate; oos_gate also trains "
+                   "gate teachers, --specialty_gates)")
     p.add_argument("--sweep", default="", help="teacher budgets (steps) to sweep, e.g. 25,50,100,300")
     p.add_argument("--output_dir", default="bench_out")
     a = p.parse_args()
@@ -140,8 +151,9 @@ def main() -> None:
     extras = {name: {"assignment": name} for name in a.assignments.split(",") if name}
     if a.soft:
         extras["soft"] = {"soft_labels": True}
+    gates = "-gates" if "oos_gate" in extras else ""  # teachers with gate teachers: their own directories
     for spec in ["domains"] if domains else a.specialties.split(","):
-        tag = f"{a.dataset_name}{'-perm' if a.permute_classes else ''}-{spec}-steps{a.teacher_steps}"
+        tag = f"{a.dataset_name}{'-perm' if a.permute_classes else ''}-{spec}-steps{a.teacher_steps}{gates}"
         reports = [run(os.path.join(a.output_dir, f"{tag}-seed{s}"), a.dataset_name, s, "auto" if domains else spec,
                        a.permute_classes, a.teacher_steps, extras) for s in seeds]
         weak = [100 * r["weak_accuracy"] for r in reports]

@@ -3,7 +3,9 @@
 A cache is a directory holding ``cache.safetensors`` (tensors) and ``cache.json`` (metadata). Teacher outputs are
 stored either dense (``teacher_probs`` ``[K, N, C]``) or compact (each teacher's top-k probabilities in float16 with
 their class indices: ``teacher_topk_probs`` ``[K, N, k]`` + ``teacher_topk_indices`` ``[K, N, k]``), which the rounds
-read transparently through :meth:`CSLCache.probs`.
+read transparently through :meth:`CSLCache.probs`. A cache labeled by teachers with gate teachers also holds
+``in_specialty`` ``[K, N]`` (each specialist's probability that a sample is in its specialty), which ``--assignment
+oos_gate`` routes by.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class CSLCache:
         source: where the rows come from, written by the labeling pass: ``dataset`` (name or path),
             ``skipped_images`` per split, ``teachers`` (where they are saved) and the ``fingerprint`` that tells a
             later run whether the cache holds the same data.
+        in_specialty: optional ``[K, N]`` float, each teacher's probability that the sample belongs to its specialty
+            (``1 - p(other)`` of its gate teacher, ``1`` for teachers without one): written when the teachers have
+            gate teachers (``--specialty_gates``), read by ``--assignment oos_gate`` (`in_specialty_of`).
     """
 
     features: torch.Tensor
@@ -65,6 +70,7 @@ class CSLCache:
     domain_names: list[str] | None = None
     student: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] | None = None
+    in_specialty: torch.Tensor | None = None
 
     def __post_init__(self):
         if not self.id2label:
@@ -108,6 +114,18 @@ class CSLCache:
             # Top-k mass is < 1: renormalise so targets and KL see a distribution.
             out /= out.sum(-1, keepdim=True).clamp_min(1e-12)
         return out[0] if single else out
+
+    def in_specialty_of(self, teachers: list[int], rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The gate teachers' in-specialty probabilities as float32 ``[len(teachers), n]``.
+
+        Raises:
+            `CacheError`: the cache holds none (its teachers had no gate teachers).
+        """
+        if self.in_specialty is None:
+            raise CacheError("this cache holds no 'in_specialty' (its teachers had no gate teachers); label it with "
+                             "teachers trained with --specialty_gates")
+        out = self.in_specialty[torch.as_tensor(list(teachers), dtype=torch.long)]
+        return (out if rows is None else out[:, rows]).float()
 
     def level_kind(self, level: int) -> str:
         """``"class"`` when the level's specialties are class sets, ``"domain"`` when they are domains."""
@@ -161,6 +179,7 @@ class CSLCache:
             topk_indices=indices.to(torch.int32), domains=self.domains, source_index=self.source_index,
             source_sizes=self.source_sizes, id2label=self.id2label, teacher_names=self.teacher_names,
             domain_names=self.domain_names, student=self.student, source=self.source,
+            in_specialty=None if self.in_specialty is None else self.in_specialty.half(),
         )
 
     def save(self, cache_dir: str | os.PathLike) -> None:
@@ -177,6 +196,8 @@ class CSLCache:
             tensors["domains"] = self.domains.long().contiguous()
         if self.source_index is not None:
             tensors["source_index"] = self.source_index.long().contiguous()
+        if self.in_specialty is not None:
+            tensors["in_specialty"] = self.in_specialty.contiguous()
         with staged_directory(cache_dir) as tmp:
             save_file(tensors, os.path.join(tmp, CACHE_TENSORS))
             with open(os.path.join(tmp, CACHE_METADATA), "w", encoding="utf-8") as f:
@@ -215,6 +236,7 @@ class CSLCache:
             source_index=tensors.get("source_index"), source_sizes=meta.get("source_sizes"),
             id2label=meta.get("id2label") or {}, teacher_names=meta.get("teacher_names") or [],
             domain_names=meta.get("domain_names"), student=meta.get("student") or {}, source=meta.get("source"),
+            in_specialty=tensors.get("in_specialty"),
         )
         if validate:
             cache.validate()
@@ -256,6 +278,8 @@ class CSLCache:
             self._validate_compact(n, c)
         if self.domains is not None and (self.domains.dim() != 1 or self.domains.shape[0] != n or self.domains.dtype.is_floating_point):
             raise CacheError(f"'domains' must be an integer [N={n}] tensor, got {_describe(self.domains)}")
+        if self.in_specialty is not None:
+            self._validate_in_specialty(n)
         validate_hierarchy(self.levels, self.specialties, c, self.num_teachers, error=CacheError)
         if len(self.teacher_names) != self.num_teachers:
             raise CacheError(f"cache.json lists {len(self.teacher_names)} teacher_names for {self.num_teachers} teachers; give one name per teacher")
@@ -275,6 +299,15 @@ class CSLCache:
         if bool(bad.any()):
             k, i = (bad.nonzero()[0]).tolist()
             raise CacheError(f"teacher {k}'s probabilities for sample {i} sum to {float(sums[k, i]):.4f}, not 1: these look like logits or unnormalised scores; store softmax probabilities")
+
+    def _validate_in_specialty(self, n: int) -> None:
+        g, k = self.in_specialty, self.num_teachers
+        if g.dim() != 2 or g.shape != (k, n) or not g.dtype.is_floating_point:
+            raise CacheError(f"'in_specialty' must be a float [K={k}, N={n}] tensor, got {_describe(g)}; store each "
+                             "teacher's in-specialty probability per sample (1 for teachers without a gate)")
+        if not bool(torch.isfinite(g).all()) or bool(((g < 0) | (g > 1 + _PROB_SUM_TOLERANCE)).any()):
+            raise CacheError("'in_specialty' must hold probabilities in [0, 1]; store 1 - p(other) of each gate "
+                             "teacher, not its logits")
 
     def _validate_compact(self, n: int, c: int) -> None:
         v, ix = self.topk_probs, self.topk_indices

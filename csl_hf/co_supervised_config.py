@@ -32,9 +32,12 @@ class CoSupervisedConfig(TrainingArguments):
         assignment (`str`, defaults to `"auto"`):
             How a sample is routed to one teacher of a specialist level: ``student`` (the teacher whose classes hold
             the previous student's argmax; the paper), ``agreement`` (the teacher minimising KL(student || teacher)),
-            ``soft_gate`` (no single teacher: the specialists mixed with weights = the previous student's mass on
-            each specialty), ``oracle`` (by the true class or domain; a diagnostic upper reference), ``ensemble``
-            (no routing; a baseline), or ``auto`` (``student`` for class levels, ``agreement`` for domain levels).
+            ``soft_gate`` (the level's class specialists mixed, each weighted by the previous student's mass on its
+            classes), ``oos_gate`` (as ``soft_gate``, each weight also multiplied by the specialist's gate teacher's
+            in-specialty probability; needs a cache or teachers with gate teachers, ``--specialty_gates``; this
+            package's extension, docs/routing_research.md §5), ``oracle`` (by the true class or domain; a diagnostic
+            upper reference), ``ensemble`` (no routing, a baseline) or ``auto`` (``student`` for class levels,
+            ``agreement`` for domain levels).
         denoise (`str`, defaults to `"top3"`):
             Consistency filter: keep rate = fraction of samples whose target is in the previous student's top-k
             (``top1``/``top2``/``top3``), then keep that fraction with the smallest loss; ``all`` keeps everything.
@@ -86,7 +89,10 @@ class CoSupervisedConfig(TrainingArguments):
                   "student's (smallest KL; for domain specialists); soft_gate: no single teacher: each class specialist "
                   "is weighted by the previous student's probability mass on its classes and the label is the "
                   "argmax of the mixture (class levels; measured no better than student, see docs/benchmark.md); "
-                  "oracle: by the true class or domain (a "
+                  "oos_gate: as soft_gate, with each specialist's weight also multiplied by its gate teacher's "
+                  "probability that the image is in its specialty (class levels; needs teachers trained with "
+                  "--specialty_gates, which a run that trains its teachers turns on by itself; +2 to +8 PGR over "
+                  "student in docs/routing_research.md); oracle: by the true class or domain (a "
                   "diagnostic upper reference that uses ground truth, not a method); ensemble: no routing, every "
                   "teacher of the level averaged (a baseline); auto: student for class levels, agreement for "
                   "domain levels.", "choices": list(ASSIGNMENTS)},

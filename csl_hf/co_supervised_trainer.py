@@ -107,7 +107,8 @@ class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
     Raises:
         `CSLError` (one line): a missing input (no cache and no teachers/datasets, no processor for images, no images
         in full mode), teachers, student and data that disagree on the label space, a student whose classifier does
-        not fit the data, or args that are not a `CoSupervisedConfig`.
+        not fit the data, args that are not a `CoSupervisedConfig`, or ``assignment="oos_gate"`` with a cache or
+        teachers that have no gate teachers (`csl_hf.rounds.check_gates_available`).
     """
 
     def __init__(
@@ -140,6 +141,8 @@ class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
             raise CSLError("peft_config (--use_peft) applies to student_mode='full': probe mode trains only the "
                            "classifier; add --student_mode full or drop the LoRA settings")
         self.peft_config = peft_config
+        if args.assignment == "oos_gate":  # refused now, not after the labeling pass and the first rounds
+            R.check_gates_available(cache=cache, teachers=teachers)
         num_labels = cache.num_labels if cache is not None else teachers.config.num_labels
         if (args.gradient_checkpointing or args.activation_checkpointing) and model is not None and \
                 not getattr(model, "supports_gradient_checkpointing", False):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .errors import CSLError
 
-ASSIGNMENTS = ("auto", "student", "agreement", "soft_gate", "oracle", "ensemble")
+ASSIGNMENTS = ("auto", "student", "agreement", "soft_gate", "oos_gate", "oracle", "ensemble")
 DENOISE_MODES = ("top1", "top2", "top3", "all")
 
 

@@ -67,6 +67,11 @@ def input_preprocessings(teachers: TeacherMixture, student_preprocessing: Prepro
     return [s or student_preprocessing for s in teachers.preprocessings()]
 
 
+def gate_input_preprocessings(teachers: TeacherMixture, student_preprocessing: Preprocessing) -> list[Preprocessing]:
+    """Each gate teacher's preprocessing, as `input_preprocessings` (empty without gate teachers)."""
+    return [s or student_preprocessing for s in teachers.gate_preprocessings()]
+
+
 @torch.no_grad()
 def label_batch(
     pixel_values: dict[Preprocessing, torch.Tensor],
@@ -76,8 +81,9 @@ def label_batch(
     capture: _FeatureCapture,
     device: torch.device,
     dtype: torch.dtype | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher probabilities ``[B, K, C]`` and student features ``[B, D]`` for one batch, given its pixel values per
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Teacher probabilities ``[B, K, C]``, student features ``[B, D]`` and, when the teachers have gate teachers,
+    their in-specialty probabilities ``[B, K]`` (else ``None``) for one batch, given its pixel values per
     preprocessing (`csl_hf.data.images.preprocess_images`)."""
     moved: dict[Preprocessing, torch.Tensor] = {}
 
@@ -88,15 +94,19 @@ def label_batch(
         return moved[p]
 
     specs = input_preprocessings(teachers, student_preprocessing)
+    gate_specs = gate_input_preprocessings(teachers, student_preprocessing)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with autocast:
-        probs = teachers(pixel_values_per_teacher=[prepared(s) for s in specs]).probs
+        out = teachers(pixel_values_per_teacher=[prepared(s) for s in specs],
+                       pixel_values_per_gate=[prepared(s) for s in gate_specs] or None)
         student(pixel_values=prepared(student_preprocessing))
+    probs, in_specialty = out.probs, out.in_specialty
     if capture.value is None:
         raise CSLError("the student's classifier was not called in its forward pass; use an AutoModelForImageClassification student")
     # Copies: the classifier's input is often a view into a larger tensor (a ViT's [CLS] row of [B, T, D]) and the
     # pass keeps these rows until it ends; a view would keep all of that alive.
-    return _own(probs.float().cpu()), _own(capture.value.flatten(1).float().cpu())
+    return (_own(probs.float().cpu()), _own(capture.value.flatten(1).float().cpu()),
+            None if in_specialty is None else _own(in_specialty.float().cpu()))
 
 
 def _own(t: torch.Tensor) -> torch.Tensor:
@@ -271,6 +281,7 @@ def build_cache(
         splits: ``{"train": dataset, "test": dataset}``: the weak-to-strong training split (its labels are kept
             only for the ceiling and diagnostics) and the labeled test split.
         teachers: the teacher hierarchy; its config gives levels, specialties and per-teacher preprocessing.
+            With gate teachers the cache also gets ``in_specialty`` ``[K, N]`` (their ``1 - p(other)``).
         student: the strong student (its classifier's input is cached as the features).
         student_preprocessing: the student's input preprocessing.
         on_bad_image: ``"skip"`` (skip and count corrupt or tiny images) or ``"fail"`` (stop with a one-line error).
@@ -289,7 +300,8 @@ def build_cache(
     teachers.to(device).eval()
     student.to(device).eval()
     _, head = find_classifier(student)
-    preprocessings = [student_preprocessing, *input_preprocessings(teachers, student_preprocessing)]
+    preprocessings = [student_preprocessing, *input_preprocessings(teachers, student_preprocessing),
+                      *gate_input_preprocessings(teachers, student_preprocessing)]
     capture = _FeatureCapture(head)
     stats = LabelingStats()
     rows = _Rows()
@@ -323,10 +335,12 @@ def build_cache(
                 keep = batch.kept
                 if not keep:
                     continue
-                probs, feats = label_batch(batch.pixel_values, teachers, student, student_preprocessing, capture,
-                                           device, dtype)
+                probs, feats, in_specialty = label_batch(batch.pixel_values, teachers, student, student_preprocessing,
+                                                         capture, device, dtype)
                 rows.add("index", torch.tensor(decoded.indices, dtype=torch.long))
                 rows.add("probs", probs)
+                if in_specialty is not None:
+                    rows.add("in_specialty", in_specialty)
                 rows.add("features", feats)
                 labels = decoded.columns.get(label_col) if label_col else None
                 labels = labels if labels is not None else [-1] * len(keep)
@@ -340,7 +354,7 @@ def build_cache(
     finally:
         capture.remove()
 
-    local = {k: rows.pop(k) for k in ("index", "probs", "features", "labels", "split", "domains")}
+    local = {k: rows.pop(k) for k in ("index", "probs", "features", "labels", "split", "domains", "in_specialty")}
     merged = _gather(local, accelerator)
     del local
     if accelerator is not None and accelerator.num_processes > 1:
@@ -374,6 +388,7 @@ def build_cache(
                  "preprocessing": student_preprocessing.to_dict()},
         source_sizes={k: stats.labeled[k] + stats.skipped[k] for k in stats.labeled},
         source={**(source or {}), "skipped_images": dict(stats.skipped)},
+        in_specialty=None if merged["in_specialty"] is None else merged["in_specialty"][order].T.contiguous(),
     )
     if compact_topk:
         cache = cache.to_compact(compact_topk)

@@ -9,6 +9,10 @@ Two layouts:
 
 Every teacher outputs probabilities over the global label space; a class specialist's softmax is restricted to its
 classes and renormalised, exactly zero elsewhere.
+
+Optionally, a class specialist has a *gate teacher*: an independent classifier with one extra output, "out of
+specialty", whose ``1 - p(other)`` says whether an image belongs to the specialist's classes (``in_specialty``; used
+by ``--assignment oos_gate``, docs/routing_research.md §5).
 """
 
 from __future__ import annotations
@@ -38,11 +42,16 @@ class TeacherMixtureOutput(ModelOutput):
             into it, ``-inf`` elsewhere).
         features (`torch.FloatTensor` of shape `(batch_size, backbone_feature_dim)`, *optional*):
             The shared backbone's pooled features (shared-backbone layout only).
+        in_specialty (`torch.FloatTensor` of shape `(batch_size, num_teachers)`, *optional*):
+            Mixtures with gate teachers only: each gated specialist's probability that the image belongs to its
+            specialty, ``1 - p(other)`` of its gate teacher (softmax over the specialty's classes and "other");
+            ``1.0`` for teachers without a gate (the generalist, domain specialists).
     """
 
     probs: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     features: torch.FloatTensor | None = None
+    in_specialty: torch.FloatTensor | None = None
 
 
 def _config_from_dict(d: dict) -> AutoConfig:
@@ -94,6 +103,14 @@ class TeacherMixture(TeacherMixturePreTrainedModel):
             )
         else:
             raise CSLError("a TeacherMixtureConfig needs teacher_configs or backbone_config + head_sizes")
+        if config.gate_teacher_configs:
+            self.gate_teachers = nn.ModuleList(
+                AutoModelForImageClassification.from_config(_config_from_dict(c)) for c in config.gate_teacher_configs
+            )
+            for g, gate in enumerate(self.gate_teachers):
+                if gate.config.num_labels != config.num_labels + 1:
+                    raise CSLError(f"gate teacher {g} outputs {gate.config.num_labels} classes; a gate teacher outputs "
+                                   f"the {config.num_labels} classes plus 'out of specialty' ({config.num_labels + 1})")
         config.validate_hierarchy()
         # Plain Python here, tensors built in forward: `from_pretrained` builds the module on the meta device, where a
         # tensor made in __init__ would hold no data.
@@ -117,6 +134,9 @@ class TeacherMixture(TeacherMixturePreTrainedModel):
         teacher_names: Sequence[str] | None = None,
         preprocessing: Sequence[Preprocessing | dict | object] | None = None,
         domain_names: Sequence[str] | None = None,
+        gate_teachers: Sequence[PreTrainedModel] | None = None,
+        gate_specialists: Sequence[int] | None = None,
+        gate_preprocessing: Sequence[Preprocessing | dict | object] | None = None,
     ) -> "TeacherMixture":
         """Gather independent image classifiers into one mixture (their weights are copied).
 
@@ -126,6 +146,13 @@ class TeacherMixture(TeacherMixturePreTrainedModel):
             levels: teacher indices per level; level 0 is a single generalist.
             preprocessing: per teacher, a `Preprocessing`, its dict, or a transformers image processor. Teachers
                 with different input sizes or normalisation each keep their own.
+            gate_teachers: optional image classifiers over the global labels plus "out of specialty" (index
+                ``num_labels``), one per gated class specialist (`csl_hf.teachers.train_gate_teachers`).
+            gate_specialists: the teacher index each gate teacher gates.
+            gate_preprocessing: per gate teacher, as ``preprocessing`` (default: its specialist's inputs).
+
+        Raises:
+            `CSLError`: teachers over different label spaces, or gates that do not fit (`TeacherMixtureConfig.validate_gates`).
         """
         if not teachers:
             raise CSLError("from_teachers needs at least one teacher")
@@ -144,10 +171,12 @@ class TeacherMixture(TeacherMixturePreTrainedModel):
             preprocessing=_preprocessing_dicts(preprocessing, len(teachers)),
             id2label=dict(ref.id2label),
             label2id={v: k for k, v in ref.id2label.items()},
+            **_gate_fields(gate_teachers, gate_specialists, gate_preprocessing, ref.id2label),
         )
         mixture = cls(config)
         for target, source in zip(mixture.teachers, teachers):
             target.load_state_dict(source.state_dict())
+        mixture._load_gates(gate_teachers)
         return mixture.eval()
 
     @classmethod
@@ -161,11 +190,15 @@ class TeacherMixture(TeacherMixturePreTrainedModel):
         teacher_names: Sequence[str] | None = None,
         preprocessing: Preprocessing | dict | object | None = None,
         domain_names: Sequence[str] | None = None,
+        gate_teachers: Sequence[PreTrainedModel] | None = None,
+        gate_specialists: Sequence[int] | None = None,
+        gate_preprocessing: Sequence[Preprocessing | dict | object] | None = None,
     ) -> "TeacherMixture":
         """Teachers as linear heads on one shared frozen backbone (an ``AutoModel``); the backbone runs once per batch.
 
         Each head outputs either ``len(id2label)`` logits (masked to its specialty) or exactly its specialty's
-        classes, in the order listed in the specialty (scattered into the global label space).
+        classes, in the order listed in the specialty (scattered into the global label space). Gate teachers (see
+        `from_teachers`) are independent image classifiers here too (default input: ``pixel_values``).
         """
         dims = {h.in_features for h in heads}
         if len(dims) != 1:
@@ -181,18 +214,37 @@ class TeacherMixture(TeacherMixturePreTrainedModel):
             preprocessing=_preprocessing_dicts(None if preprocessing is None else [preprocessing] * len(heads), len(heads)),
             id2label={int(k): v for k, v in id2label.items()},
             label2id={v: int(k) for k, v in id2label.items()},
+            **_gate_fields(gate_teachers, gate_specialists, gate_preprocessing, id2label),
         )
         mixture = cls(config)
         mixture.backbone.load_state_dict(backbone.state_dict())
         for target, source in zip(mixture.heads, heads):
             target.load_state_dict(source.state_dict())
+        mixture._load_gates(gate_teachers)
         return mixture.eval()
 
+    def _load_gates(self, gate_teachers: Sequence[PreTrainedModel] | None) -> None:
+        for target, source in zip(getattr(self, "gate_teachers", None) or [], gate_teachers or []):
+            target.load_state_dict(source.state_dict())
+
     # ------------------------------------------------------------------------------------------------ inputs
+    @property
+    def has_gates(self) -> bool:
+        """Whether the mixture holds gate teachers (its output then has ``in_specialty``)."""
+        return self.config.num_gates > 0
+
     def preprocessings(self) -> list[Preprocessing | None]:
         """Per teacher, its `Preprocessing` (``None``: the caller's ``pixel_values`` are used as they are)."""
         specs = self.config.preprocessing or [None] * self.config.num_teachers
         return [None if s is None else Preprocessing.from_dict(s) for s in specs]
+
+    def gate_preprocessings(self) -> list[Preprocessing | None]:
+        """Per gate teacher, its `Preprocessing`: its own, else that of the specialist it gates (``None``: the
+        caller's ``pixel_values`` are used as they are)."""
+        specs = self.config.gate_preprocessing or [None] * self.config.num_gates
+        teachers = self.preprocessings()
+        return [teachers[k] if s is None else Preprocessing.from_dict(s)
+                for s, k in zip(specs, self.config.gate_specialists or [])]
 
     # ------------------------------------------------------------------------------------------------ forward
     def forward(
@@ -200,16 +252,20 @@ class TeacherMixture(TeacherMixturePreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         pixel_values_per_teacher: Sequence[torch.Tensor] | None = None,
         return_dict: bool | None = None,
+        pixel_values_per_gate: Sequence[torch.Tensor] | None = None,
         **kwargs,
     ) -> TeacherMixtureOutput | tuple:
-        """Run every teacher.
+        """Run every teacher (and every gate teacher).
 
         Args:
             pixel_values: ``[B, 3, H, W]`` shared by all teachers (or the backbone).
             pixel_values_per_teacher: one ``[B, 3, H_k, W_k]`` tensor per teacher, for teachers with their own
                 preprocessing (the same tensor object may be repeated; it is only read).
+            pixel_values_per_gate: one tensor per gate teacher (`gate_preprocessings`); default: ``pixel_values``,
+                else the input of the specialist each gate teacher gates.
         Returns:
-            `TeacherMixtureOutput` with ``probs`` / ``logits`` of shape ``[B, num_teachers, num_labels]``.
+            `TeacherMixtureOutput` with ``probs`` / ``logits`` of shape ``[B, num_teachers, num_labels]`` and, with
+            gate teachers, ``in_specialty`` ``[B, num_teachers]``.
         """
         if pixel_values is None and pixel_values_per_teacher is None:
             raise CSLError("TeacherMixture needs pixel_values or pixel_values_per_teacher")
@@ -234,8 +290,26 @@ class TeacherMixture(TeacherMixturePreTrainedModel):
             else:
                 logits.append(out)
                 probs.append(masked_softmax(out, masks[k]))
-        output = TeacherMixtureOutput(probs=torch.stack(probs, dim=1), logits=torch.stack(logits, dim=1), features=features)
+        in_specialty = None
+        if self.has_gates:
+            if pixel_values_per_gate is None:
+                pixel_values_per_gate = [pixel_values if pixel_values is not None else pixel_values_per_teacher[k]
+                                         for k in self.config.gate_specialists]
+            in_specialty = self._in_specialty(pixel_values_per_gate, masks)
+        output = TeacherMixtureOutput(probs=torch.stack(probs, dim=1), logits=torch.stack(logits, dim=1),
+                                      features=features, in_specialty=in_specialty)
         return output if return_dict is not False else output.to_tuple()
+
+    def _in_specialty(self, inputs: Sequence[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
+        """``[B, num_teachers]``: ``1 - p(other)`` of each gate teacher, its softmax restricted to its specialist's
+        classes and "other" exactly as it was trained (`csl_hf.teachers.train_gate_teachers`); 1 elsewhere."""
+        num_labels = self.config.num_labels
+        out = torch.ones(inputs[0].shape[0], self.config.num_teachers, device=masks.device)
+        other = torch.ones(1, dtype=torch.bool, device=masks.device)
+        for gate, k, x in zip(self.gate_teachers, self.config.gate_specialists, inputs):
+            p = masked_softmax(gate(pixel_values=x).logits.float(), torch.cat([masks[k], other]))
+            out[:, k] = 1.0 - p[:, num_labels]
+        return out
 
 
 def _serializable_config(config) -> dict:
@@ -243,6 +317,26 @@ def _serializable_config(config) -> dict:
     d.pop("dtype", None)
     d.pop("torch_dtype", None)
     return d
+
+
+def _gate_fields(gate_teachers, gate_specialists, gate_preprocessing, id2label: dict) -> dict:
+    """The config fields of the gate teachers (none without gates: the config stays as it was before gates)."""
+    if not gate_teachers:
+        if gate_specialists:
+            raise CSLError("gate_specialists given without gate_teachers; pass the gate teachers too")
+        return {}
+    if gate_specialists is None or len(gate_specialists) != len(gate_teachers):
+        raise CSLError(f"{len(gate_teachers)} gate teachers need as many gate_specialists (the specialist each gates)")
+    id2label = {int(k): v for k, v in id2label.items()}
+    names = [id2label[i] for i in range(len(id2label))]
+    for g, gate in enumerate(gate_teachers):
+        gate_names = [gate.config.id2label[i] for i in range(min(gate.config.num_labels, len(names)))]
+        if gate.config.num_labels != len(names) + 1 or gate_names != names:
+            raise CSLError(f"gate teacher {g} must output the {len(names)} classes of the teachers (same names, same "
+                           f"order) plus 'out of specialty' last; it has {gate.config.num_labels} outputs")
+    return {"gate_teacher_configs": [_serializable_config(g.config) for g in gate_teachers],
+            "gate_specialists": [int(k) for k in gate_specialists],
+            "gate_preprocessing": _preprocessing_dicts(gate_preprocessing, len(gate_teachers))}
 
 
 def _preprocessing_dicts(preprocessing, num_teachers: int) -> list[dict] | None:

@@ -167,7 +167,12 @@ def prepare_teachers(model_args, teacher_args, data, args: CoSupervisedConfig) -
     this run's splits), or those of the run being resumed, or new ones trained on the teacher split.
 
     New teachers are trained once, on the main process, and sent to the other processes (under ``accelerate
-    launch`` every process labels its shard with the very same teachers).
+    launch`` every process labels its shard with the very same teachers). ``--assignment oos_gate`` trains them with
+    gate teachers (``--specialty_gates``) and refuses saved teachers without them.
+
+    Raises:
+        `CSLError` (one line): teachers that do not load or do not fit the data, or ``--assignment oos_gate`` with
+        saved teachers without gate teachers or on data with domains.
     """
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
@@ -190,7 +195,19 @@ def prepare_teachers(model_args, teacher_args, data, args: CoSupervisedConfig) -
             raise CSLError(f"the teachers in {path} use other labels than {data.dataset_name} ({names[:5]}... vs "
                            f"{data.class_names[:5]}...); train teachers on this dataset")
         check_teacher_overlap(teachers, data, path)
+        if args.assignment == "oos_gate" and not teachers.has_gates:
+            raise CSLError(f"--assignment oos_gate routes by gate teachers, and the teachers in {path} have none; "
+                           "train them with --specialty_gates (examples/train_teachers.py --specialty_gates), or drop "
+                           "--teachers_name_or_path to train them in this run")
         return teachers
+    if args.assignment == "oos_gate":
+        if data.domain_column is not None:
+            raise CSLError(f"--assignment oos_gate gates class specialists, and {data.dataset_name} has a "
+                           f"{data.domain_column!r} column, so its specialists are domain specialists; use "
+                           "--assignment agreement, oracle or auto")
+        if not teacher_args.specialty_gates:
+            logger.info("--assignment oos_gate: training a gate teacher per class specialist (--specialty_gates)")
+            teacher_args = dataclasses.replace(teacher_args, specialty_gates=True)
     state = PartialState()
     box: list[Any] = [None]
     if state.is_main_process:
@@ -207,7 +224,9 @@ def prepare_teachers(model_args, teacher_args, data, args: CoSupervisedConfig) -
                 gen = r["generalist_accuracy"]
                 logger.info(f"teacher {r['name']}: test accuracy within its specialty "
                             f"{'n/a' if r['accuracy'] is None else format(r['accuracy'], '.3f')}"
-                            + ("" if gen is None or r["name"] == "generalist" else f" (generalist {gen:.3f})"))
+                            + ("" if gen is None or r["name"] == "generalist" else f" (generalist {gen:.3f})")
+                            + ("" if r.get("membership_accuracy") is None else
+                               f"; its gate tells in/out of specialty with accuracy {r['membership_accuracy']:.3f}"))
     if state.num_processes > 1:
         broadcast_object_list(box)  # our own processes: the main process's teachers, as they are
     return box[0]

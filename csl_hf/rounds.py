@@ -18,13 +18,15 @@ from .cache import CSLCache
 from .errors import CSLError
 
 __all__ = ["RoundTargets", "StudentLogits", "assignment_method", "assign", "oracle_assignment", "assigned_targets",
-           "mixture_targets", "plan_round", "round_record"]
+           "mixture_targets", "plan_round", "round_record", "check_gates_available"]
 
 # Teacher outputs are read per teacher or per chunk of rows: a level's [T, n, C] never sits in memory at once
 # (8 teachers x 1.28M images x 1000 classes would be 41 GB of float32).
 CHUNK_ROWS = 65536
 # assignments that mix the level's teachers instead of routing each sample to one
-MIXTURES = ("ensemble", "soft_gate")
+MIXTURES = ("ensemble", "soft_gate", "oos_gate")
+# assignments that gate class specialists by the student's mass on their classes: meaningless for domain specialists
+CLASS_GATES = ("soft_gate", "oos_gate")
 
 
 class StudentLogits:
@@ -65,8 +67,8 @@ class RoundTargets:
 
     Attributes:
         level: the hierarchy level (0: the generalist alone).
-        method: the teacher assignment used (``none`` at level 0, ``student``, ``agreement``, ``soft_gate``, ``oracle``
-            or ``ensemble``).
+        method: the teacher assignment used (``none`` at level 0, ``student``, ``agreement``, ``soft_gate``,
+            ``oos_gate``, ``oracle`` or ``ensemble``).
         assignment: ``[n]`` long, each training sample's teacher (index into the level).
         target_class: ``[n]`` long, the argmax of the assigned teacher's probabilities (the hard label).
         soft_targets: ``[n, C]`` float32, the assigned teacher's probabilities; only built for soft labels (hard
@@ -95,13 +97,16 @@ def assignment_method(cache: CSLCache, level: int, requested: str) -> str:
     """The assignment a level uses: ``auto`` is ``agreement`` for domain levels and ``student`` for class levels.
 
     Raises:
-        `CSLError`: ``student`` on a domain level (it routes by class, and domain specialists cover every class).
+        `CSLError`: ``student``, ``soft_gate`` or ``oos_gate`` on a domain level (they route by class, and domain
+        specialists cover every class); ``oos_gate`` on a cache without ``in_specialty``.
     """
     kind = cache.level_kind(level)
-    if requested in ("ensemble", "soft_gate"):
-        if requested == "soft_gate" and kind == "domain":
-            raise CSLError(f"level {level} holds domain specialists: --assignment soft_gate gates by the student's "
+    if requested in MIXTURES:
+        if requested in CLASS_GATES and kind == "domain":
+            raise CSLError(f"level {level} holds domain specialists: --assignment {requested} gates by the student's "
                            "mass on each class specialty; use agreement, oracle or auto")
+        if requested == "oos_gate":
+            check_gates_available(cache=cache)
         return requested
     if requested == "auto":
         return "agreement" if kind == "domain" else "student"
@@ -171,12 +176,16 @@ def assigned_targets(cache: CSLCache, members: list[int], assignment: torch.Tens
 
 
 def mixture_targets(cache: CSLCache, members: list[int], rows: torch.Tensor, soft: bool,
-                    previous: StudentLogits | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                    previous: StudentLogits | None = None,
+                    by_specialists: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Targets that mix the level's teachers instead of picking one: ``sum_t g[n, t] p_t[n]``.
 
     ``previous=None`` is the ``ensemble`` baseline (equal weights, `consistency.ensemble_targets`); with the previous
     student it is ``soft_gate`` (``g`` = the student's probability mass on each specialty,
-    `consistency.soft_gate_targets`). Memory is one chunk of ``CHUNK_ROWS`` rows at a time.
+    `consistency.soft_gate_targets`); with ``by_specialists`` too it is ``oos_gate``: ``g[n, t] ∝ mass[n, t] *
+    in_specialty[t, n]``, the gate teachers' own in-specialty probabilities from the cache
+    (`consistency.specialist_gate`, docs/routing_research.md §5), while the labels still come from the plain
+    specialists. Memory is one chunk of ``CHUNK_ROWS`` rows at a time.
 
     Returns ``(teacher [n], target_class [n], soft_targets [n, C] or None)``; ``teacher`` is the one that gives the
     target class the most probability (for the assignment-accuracy diagnostic)."""
@@ -189,6 +198,9 @@ def mixture_targets(cache: CSLCache, members: list[int], rows: torch.Tensor, sof
         probs = cache.probs(members, rows[start:end])  # [T, c, C]
         if previous is None:
             mixture = C.ensemble_targets(probs)
+        elif by_specialists:
+            gate = C.specialist_gate(previous[start:end], masks, cache.in_specialty_of(members, rows[start:end]))
+            mixture = C.gated_targets(gate, probs)
         else:
             mixture = C.soft_gate_targets(previous[start:end], probs, masks)
         target = mixture.argmax(-1)
@@ -224,8 +236,9 @@ def plan_round(cache: CSLCache, level: int, previous: StudentLogits | torch.Tens
         if method not in MIXTURES:
             chosen = assign(cache, level, method, previous, rows)
     if method in MIXTURES:
-        gate_by = previous if method == "soft_gate" else None
-        chosen, target_class, soft_targets = mixture_targets(cache, members, rows, soft_labels, gate_by)
+        gate_by = previous if method in CLASS_GATES else None
+        chosen, target_class, soft_targets = mixture_targets(cache, members, rows, soft_labels, gate_by,
+                                                             by_specialists=method == "oos_gate")
     else:
         target_class, soft_targets = assigned_targets(cache, members, chosen, rows, soft_labels)
     k = C.topk_of(denoise)
@@ -248,6 +261,31 @@ def plan_round(cache: CSLCache, level: int, previous: StudentLogits | torch.Tens
     scale = scale_epochs_by_keep_rate and level > 0
     epochs = C.scaled_epochs(num_epochs, keep_rate) if scale else num_epochs
     return RoundTargets(level, method, chosen, target_class, soft_targets, keep, keep_rate, epochs)
+
+
+def check_gates_available(cache: CSLCache | None = None, teachers=None) -> None:
+    """Refuse ``--assignment oos_gate`` before any training when it cannot run: the cache (or, before labeling, the
+    teachers) holds no gate teachers' in-specialty probabilities, or a specialist level holds domain specialists.
+
+    Raises:
+        `CSLError` (one line) naming the fix (``--specialty_gates``).
+    """
+    if cache is not None:
+        specialties, levels = cache.specialties, cache.levels
+        missing = cache.in_specialty is None
+        where = "this cache holds no 'in_specialty'"
+    else:
+        specialties, levels = teachers.config.specialties, teachers.config.levels
+        missing = not teachers.has_gates
+        where = "these teachers have no gate teachers"
+    for level in range(1, len(levels)):
+        if any("domain" in specialties[t] for t in levels[level]):
+            raise CSLError(f"level {level} holds domain specialists: --assignment oos_gate gates by the student's mass "
+                           "on each class specialty; use agreement, oracle or auto")
+    if missing:
+        raise CSLError(f"--assignment oos_gate routes by the gate teachers' in-specialty probabilities, and {where}; "
+                       "train the teachers with --specialty_gates (TeacherTrainingArguments(specialty_gates=True)) "
+                       "and label again, or use another --assignment")
 
 
 def round_record(cache: CSLCache, targets: RoundTargets, rows: torch.Tensor, labels: torch.Tensor,

@@ -38,18 +38,24 @@ def _hash_tensors(module: torch.nn.Module, skip_prefix: str | None = None) -> st
     return digest.hexdigest()[:16]
 
 
+def _teachers_config(teachers: TeacherMixture) -> dict[str, Any]:
+    """The mixture's config as hashed: gate fields left out while unset, so that a mixture without gate teachers
+    hashes as it did before gates existed (its earlier caches stay reusable)."""
+    return {k: v for k, v in teachers.config.to_dict().items() if not (k.startswith("gate_") and v is None)}
+
+
 def labeling_fingerprint(images, teachers: TeacherMixture, student: PreTrainedModel,
                          compact_topk: int | None) -> dict[str, Any] | None:
-    """What a cache's content depends on: the teachers (config and weights), the student's weights outside its
-    classifier (the features are that classifier's input) and preprocessing, the two datasets (``datasets``
-    fingerprints) and the compact top-k. ``None`` when a dataset has no fingerprint (a stream): then it cannot be
-    told whether an existing cache holds the same images."""
+    """What a cache's content depends on: the teachers (config and weights, gate teachers included), the student's
+    weights outside its classifier (the features are that classifier's input) and preprocessing, the two datasets
+    (``datasets`` fingerprints) and the compact top-k. ``None`` when a dataset has no fingerprint (a stream): then it
+    cannot be told whether an existing cache holds the same images."""
     train, test = (dataset_fingerprint(images.datasets[k]) for k in ("train", "test"))
     if train is None or test is None:
         return None
     head_name, _ = find_classifier(student)
-    return {
-        "teachers": hashlib.sha256(json.dumps(teachers.config.to_dict(), sort_keys=True, default=str).encode())
+    key = {
+        "teachers": hashlib.sha256(json.dumps(_teachers_config(teachers), sort_keys=True, default=str).encode())
         .hexdigest()[:16] + _hash_tensors(teachers),
         "student": _hash_tensors(student, skip_prefix=head_name + "."),
         "preprocessing": images.preprocessing.to_dict(),
@@ -57,6 +63,9 @@ def labeling_fingerprint(images, teachers: TeacherMixture, student: PreTrainedMo
         "test": test,
         "compact_topk": compact_topk,
     }
+    if teachers.has_gates:  # a cache without in_specialty must never serve a run whose teachers have gates
+        key["gate_teachers"] = teachers.config.num_gates
+    return key
 
 
 def label_or_reuse(images, teachers: TeacherMixture, student: PreTrainedModel, args) -> CSLCache:
@@ -77,7 +86,8 @@ def label_or_reuse(images, teachers: TeacherMixture, student: PreTrainedModel, a
         except CacheError as err:
             logger.warning(f"{directory} is not a usable cache ({err}); labeling again")
         else:
-            if (cached.source or {}).get("fingerprint") == key:
+            if (cached.source or {}).get("fingerprint") == key and (cached.in_specialty is not None
+                                                                     or not teachers.has_gates):
                 logger.info(f"reusing the cache in {directory}: labeled from the same teachers, student and data")
                 return cached
             logger.info(f"{directory} was labeled from other teachers, student or data: labeling again")

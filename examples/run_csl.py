@@ -52,7 +52,7 @@ HELP_GROUPS = [
     ("Student and teachers", ["student_model_name_or_path", "student_image_size", "teachers_name_or_path",
                               "teachers_per_level", "teacher_domain_level", "teacher_steps", "teacher_architecture",
                               "teacher_learning_rate", "teacher_batch_size", "teacher_image_size", "teacher_seed",
-                              "allow_pickle_weights", "use_peft", "lora_r", "lora_alpha", "lora_dropout",
+                              "specialty_gates", "allow_pickle_weights", "use_peft", "lora_r", "lora_alpha", "lora_dropout",
                               "lora_target_modules"]),
     ("Teacher architecture (tiny models built from a config)",
      ["teacher_patch_size", "teacher_hidden_sizes", "teacher_depths", "teacher_hidden_size", "teacher_num_layers",

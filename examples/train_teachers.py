@@ -8,7 +8,8 @@
 The dataset is cut into teacher / train / test splits exactly as examples/run_csl.py cuts it (same flags, same
 defaults, same seed), and the teachers learn from the labels of the teacher split only: a generalist over all
 classes, then levels of class-block specialists (--teachers_per_level 1,2,4,5) or one specialist per domain
-(--teacher_domain_level), every one trained for the same number of steps. The mixture is saved to
+(--teacher_domain_level), every one trained for the same number of steps; with --specialty_gates, also a gate teacher
+per class specialist (for run_csl.py --assignment oos_gate). The mixture is saved to
 OUTPUT_DIR/teachers (safetensors) with the rows it was trained on, so that run_csl.py refuses a run whose test or
 weak-to-strong split overlaps them. Each teacher's test accuracy inside its specialty is printed next to the
 generalist's on the same images: the gap co-supervision exploits.
@@ -38,7 +39,8 @@ class RunArguments:
 HELP_GROUPS = [
     ("Data (the same flags and defaults as run_csl.py)", ["dataset_name", "teacher_size", "test_size", "train_size"]),
     ("Teachers", ["teachers_per_level", "teacher_domain_level", "teacher_steps", "teacher_architecture",
-                  "teacher_learning_rate", "teacher_batch_size", "teacher_image_size", "teacher_seed"]),
+                  "teacher_learning_rate", "teacher_batch_size", "teacher_image_size", "teacher_seed",
+                  "specialty_gates"]),
     ("Run", ["output_dir", "seed"]),
 ]
 
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     path = os.path.join(run_args.output_dir, "teachers")
     mixture.save_pretrained(path)
     results = evaluate_teachers_detailed(mixture, data.test)
-    print(f"trained {mixture.config.num_teachers} teachers x {teacher_args.teacher_steps} steps on "
+    gates = f" (+ {mixture.config.num_gates} gate teachers)" if mixture.has_gates else ""
+    print(f"trained {mixture.config.num_teachers} teachers{gates} x {teacher_args.teacher_steps} steps on "
           f"{len(data.teacher)} images in {elapsed:.1f}s; saved to {path}")
     print(f"test accuracy inside each specialty ({len(data.test)} test images); generalist on the same images:")
     for level, members in enumerate(mixture.config.levels):
@@ -65,7 +68,9 @@ def main(argv: list[str] | None = None) -> None:
             r = results[k]
             acc = "   n/a" if r["accuracy"] is None else f"{r['accuracy']:6.3f}"
             gen = "" if level == 0 or r["generalist_accuracy"] is None else f"  (generalist {r['generalist_accuracy']:.3f})"
-            print(f"  level {level}  {r['name']:<24} n={r['num_samples']:<5} accuracy {acc}{gen}")
+            member = "" if r.get("membership_accuracy") is None else \
+                f"  gate: in/out of specialty {r['membership_accuracy']:.3f}"
+            print(f"  level {level}  {r['name']:<24} n={r['num_samples']:<5} accuracy {acc}{gen}{member}")
     print(f"reuse: python examples/run_csl.py --dataset_name {data_args.dataset_name} --seed {run_args.seed} "
           f"--teachers_name_or_path {path}")
 

@@ -4,7 +4,14 @@ backbone, the paper's setting (`train_backbone_heads`)."""
 
 from .arguments import ARCHITECTURES, TeacherTrainingArguments, teacher_preprocessing
 from .backbone import extract_backbone_features, load_backbone, train_backbone_heads, train_linear_head
-from .evaluation import cache_teacher_accuracies, evaluate_teachers, evaluate_teachers_detailed, specialty_accuracies
+from .evaluation import (
+    cache_teacher_accuracies,
+    evaluate_teachers,
+    evaluate_teachers_detailed,
+    gate_accuracies,
+    specialty_accuracies,
+)
+from .gates import OTHER_LABEL, gate_training_rows, gated_specialists, train_gate_teachers
 from .training import (
     TeacherSplit,
     build_teacher,
@@ -22,9 +29,14 @@ __all__ = [
     "load_backbone",
     "train_backbone_heads",
     "train_linear_head",
+    "OTHER_LABEL",
+    "gate_training_rows",
+    "gated_specialists",
+    "train_gate_teachers",
     "cache_teacher_accuracies",
     "evaluate_teachers",
     "evaluate_teachers_detailed",
+    "gate_accuracies",
     "specialty_accuracies",
     "TeacherSplit",
     "build_teacher",

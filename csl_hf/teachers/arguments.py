@@ -88,6 +88,16 @@ class TeacherTrainingArguments:
     teacher_seed: int = field(
         default=0, metadata={"help": "Seed of the teachers' initialisation and batch sampling (teacher k uses seed+k)."}
     )
+    specialty_gates: bool = field(
+        default=False,
+        metadata={"help": "Also train, for every class specialist, a gate teacher: the same tiny model with one extra "
+                  "output 'out of specialty', trained on all teacher images (those outside the specialty labelled "
+                  "'other', the specialty's own oversampled to about half the draws) with the same step budget. Its "
+                  "in-specialty probability is what --assignment oos_gate routes by (+6 to +8 PGR with block "
+                  "specialties, +2 to +4 with auto ones on Animal-MNIST, docs/routing_research.md). Costs one more "
+                  "teacher per specialist; domain specialists get none. Turned on by --assignment oos_gate when the "
+                  "run trains its teachers."},
+    )
 
     def __post_init__(self):
         if self.teacher_architecture not in ARCHITECTURES:
@@ -98,6 +108,9 @@ class TeacherTrainingArguments:
                 raise CSLError(f"{name}={getattr(self, name)} must be at least 1")
         if not self.teacher_learning_rate > 0:
             raise CSLError(f"teacher_learning_rate={self.teacher_learning_rate} must be positive")
+        if self.specialty_gates and self.teacher_domain_level:
+            raise CSLError("--specialty_gates gates class specialists, and --teacher_domain_level builds domain "
+                           "specialists (route them with --assignment agreement); drop one of the two")
         if self.specialties not in ("auto", "blocks"):
             raise CSLError(f"--specialties {self.specialties!r} does not exist; use auto or blocks")
         if isinstance(self.teachers_per_level, (list, tuple)):

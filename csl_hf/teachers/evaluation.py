@@ -17,7 +17,8 @@ from ..data.targets import raw_images
 from ..errors import CSLError
 from ..modeling_teacher_mixture import TeacherMixture
 
-__all__ = ["specialty_accuracies", "evaluate_teachers", "evaluate_teachers_detailed", "cache_teacher_accuracies"]
+__all__ = ["specialty_accuracies", "evaluate_teachers", "evaluate_teachers_detailed", "cache_teacher_accuracies",
+           "gate_accuracies"]
 
 
 def specialty_accuracies(predictions: torch.Tensor, labels: torch.Tensor, specialties: Sequence[dict],
@@ -59,8 +60,8 @@ def specialty_accuracies(predictions: torch.Tensor, labels: torch.Tensor, specia
 @torch.no_grad()
 def evaluate_teachers_detailed(mixture: TeacherMixture, dataset: datasets.Dataset, batch_size: int = 256) -> list[dict]:
     """Per teacher: ``{"name", "specialty", "num_samples", "accuracy", "generalist_accuracy"}`` on the images of
-    ``dataset`` (e.g. the test split). Images are decoded batch by batch at the teachers' input sizes; bad images are
-    skipped.
+    ``dataset`` (e.g. the test split), plus ``membership_accuracy`` (`gate_accuracies`) for specialists with a gate
+    teacher. Images are decoded batch by batch at the teachers' input sizes; bad images are skipped.
 
     Raises:
         `CSLError`: the dataset's classes differ from the teachers', or a domain the dataset lacks.
@@ -72,19 +73,22 @@ def evaluate_teachers_detailed(mixture: TeacherMixture, dataset: datasets.Datase
         raise CSLError(str(e)) from None
     if len(names) != mixture.config.num_labels:
         raise CSLError(f"the dataset has {len(names)} classes but the teachers have {mixture.config.num_labels}")
-    preps = mixture.preprocessings()
-    if any(p is None for p in preps):
+    preps, gate_preps = mixture.preprocessings(), mixture.gate_preprocessings()
+    if any(p is None for p in preps + gate_preps):
         raise CSLError("evaluating teachers on images needs each teacher's preprocessing in the mixture's config")
     dataset = raw_images(dataset, image_col)
     mixture.eval()
-    predictions, labels, domains = [], [], []
+    predictions, labels, domains, in_specialty = [], [], [], []
     for start in range(0, len(dataset), batch_size):
         batch = dataset[start : start + batch_size]
-        decoded = preprocess_images(batch[image_col], preps)
+        decoded = preprocess_images(batch[image_col], preps + gate_preps)
         if not decoded.kept:
             continue
-        probs = mixture(pixel_values_per_teacher=[decoded.pixel_values[p] for p in preps]).probs  # [B, K, C]
-        predictions.append(probs.argmax(-1))
+        out = mixture(pixel_values_per_teacher=[decoded.pixel_values[p] for p in preps],
+                      pixel_values_per_gate=[decoded.pixel_values[p] for p in gate_preps] or None)
+        predictions.append(out.probs.argmax(-1))  # [B, K]
+        if out.in_specialty is not None:
+            in_specialty.append(out.in_specialty)
         labels += [batch[label_col][i] for i in decoded.kept]
         if domain_col is not None:
             domains += [batch[domain_col][i] for i in decoded.kept]
@@ -99,7 +103,30 @@ def evaluate_teachers_detailed(mixture: TeacherMixture, dataset: datasets.Datase
         mixture.config.levels[0][0], torch.as_tensor(domains, dtype=torch.long) if domain_col else None, domain_names)
     for k, r in enumerate(results):
         r.update(name=mixture.config.teacher_names[k], specialty=dict(mixture.config.specialties[k]))
+    if in_specialty:
+        for gate in gate_accuracies(torch.cat(in_specialty).T, torch.as_tensor(labels, dtype=torch.long),
+                                    mixture.config.specialties, mixture.config.gate_specialists):
+            results[gate["teacher"]]["membership_accuracy"] = gate["membership_accuracy"]
     return results
+
+
+def gate_accuracies(in_specialty: torch.Tensor, labels: torch.Tensor, specialties: Sequence[dict],
+                    gate_specialists: Sequence[int]) -> list[dict]:
+    """How well each gate teacher tells its specialty from the rest: per gated specialist ``{"teacher",
+    "membership_accuracy", "num_samples"}``, the share of labelled samples where ``in_specialty > 0.5`` agrees with
+    "the true class is in the specialty" (``None`` without labelled samples).
+
+    Args:
+        in_specialty: ``[K, N]`` (a cache's ``in_specialty``); labels: ``[N]`` (``-1`` unknown: never counted).
+    """
+    known = labels >= 0
+    out = []
+    for k in gate_specialists:
+        inside = torch.isin(labels, torch.as_tensor(specialties[k]["classes"], dtype=torch.long))
+        hit = ((in_specialty[k].float() > 0.5) == inside)[known]
+        out.append({"teacher": int(k), "num_samples": int(known.sum()),
+                    "membership_accuracy": float(hit.float().mean()) if len(hit) else None})
+    return out
 
 
 def evaluate_teachers(mixture: TeacherMixture, dataset: datasets.Dataset, batch_size: int = 256) -> list[float]:

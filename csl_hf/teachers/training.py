@@ -40,6 +40,7 @@ from ..specialties import confusion_matrix, hierarchy_from_confusion
 from ..modeling_teacher_mixture import TeacherMixture
 from ..preprocessing import Preprocessing
 from .arguments import ARCHITECTURES, TeacherTrainingArguments, teacher_preprocessing
+from .gates import gated_specialists, train_gate_teachers
 
 __all__ = ["build_teacher", "fit_fixed_steps", "train_teacher", "TeacherSplit", "load_teacher_split",
            "train_teacher_hierarchy"]
@@ -254,8 +255,13 @@ def train_teacher_hierarchy(
     ``args.teacher_seed + k``. The mixture's config records ``training_data["skipped_images"]`` and how the
     specialties were chosen.
 
+    With ``args.specialty_gates``, every class specialist also gets a gate teacher (`csl_hf.teachers.gates`: one
+    extra "out of specialty" output, trained after all the teachers, seeds ``teacher_seed + K + g``), held by the
+    mixture as ``gate_teachers``; the teachers themselves are exactly those trained without it.
+
     Raises:
-        `CSLError` (one line): fewer than 2 classes, a domain hierarchy without domains, a specialty without images.
+        `CSLError` (one line): fewer than 2 classes, a domain hierarchy without domains, a specialty without images,
+        ``specialty_gates`` on a hierarchy without class specialists.
     """
     domain_level = args.teacher_domain_level if domain_level is None else domain_level
     preprocessing = teacher_preprocessing(args)
@@ -283,12 +289,18 @@ def train_teacher_hierarchy(
         auto = args.specialties == "auto" and len(per_level) > 1
 
     id2label = dict(enumerate(names))
-    teachers = []
+    teachers, gates, gated = [], [], []
+    # Checked before any training: the count of class specialists does not change when auto regroups the classes.
+    num_gates = len(gated_specialists(specialties, num_labels)) if args.specialty_gates else 0
+    if args.specialty_gates and not num_gates:
+        raise CSLError("--specialty_gates gates class specialists, and this hierarchy has none (domain specialists "
+                       "are routed with --assignment agreement); drop --specialty_gates")
     # Tiny models: intra-op threads cost more in synchronisation than they gain (10x slower on a busy 2-core
     # machine), so train on one thread and restore the caller's setting afterwards.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    bar = logging.tqdm(total=len(specialties) * int(args.teacher_steps), desc="training teachers", unit="step")
+    bar = logging.tqdm(total=(len(specialties) + num_gates) * int(args.teacher_steps), desc="training teachers",
+                       unit="step")
     try:
         for k in range(len(specialties)):
             if auto and k == 1:  # the generalist is trained: group the classes it confuses
@@ -311,6 +323,9 @@ def train_teacher_hierarchy(
                           lr=args.teacher_learning_rate, seed=args.teacher_seed + k, class_subset=class_subset,
                           weight_decay=args.teacher_weight_decay, progress=bar)
             teachers.append(model)
+        if num_gates:
+            bar.set_description(f"gate teachers ({num_gates})")
+            gates, gated = train_gate_teachers(args, split.pixel_values, split.labels, specialties, id2label, bar)
     finally:
         bar.close()
         torch.set_num_threads(threads)
@@ -318,6 +333,8 @@ def train_teacher_hierarchy(
         teachers, specialties, levels, teacher_names=specialty_names(specialties, num_labels),
         preprocessing=[preprocessing] * len(teachers),
         domain_names=split.domain_names if any("domain" in s for s in specialties) else None,
+        gate_teachers=gates or None, gate_specialists=gated or None,
+        gate_preprocessing=[preprocessing] * len(gates) if gates else None,
     )
     mixture.config.training_data = {"num_images": int(len(split.labels)), "skipped_images": split.skipped,
                                     "specialties": "auto (generalist confusions)" if auto else
