@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PrinterCallback, ProgressCallback, Trainer, TrainerCallback
-from transformers.trainer_utils import PredictionOutput, TrainOutput, set_seed, speed_metrics
+from transformers.trainer_utils import TrainOutput, set_seed
 from transformers.utils import logging
 
 from . import _compat
@@ -36,11 +36,12 @@ from .callbacks import PhaseLogCallback, PhaseProgressCallback
 from .co_supervised_config import CoSupervisedConfig
 from .data.source import ImageSource
 from .errors import CSLError
-from .metrics import pgr_of, student_metrics
+from .metrics import pgr_of
 from .modeling_teacher_mixture import TeacherMixture
 from .progress import load_progress, resume_directory, save_progress
 from .report import REPORT_NAME, format_round_line, report_config
 from .student import ClassifierProbe, check_head, find_classifier
+from .trainer_evaluation import StudentEvaluationMixin
 from .trainer_outputs import StudentOutputsMixin
 from .training_modes import FullMode, ProbeMode
 
@@ -54,7 +55,7 @@ class _Phase:
     level: int
 
 
-class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
+class CoSupervisedTrainer(StudentEvaluationMixin, StudentOutputsMixin, Trainer):
     """Co-supervised learning: a strong student taught round by round by a hierarchy of weak teachers.
 
     Liu & Alahi, *Co-Supervised Learning: Improving Weak-to-Strong Generalization with Hierarchical Mixture of
@@ -421,59 +422,3 @@ class CoSupervisedTrainer(StudentOutputsMixin, Trainer):
         finally:
             self.args, self._phase, self._phase_data, self.train_dataset = base, None, None, None
             self.model = self.model_wrapped = self._user_model
-
-    def _train_output(self, start: float) -> TrainOutput:
-        steps = sum(s for s, _ in self._phase_losses)
-        loss = sum(s * l for s, l in self._phase_losses) / steps if steps else 0.0
-        metrics = speed_metrics("train", start, num_steps=steps)
-        final = self.report["rounds"][-1] if self.report["rounds"] else {}
-        metrics.update({"train_loss": loss, "weak_accuracy": self.report["weak_accuracy"],
-                        "ceiling_accuracy": self.report["ceiling_accuracy"],
-                        "student_accuracy": final.get("student_accuracy"), "pgr": final.get("pgr")})
-        return TrainOutput(steps, loss, {k: v for k, v in metrics.items() if v is not None})
-
-    # ================================================================================================ evaluation
-    def predict(self, test_dataset=None, ignore_keys: list[str] | None = None,
-                metric_key_prefix: str = "test") -> PredictionOutput:
-        """The current student's logits and metrics on ``test_dataset`` (images with a label column), or on the
-        run's test split when ``None``.
-
-        Returns:
-            `PredictionOutput`: ``predictions`` float32 ``[n, C]`` logits, ``label_ids`` ``[n]``, ``metrics`` with
-            ``{prefix}_accuracy``, ``{prefix}_loss`` (cross-entropy) and, once the run measured the weak teacher and
-            the ceiling, ``{prefix}_pgr`` (percent).
-        """
-        start = time.time()
-        if test_dataset is None:
-            mode = self._mode or self._make_mode()
-            logits, labels = mode.logits("test"), self.cache.labels[self.cache.rows(TEST_SPLIT)]
-        else:
-            if self.student is None:
-                raise CSLError("this trainer has no student model (a head trained on cached features): predict on "
-                               "images needs model=")
-            logits, labels = self.images.student_logits(self.student, test_dataset, self._base_args)
-        metrics = student_metrics(logits, labels, self.report, metric_key_prefix)
-        metrics.update(speed_metrics(metric_key_prefix, start, num_samples=len(labels)))
-        return PredictionOutput(predictions=logits.numpy(), label_ids=labels.numpy(), metrics=metrics)
-
-    def evaluate(self, eval_dataset=None, ignore_keys: list[str] | None = None,
-                 metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Evaluate the current student (see `predict`), log the metrics and call ``on_evaluate`` callbacks."""
-        metrics = self.predict(eval_dataset, ignore_keys, metric_key_prefix).metrics
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
-
-    def _log_round(self, record: dict[str, Any]) -> None:
-        """Log a round's metrics to every ``report_to`` integration under ``csl/*``, with the *level* as the step
-        (the x-axis of the paper's plots)."""
-        step = self.state.global_step
-        self.state.global_step = record["level"]
-        try:
-            Trainer.log(self, {f"csl/{k}": float(v) for k, v in record.items()
-                               if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "level"})
-        finally:
-            self.state.global_step = step
-        # In the run's history, on its step axis: after the round's training, tagged with the level.
-        self._run_log.append({**self.state.log_history[-1], "level": record["level"],
-                              "step": self._steps_before_phase})
