@@ -166,7 +166,8 @@ def imagenet(a) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = os.path.join(tmp, "cache")
         t0 = time.perf_counter()
-        write_cache(cache_dir, a.n, 10000, 384, 1000, [1, 2, 4, 8], topk=a.topk, chunk=50000)
+        # Generated in another process: this one's peak RSS is then the rounds' own.
+        made_rss = child("make", cache_dir, str(a.n), str(a.topk), str(a.threads))["peak_rss_mb"]
         size = os.path.getsize(os.path.join(cache_dir, "cache.safetensors")) / 2**20
         made = time.perf_counter() - t0
         rss0 = peak_rss_mb()
@@ -174,8 +175,8 @@ def imagenet(a) -> None:
         cache = CSLCache.load(cache_dir)
         load_s = time.perf_counter() - t0
     print(f"synthetic compact cache: {a.n} training + 10,000 test samples, top-{a.topk} of 1,000 classes, 15 "
-          f"teachers: {size:.0f} MiB on disk (made in {made:.0f} s; generator peak RSS {rss0:.0f} MiB); "
-          f"threads={a.threads}")
+          f"teachers: {size:.0f} MiB on disk (made in {made:.0f} s by another process, its peak RSS {made_rss:.0f} "
+          f"MiB); threads={a.threads}; this process before loading: peak RSS {rss0:.0f} MiB")
     print(f"load + validate: {load_s:.1f} s, peak RSS {peak_rss_mb():.0f} MiB")
     rows = cache.rows(0)
     head = torch.nn.Linear(384, 1000)
@@ -183,19 +184,10 @@ def imagenet(a) -> None:
     t0 = time.perf_counter()
     targets = R.plan_round(cache, 0, None, rows)
     print(f"level 0 targets (generalist argmax): {time.perf_counter() - t0:.1f} s, peak RSS {peak_rss_mb():.0f} MiB")
-    previous = mode.student_logits()
-    t0 = time.perf_counter()
-    R.assign(cache, 3, "student", previous, rows)
-    assign_s = time.perf_counter() - t0
-    print(f"student assignment to 8 specialists: {assign_s:.1f} s, peak RSS {peak_rss_mb():.0f} MiB")
-    t0 = time.perf_counter()
-    targets = R.plan_round(cache, 3, previous, rows, denoise="top3")
-    plan_s = time.perf_counter() - t0
-    print(f"whole round planning (assignment + targets + top-3 filter + ranking): {plan_s:.1f} s "
-          f"(keep rate {targets.keep_rate:.3f}), peak RSS {peak_rss_mb():.0f} MiB")
-    y = targets.fit_targets()
-    keep = targets.keep
-    data = mode.phase_data(keep, y, seed=0, batch_size=100, process_index=0, num_processes=1)
+    # One level-0 epoch on every training sample (timed on its first --max_epoch_steps steps); the head it trains is
+    # then the "previous student" of a specialist level, so that the filter's keep rate is a real one.
+    data = mode.phase_data(targets.keep, targets.fit_targets(), seed=0, batch_size=100, process_index=0,
+                           num_processes=1)
     opt = torch.optim.Adam(head.parameters(), lr=1e-3)
     t0 = time.perf_counter()
     steps = 0
@@ -208,8 +200,18 @@ def imagenet(a) -> None:
         if steps == a.max_epoch_steps:
             break
     epoch_s = (time.perf_counter() - t0) * len(data) / steps
-    print(f"one probe epoch ({len(data)} steps of 100; {steps} timed): {epoch_s:.1f} s, peak RSS "
-          f"{peak_rss_mb():.0f} MiB")
+    print(f"one probe epoch over all {len(rows)} samples ({len(data)} steps of 100; {steps} timed): {epoch_s:.1f} s, "
+          f"peak RSS {peak_rss_mb():.0f} MiB")
+    previous = mode.student_logits()
+    t0 = time.perf_counter()
+    R.assign(cache, 3, "student", previous, rows)
+    assign_s = time.perf_counter() - t0
+    print(f"student assignment to 8 specialists: {assign_s:.1f} s, peak RSS {peak_rss_mb():.0f} MiB")
+    t0 = time.perf_counter()
+    targets = R.plan_round(cache, 3, previous, rows, denoise="top3")
+    plan_s = time.perf_counter() - t0
+    print(f"whole round planning (student logits + assignment + targets + top-3 filter + ranking): {plan_s:.1f} s "
+          f"(keep rate {targets.keep_rate:.3f}), peak RSS {peak_rss_mb():.0f} MiB")
     epochs = 20 + sum(C.scaled_epochs(20, r) for r in (0.85, 0.9, 0.93))  # keep rates as in the paper's run
     total_h = (epochs + 20) * epoch_s / 3600 + 4 * plan_s / 3600
     print(f"extrapolated run (ceiling + 4 levels, {epochs + 20} epochs in all at keep rates 0.85-0.93): about "
@@ -219,7 +221,11 @@ def imagenet(a) -> None:
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "_child":
         kind, rest = sys.argv[2], sys.argv[3:]
-        if kind == "trainer":
+        if kind == "make":  # the ImageNet-scale compact cache, written in its own process
+            torch.set_num_threads(int(rest[3]))
+            write_cache(rest[0], int(rest[1]), 10000, 384, 1000, [1, 2, 4, 8], topk=int(rest[2]), chunk=50000)
+            print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+        elif kind == "trainer":
             print(json.dumps(run_trainer(rest[0], rest[1], int(rest[2]))))
         else:
             print(json.dumps(run_bare(rest[0], json.loads(rest[1]), int(rest[2]))))
