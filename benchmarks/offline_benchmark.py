@@ -152,6 +152,7 @@ def main() -> None:
     if a.soft:
         extras["soft"] = {"soft_labels": True}
     gates = "-gates" if "oos_gate" in extras else ""  # teachers with gate teachers: their own directories
+    best_by_spec: dict[str, list[float]] = {}
     for spec in ["domains"] if domains else a.specialties.split(","):
         tag = f"{a.dataset_name}{'-perm' if a.permute_classes else ''}-{spec}-steps{a.teacher_steps}{gates}"
         reports = [run(os.path.join(a.output_dir, f"{tag}-seed{s}"), a.dataset_name, s, "auto" if domains else spec,
@@ -162,6 +163,12 @@ def main() -> None:
               f"per seed: {', '.join(f'{c - w:.1f}' for c, w in zip(ceiling, weak))} points")
         summarize(f"specialties {spec}" if not domains else "domain specialists (agreement routing)", reports,
                   list(extras))
+        best_by_spec[spec] = [max(x["pgr"] for x in r["rounds"][1:]) for r in reports]
+    first = next(iter(best_by_spec))
+    for spec, best in list(best_by_spec.items())[1:]:
+        diff = [b - f for b, f in zip(best, best_by_spec[first])]
+        print(f"\nbest CSL PGR, specialties {spec} minus {first}: {mean_std(diff)} (per seed "
+              f"{', '.join(f'{d:+.1f}' for d in diff)})")
     if a.sweep:
         print("\n## teacher budget sweep (hard labels)\n")
         print("| teacher steps | generalist test acc % | single-teacher PGR | best CSL PGR | gain |")
