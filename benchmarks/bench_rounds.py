@@ -50,7 +50,8 @@ def main() -> None:
         x = cache.features[train]
         args = CoSupervisedConfig(output_dir=os.path.join(tmp, "out"), num_train_epochs=a.epochs,
                                   per_device_train_batch_size=a.batch_size, learning_rate=a.lr, disable_tqdm=True,
-                                  save_round_checkpoints=False, logging_steps=10**9, report_to="none")
+                                  save_round_checkpoints=False, logging_steps=10**9, report_to="none",
+                                  baselines="none")  # the bare loop runs the CSL chain only
         bare_adam_loop(x[:500], cache.labels[train][:500], 1, a.batch_size, a.lr, num_labels=a.num_labels)  # warm-up
         trainer_times, bare_times = [], []
         for _ in range(a.repeats):

@@ -101,7 +101,8 @@ def run_trainer(cache_dir: str, out: str, threads: int) -> dict:
 
     cache = CSLCache.load(cache_dir)
     args = CoSupervisedConfig(output_dir=out, learning_rate=1e-3, disable_tqdm=True, save_round_checkpoints=False,
-                              logging_steps=10**9, report_to="none")
+                              logging_steps=10**9, report_to="none",
+                              baselines="none")  # the bare loop runs the CSL chain only
     trainer = CoSupervisedTrainer(args=args, cache=cache)
     t0 = time.perf_counter()
     trainer.train()

@@ -39,7 +39,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         args = CoSupervisedConfig(output_dir=tmp, num_train_epochs=a.epochs, per_device_train_batch_size=a.batch_size,
                                   learning_rate=a.lr, denoise=a.denoise, soft_labels=a.soft_labels, seed=a.seed,
-                                  save_round_checkpoints=False, disable_tqdm=True, assignment="student")
+                                  save_round_checkpoints=False, disable_tqdm=True, assignment="student", baselines="none")
         trainer = CoSupervisedTrainer(args=args, cache=CSLCache.load(a.cache_dir))
         trainer.train()
         ours = trainer.report
