@@ -1,4 +1,4 @@
-"""The run report ``csl_report.json`` (its schema is in docs/algorithm.md): a printable table and the PGR plot."""
+"""The run report ``csl_report.json`` (its schema is in docs/cache.md): a printable table and the PGR plot."""
 
 from __future__ import annotations
 
