@@ -26,6 +26,7 @@ from .errors import CacheError
 CACHE_TENSORS = "cache.safetensors"
 CACHE_METADATA = "cache.json"
 TRAIN_SPLIT, TEST_SPLIT = 0, 1
+_VALIDATE_ROWS = 65536  # rows per block when validating teacher outputs
 _PROB_SUM_TOLERANCE = 1e-2
 
 
@@ -290,15 +291,20 @@ class CSLCache:
         p = self.teacher_probs
         if p.dim() != 3 or p.shape[1] != n or p.shape[2] != c or not p.dtype.is_floating_point:
             raise CacheError(f"'teacher_probs' must be a float [K, N={n}, C={c}] tensor, got {_describe(p)}; store each teacher's softmax over all {c} classes")
-        if not bool(torch.isfinite(p).all()):
-            raise CacheError("'teacher_probs' holds NaN or Inf; recompute the teachers' outputs")
-        if bool((p < 0).any()):
-            raise CacheError("'teacher_probs' holds negative values: these look like logits; store softmax probabilities, not logits")
-        sums = p.float().sum(-1)
-        bad = (sums - 1).abs() > _PROB_SUM_TOLERANCE
-        if bool(bad.any()):
-            k, i = (bad.nonzero()[0]).tolist()
-            raise CacheError(f"teacher {k}'s probabilities for sample {i} sum to {float(sums[k, i]):.4f}, not 1: these look like logits or unnormalised scores; store softmax probabilities")
+        # Checked one teacher and a block of rows at a time: whole-tensor checks would hold float32 copies and masks
+        # of [K, N, C] (several times the cache itself at ImageNet scale) just to validate it.
+        for k in range(p.shape[0]):
+            for start in range(0, n, _VALIDATE_ROWS):
+                block = p[k, start:start + _VALIDATE_ROWS]
+                if not bool(torch.isfinite(block).all()):
+                    raise CacheError("'teacher_probs' holds NaN or Inf; recompute the teachers' outputs")
+                if bool((block < 0).any()):
+                    raise CacheError("'teacher_probs' holds negative values: these look like logits; store softmax probabilities, not logits")
+                sums = block.float().sum(-1)
+                bad = (sums - 1).abs() > _PROB_SUM_TOLERANCE
+                if bool(bad.any()):
+                    i = int(bad.nonzero()[0])
+                    raise CacheError(f"teacher {k}'s probabilities for sample {start + i} sum to {float(sums[i]):.4f}, not 1: these look like logits or unnormalised scores; store softmax probabilities")
 
     def _validate_in_specialty(self, n: int) -> None:
         g, k = self.in_specialty, self.num_teachers
@@ -313,10 +319,14 @@ class CSLCache:
         v, ix = self.topk_probs, self.topk_indices
         if v.dim() != 3 or v.shape[1] != n or not v.dtype.is_floating_point or ix.shape != v.shape or ix.dtype.is_floating_point:
             raise CacheError(f"compact teacher outputs must be float [K, N={n}, k] probabilities with integer [K, N, k] indices, got {_describe(v)} and {_describe(ix)}")
-        if not bool(torch.isfinite(v).all()) or bool((v < 0).any()) or bool((v.float().sum(-1) > 1 + _PROB_SUM_TOLERANCE).any()):
-            raise CacheError("'teacher_topk_probs' must hold finite probabilities in [0, 1] whose top-k sum is at most 1; store softmax probabilities, not logits")
-        if bool(((ix < 0) | (ix >= c)).any()):
-            raise CacheError(f"'teacher_topk_indices' holds class ids outside [0, {c - 1}]; fix the compact cache")
+        for k in range(v.shape[0]):
+            for start in range(0, n, _VALIDATE_ROWS):
+                block, ids = v[k, start:start + _VALIDATE_ROWS], ix[k, start:start + _VALIDATE_ROWS]
+                if not bool(torch.isfinite(block).all()) or bool((block < 0).any()) or bool(
+                        (block.float().sum(-1) > 1 + _PROB_SUM_TOLERANCE).any()):
+                    raise CacheError("'teacher_topk_probs' must hold finite probabilities in [0, 1] whose top-k sum is at most 1; store softmax probabilities, not logits")
+                if bool(((ids < 0) | (ids >= c)).any()):
+                    raise CacheError(f"'teacher_topk_indices' holds class ids outside [0, {c - 1}]; fix the compact cache")
 
 
 def _describe(t: torch.Tensor) -> str:
