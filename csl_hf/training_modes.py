@@ -35,8 +35,12 @@ class TensorBatches:
     """
 
     def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, seed: int, process_index: int = 0,
-                 num_processes: int = 1):
+                 num_processes: int = 1, indexed: dict[str, torch.Tensor] | None = None,
+                 rows: torch.Tensor | None = None):
+        """``tensors`` hold one row per sample; ``indexed`` tensors are read at ``rows[i]`` for sample ``i`` (so that
+        a phase's kept subset of the training features is gathered per batch, never copied whole)."""
         self.tensors = tensors
+        self.indexed, self.rows = indexed or {}, rows
         self.batch_size = batch_size
         self.seed = seed
         self.process_index, self.num_processes = process_index, num_processes
@@ -58,9 +62,23 @@ class TensorBatches:
             order = torch.cat([order, order[:pad]])[self.process_index :: self.num_processes]
         device = next(iter(self.tensors.values())).device
         order = order.to(device)
+        rows = self.rows.to(device) if self.rows is not None else None
         for start in range(0, len(order), self.batch_size):
             index = order[start : start + self.batch_size]
-            yield {name: t[index] for name, t in self.tensors.items()}
+            batch = {name: t[index] for name, t in self.tensors.items()}
+            if self.indexed:
+                positions = rows[index]
+                batch.update({name: t[positions] for name, t in self.indexed.items()})
+            yield batch
+
+
+def _split_features(cache: CSLCache, split: int) -> torch.Tensor:
+    """A split's features: a view when its rows are contiguous (as the labeling pass writes them: training rows
+    first), else a copy."""
+    rows = cache.rows(split)
+    if len(rows) and int(rows[-1] - rows[0]) + 1 == len(rows):
+        return cache.features[int(rows[0]) : int(rows[-1]) + 1]
+    return cache.features[rows]
 
 
 class ProbeMode:
@@ -77,8 +95,8 @@ class ProbeMode:
         self.head = head
         self.module = ClassifierProbe(head)
         self.eval_batch_size = max(1, eval_batch_size)
-        self.inputs = {"train": cache.features[cache.rows(TRAIN_SPLIT)].to(device),
-                       "test": cache.features[cache.rows(TEST_SPLIT)].to(device)}
+        self.inputs = {"train": _split_features(cache, TRAIN_SPLIT).to(device),
+                       "test": _split_features(cache, TEST_SPLIT).to(device)}
 
     def reset(self, seed: int, reinit: bool) -> None:
         """Before a phase: a freshly initialised head (``reinit``) or the previous round's."""
@@ -89,8 +107,11 @@ class ProbeMode:
                    num_processes: int) -> TensorBatches:
         """The phase's batches: the kept training features with their targets."""
         x = self.inputs["train"]
-        return TensorBatches({"features": x[keep.to(x.device)], "labels": targets.to(x.device)}, batch_size=batch_size,
-                             seed=seed, process_index=process_index, num_processes=num_processes)
+        # The kept rows are gathered batch by batch: a copy of the kept features would be [n_kept, D] per phase (the
+        # whole training split at level 0: 2 GB at ImageNet-train scale).
+        return TensorBatches({"labels": targets.to(x.device)}, batch_size=batch_size, seed=seed,
+                             process_index=process_index, num_processes=num_processes, indexed={"features": x},
+                             rows=keep.nonzero(as_tuple=True)[0])
 
     @torch.no_grad()
     def logits(self, split: str) -> torch.Tensor:
