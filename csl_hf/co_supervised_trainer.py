@@ -47,6 +47,12 @@ from .training_modes import FullMode, ProbeMode
 
 logger = logging.get_logger(__name__)
 
+
+def _has_accelerator() -> bool:
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6; CUDA alone before
+    return bool(accelerator.is_available()) if accelerator is not None else torch.cuda.is_available()
+
+
 @dataclass
 class _Phase:
     """The training phase in progress: its label for progress bars and logs, and its level (-1: the ceiling)."""
@@ -405,6 +411,8 @@ class CoSupervisedTrainer(StudentEvaluationMixin, StudentOutputsMixin, Trainer):
         else:
             self.train_dataset = mode.phase_data(keep, targets, seed)
             phase_args.data_seed = seed
+            # Pinned memory only helps copies to an accelerator; without one torch warns on every phase.
+            phase_args.dataloader_pin_memory = base.dataloader_pin_memory and _has_accelerator()
             if mode.is_stream():  # a stream has no length: give the Trainer the step count the epochs mean
                 per_step = self._train_batch_size * max(1, base.world_size) * base.gradient_accumulation_steps
                 phase_args.max_steps = math.ceil(int(keep.sum()) / per_step) * max(1, int(epochs))
