@@ -89,7 +89,8 @@ def main() -> None:
                 cfg = CoSupervisedConfig(output_dir=f"{tmp}/csl{cache_mb}", student_mode="full", max_levels=1,
                                          per_device_train_batch_size=a.batch_size, num_train_epochs=a.epochs,
                                          warmup_steps=0, learning_rate=1e-4, backbone_learning_rate=1e-4,
-                                         image_cache_mb=cache_mb, disable_tqdm=True, use_cpu=True,
+                                         image_cache_mb=cache_mb, head_warmup_epochs=0,  # fine-tuning steps only
+                                         disable_tqdm=True, use_cpu=True,
                                          save_round_checkpoints=False, overwrite_output_dir=True,
                                          dataloader_pin_memory=False)
                 CoSupervisedTrainer(model=student, teachers=teachers, args=cfg, train_dataset=splits["train"],

@@ -70,6 +70,10 @@ class CoSupervisedConfig(TrainingArguments):
             ``none``; default ``oracle,ensemble`` in probe mode when the training split has ground truth.
         backbone_learning_rate (`float`, *optional*):
             Full mode: the learning rate of everything but the classifier (default ``learning_rate / 10``).
+        head_warmup_epochs (`float`, *optional*):
+            Full mode: before each phase fine-tunes the whole student, fit its fresh classifier on the cached features
+            of the phase's samples and targets for this many epochs (linear probing, then fine-tuning: LP-FT, Kumar
+            et al. 2022, arXiv:2202.10054); default 20 (the probe's epochs), 0 turns it off.
         image_cache_mb (`float`):
             Full mode: keep the preprocessed images in memory up to this size (MiB), so each is decoded once per run.
         on_bad_image (`str`, defaults to `"skip"`):
@@ -156,6 +160,14 @@ class CoSupervisedConfig(TrainingArguments):
                   "head's rate it forgets its features before the head has learned anything."},
     )
 
+    head_warmup_epochs: float | None = field(
+        default=None,
+        metadata={"help": "--student_mode full: before each phase fine-tunes the whole student, fit its fresh "
+                  "classifier on the cached features of the phase's samples for this many epochs (seconds), then "
+                  "fine-tune everything (linear probing then fine-tuning, LP-FT, arXiv:2202.10054). A random head's "
+                  "large early gradients otherwise distort the pretrained features. Default 20 (the probe's epochs); "
+                  "0: fine-tune from the random head."},
+    )
     image_cache_mb: float = field(
         default=2048,
         metadata={"help": "--student_mode full: keep the preprocessed training and test images in memory up to this "
@@ -231,11 +243,15 @@ class CoSupervisedConfig(TrainingArguments):
             if not self.reinit_head_each_round:
                 raise CSLError("--reinit_head_each_round False does not apply to --student_mode full: every round "
                                "restarts from the pretrained student with a fresh classifier; drop it")
-        elif self.backbone_learning_rate is not None:
-            raise CSLError("--backbone_learning_rate applies to --student_mode full only (probe mode trains no "
-                           "backbone); drop it")
+        else:
+            for name in ("backbone_learning_rate", "head_warmup_epochs"):
+                if getattr(self, name) is not None:
+                    raise CSLError(f"--{name} applies to --student_mode full only (probe mode trains only the "
+                                   "classifier, on the cached features); drop it")
         if self.backbone_learning_rate is not None and not self.backbone_learning_rate > 0:
             raise CSLError(f"--backbone_learning_rate must be positive, got {self.backbone_learning_rate}")
+        if self.head_warmup_epochs is not None and not self.head_warmup_epochs >= 0:
+            raise CSLError(f"--head_warmup_epochs must be 0 or more, got {self.head_warmup_epochs}")
         check_training_arguments(self)  # before TrainingArguments' own checks: one line, before any work
         super().__post_init__()
 
@@ -265,3 +281,5 @@ class CoSupervisedConfig(TrainingArguments):
                 setattr(self, name, full)
         if self.backbone_learning_rate is None:
             self.backbone_learning_rate = self.learning_rate / 10
+        if self.head_warmup_epochs is None:
+            self.head_warmup_epochs = 20.0

@@ -171,6 +171,7 @@ class CoSupervisedTrainer(StudentEvaluationMixin, StudentOutputsMixin, Trainer):
         self._user_model = self.model
         self._phase: _Phase | None = None
         self._mode: ProbeMode | FullMode | None = None
+        self._training: ProbeMode | FullMode | None = None  # the mode of the phase training now
         self._phase_data = None
         self._steps_before_phase = 0
         self._phase_losses: list[tuple[int, float]] = []
@@ -192,7 +193,7 @@ class CoSupervisedTrainer(StudentEvaluationMixin, StudentOutputsMixin, Trainer):
         if self._phase is None:
             raise CSLError("CoSupervisedTrainer trains through train(), which runs the rounds; it has no plain "
                            "training dataset")
-        if isinstance(self._mode, ProbeMode):
+        if isinstance(self._training, ProbeMode):
             return self._phase_data
         return super().get_train_dataloader()
 
@@ -215,7 +216,7 @@ class CoSupervisedTrainer(StudentEvaluationMixin, StudentOutputsMixin, Trainer):
         """Full mode: the classifier at ``learning_rate``, everything else at ``backbone_learning_rate`` (weight decay
         as usual: not on biases and norms). Probe mode, or one rate for all: the Trainer's own optimizer."""
         args = self.args
-        if not isinstance(self._mode, FullMode) or args.backbone_learning_rate in (None, args.learning_rate):
+        if not isinstance(self._training, FullMode) or args.backbone_learning_rate in (None, args.learning_rate):
             return super().create_optimizer(model)
         if self.optimizer is None:
             model = self.model if model is None else model
@@ -396,17 +397,29 @@ class CoSupervisedTrainer(StudentEvaluationMixin, StudentOutputsMixin, Trainer):
     def _run_phase(self, phase: _Phase, keep: torch.Tensor, targets: torch.Tensor, epochs: float,
                    reinit: bool) -> None:
         """One phase: reset the head (or the whole student in full mode), then one ``Trainer.train()`` on a copy of
-        the args with the phase's epochs and seed. The seeds depend only on ``args.seed`` and the level, so a
-        resumed run trains exactly what the uninterrupted run would have."""
+        the args with the phase's epochs and seed. In full mode the fresh head is first fitted on the cached
+        features (``head_warmup_epochs``, LP-FT). The seeds depend only on ``args.seed`` and the level, so a resumed
+        run trains exactly what the uninterrupted run would have."""
         base = self._base_args
-        mode = self._mode
-        mode.reset(seed=base.seed * 1009 + phase.level + 1, reinit=reinit)
+        self._mode.reset(seed=base.seed * 1009 + phase.level + 1, reinit=reinit)
         seed = base.seed * 7919 + phase.level + 1
+        if isinstance(self._mode, FullMode) and base.head_warmup_epochs:
+            # The pretrained student's features are the cache's, so its head can be fitted on them in seconds.
+            warmup = _Phase(f"{phase.label}, head warm-up", phase.level)
+            self._train_phase(self._mode.head_probe(self.cache), warmup, keep, targets, base.head_warmup_epochs, seed)
+        self._train_phase(self._mode, phase, keep, targets, epochs, seed)
+
+    def _train_phase(self, mode: ProbeMode | FullMode, phase: _Phase, keep: torch.Tensor, targets: torch.Tensor,
+                     epochs: float, seed: int) -> None:
+        """One ``Trainer.train()`` of ``mode.module`` on the kept samples."""
+        base = self._base_args
         phase_args = copy.copy(base)
         phase_args.num_train_epochs = epochs
         if isinstance(mode, ProbeMode):
             self._phase_data = mode.phase_data(keep, targets, seed, self._train_batch_size, base.process_index,
                                                base.world_size)
+            if isinstance(self._mode, FullMode):  # a full-mode head warm-up: the probe's own recipe
+                phase_args.warmup_steps, phase_args.max_steps = 0, -1
             speedups = _compat.probe_phase_speedups(self)
         else:
             self.train_dataset = mode.phase_data(keep, targets, seed)
@@ -420,7 +433,7 @@ class CoSupervisedTrainer(StudentEvaluationMixin, StudentOutputsMixin, Trainer):
         # A fresh optimiser per phase: the Trainer keeps `self.optimizer` across train() calls, and Adam moments from
         # the previous round must not steer a new head.
         self.optimizer, self.lr_scheduler = None, None
-        self.args, self._phase = phase_args, phase
+        self.args, self._phase, self._training = phase_args, phase, mode
         self.model = self.model_wrapped = mode.module
         try:
             with speedups:
@@ -429,4 +442,5 @@ class CoSupervisedTrainer(StudentEvaluationMixin, StudentOutputsMixin, Trainer):
             self._steps_before_phase += output.global_step
         finally:
             self.args, self._phase, self._phase_data, self.train_dataset = base, None, None, None
+            self._training = None
             self.model = self.model_wrapped = self._user_model

@@ -7,7 +7,8 @@ from typing import Any
 from transformers import PreTrainedConfig
 
 from .errors import CSLError
-from .hierarchy import validate_hierarchy
+# class_hierarchy / domain_hierarchy lived here before csl_hf.hierarchy existed: still importable from here.
+from .hierarchy import class_hierarchy, domain_hierarchy, validate_hierarchy  # noqa: F401
 
 
 class TeacherMixtureConfig(PreTrainedConfig):

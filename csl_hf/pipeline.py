@@ -15,6 +15,7 @@ from .cache import CSLCache
 from .co_supervised_config import CoSupervisedConfig
 from .errors import CSLError
 from .modeling_teacher_mixture import TeacherMixture
+from .progress import PROGRESS_NAME, resume_directory
 from .student import StudentUnavailable, check_weights_format, load_student, use_safetensors
 
 logger = logging.get_logger("csl_hf")
@@ -22,7 +23,6 @@ logger = logging.get_logger("csl_hf")
 __all__ = ["OutputDirectory", "prepare_teachers", "check_teacher_overlap", "student_for_cache", "other_label_run",
            "run_summary", "check_flags_apply", "changed_fields"]
 
-PROGRESS_NAME = "csl_progress.json"
 _RUN_ENTRIES = ("csl_report.json", "csl_progress.json", "cache", "teachers")
 
 
@@ -111,6 +111,18 @@ class OutputDirectory:
                 raise CSLError(f"--output_dir {self.directory} already holds a run ({', '.join(taken[:3])}); pass "
                                "--overwrite_output_dir True to replace it, --resume_from_checkpoint "
                                f"{self.directory} to finish it, or choose another --output_dir")
+        if os.path.exists(self.directory) and not self.existed:
+            raise CSLError(f"--output_dir {self.directory} is a file, not a directory; choose another --output_dir")
+        if a.resume_from_checkpoint:  # checked now, not after the teachers are trained and the images labeled
+            resumed = resume_directory(a, a.resume_from_checkpoint)
+            progress = os.path.join(resumed, PROGRESS_NAME)
+            if not os.path.isfile(progress):
+                raise CSLError(f"--resume_from_checkpoint: {progress} does not exist; resume needs the output "
+                               "directory of a CSL run that saved progress (drop the flag to start a new run)")
+            if os.path.realpath(resumed) != os.path.realpath(self.directory):
+                raise CSLError(f"--resume_from_checkpoint {resumed} with --output_dir {self.directory}: a resume "
+                               f"finishes the run in its own directory (its teachers, cache and rounds); drop "
+                               f"--output_dir or pass --output_dir {resumed}")
         # No process may write into the directory before every process has checked it.
         a.distributed_state.wait_for_everyone()
         return self

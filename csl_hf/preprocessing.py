@@ -102,3 +102,15 @@ class Preprocessing:
         # Antialiasing only matters (and is only supported well) when shrinking.
         shrink = x.shape[-2] > self.size[0] or x.shape[-1] > self.size[1]
         return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=shrink).clamp_(0, 255)
+
+
+def pil_to_uint8(image) -> torch.Tensor:
+    """A PIL image (any mode) as ``uint8 [3, H, W]`` RGB, decoded exactly as every csl_hf path decodes images (EXIF
+    orientation applied, alpha composited on white, 16-bit and float images rescaled): `csl_hf.data.load_image`.
+
+    Raises:
+        ValueError: an image smaller than 1 pixel.
+    """
+    from .data.images import load_image
+
+    return load_image(image, min_size=1)

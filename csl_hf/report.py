@@ -54,6 +54,8 @@ def report_config(args, cache) -> dict[str, Any]:
     keys = ("assignment", "denoise", "soft_labels", "reinit_head_each_round", "scale_epochs_by_keep_rate",
             "student_mode", "learning_rate", "weight_decay", "per_device_train_batch_size", "lr_scheduler_type",
             "warmup_steps", "max_grad_norm", "optim", "max_steps", "num_train_epochs")
+    if args.student_mode == "full":
+        keys += ("backbone_learning_rate", "head_warmup_epochs")
     config = {k: jsonable(getattr(args, k)) for k in keys}
     config.update(world_size=args.world_size, levels=cache.levels, teacher_names=cache.teacher_names,
                   student=cache.student.get("name_or_path"))
@@ -84,18 +86,20 @@ def format_report_table(report: dict[str, Any], markdown: bool = False) -> str:
          _fmt(r.get("student_accuracy")), _fmt(r.get("pgr"), pct=False)]
         for r in report["rounds"]
     ]
-    title = (f"weak (level-0 teacher) accuracy {_fmt(report.get('weak_accuracy'))}%, "
+    title = (f"weak (level-0 teacher) test accuracy {_fmt(report.get('weak_accuracy'))}%, "
              f"ceiling {_fmt(report.get('ceiling_accuracy'))}%  (accuracies and rates in %, PGR in %)")
     if pgr_reliability(report):
         head[-1] = "PGR (unreliable)"
+    legend = ("teacher acc: the assigned teachers' labels on the training split; student acc: on the test split; "
+              "PGR (performance gap recovered) = (student acc - weak) / (ceiling - weak)")
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return title + "\n\n" + "\n".join(lines)
+        return title + "\n\n" + "\n".join(lines) + "\n\n" + legend
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     warning = pgr_reliability(report)
-    return "\n".join([title, fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows),
+    return "\n".join([title, fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows), legend,
                       *([f"note: {warning}"] if warning else [])])
 
 

@@ -20,7 +20,7 @@ from .labeling import build_cache
 from .modeling_teacher_mixture import TeacherMixture
 from .student import find_classifier
 
-__all__ = ["CACHE_DIR_NAME", "TEACHERS_DIR_NAME", "labeling_fingerprint", "label_or_reuse"]
+__all__ = ["CACHE_DIR_NAME", "TEACHERS_DIR_NAME", "label_or_reuse", "labeling_fingerprint", "teachers_fingerprint"]
 
 logger = logging.get_logger(__name__)
 
@@ -38,10 +38,23 @@ def _hash_tensors(module: torch.nn.Module, skip_prefix: str | None = None) -> st
     return digest.hexdigest()[:16]
 
 
+# Config keys that say where or by which version a mixture was saved, not what it computes: a mixture trained in this
+# process and the same mixture loaded from disk (e.g. by a resume) must fingerprint alike.
+_NOT_CONTENT = {"_name_or_path", "transformers_version", "architectures", "auto_map", "_commit_hash", "dtype",
+                "torch_dtype"}
+
+
 def _teachers_config(teachers: TeacherMixture) -> dict[str, Any]:
-    """The mixture's config as hashed: gate fields left out while unset, so that a mixture without gate teachers
-    hashes as it did before gates existed (its earlier caches stay reusable)."""
-    return {k: v for k, v in teachers.config.to_dict().items() if not (k.startswith("gate_") and v is None)}
+    """The mixture's config as hashed: its content, not where it was saved; gate fields left out while unset, so
+    that a mixture without gate teachers hashes as before gates existed."""
+    return {k: v for k, v in teachers.config.to_dict().items()
+            if k not in _NOT_CONTENT and not (k.startswith("gate_") and v is None)}
+
+
+def teachers_fingerprint(teachers: TeacherMixture) -> str:
+    """A hash of the mixture's config (`_teachers_config`) and of its weights."""
+    config = json.dumps(_teachers_config(teachers), sort_keys=True, default=str)
+    return hashlib.sha256(config.encode()).hexdigest()[:16] + _hash_tensors(teachers)
 
 
 def labeling_fingerprint(images, teachers: TeacherMixture, student: PreTrainedModel,
@@ -55,8 +68,7 @@ def labeling_fingerprint(images, teachers: TeacherMixture, student: PreTrainedMo
         return None
     head_name, _ = find_classifier(student)
     key = {
-        "teachers": hashlib.sha256(json.dumps(_teachers_config(teachers), sort_keys=True, default=str).encode())
-        .hexdigest()[:16] + _hash_tensors(teachers),
+        "teachers": teachers_fingerprint(teachers),
         "student": _hash_tensors(student, skip_prefix=head_name + "."),
         "preprocessing": images.preprocessing.to_dict(),
         "train": train,

@@ -13,7 +13,7 @@ import dataclasses
 from .errors import CSLError
 from .report import jsonable
 
-__all__ = ["REFUSED", "REFUSED_IN_PROBE", "HONOURED", "check_training_arguments", "audit_table"]
+__all__ = ["HONOURED", "RANGES", "REFUSED", "REFUSED_IN_PROBE", "audit_table", "check_training_arguments"]
 
 _EVAL = ("every round's student is evaluated on the test split (its accuracy and PGR are in the report); "
          "call trainer.evaluate() for more")
@@ -78,6 +78,20 @@ HONOURED = {
     "do_train": "the script always trains",
 }
 
+#: Numeric fields and the values they accept (``field -> (test, wording)``): TrainingArguments checks only a few of
+#: them itself, and a run with a batch of 0 or a negative learning rate would otherwise fail late or train nothing.
+RANGES = {
+    "num_train_epochs": (lambda v: v > 0, "positive (the epochs of each round)"),
+    "learning_rate": (lambda v: v > 0, "positive"),
+    "weight_decay": (lambda v: v >= 0, "0 or more"),
+    "max_grad_norm": (lambda v: v >= 0, "0 or more (0: no clipping)"),
+    "per_device_train_batch_size": (lambda v: v >= 1, "at least 1"),
+    "per_device_eval_batch_size": (lambda v: v >= 1, "at least 1"),
+    "gradient_accumulation_steps": (lambda v: v >= 1, "at least 1"),
+    "dataloader_num_workers": (lambda v: v >= 0, "0 or more"),
+}
+
+
 def _default(field: dataclasses.Field):
     if field.default is not dataclasses.MISSING:
         return field.default
@@ -94,11 +108,16 @@ def _is_set(value, field: dataclasses.Field) -> bool:
 
 
 def check_training_arguments(config) -> None:
-    """Refuse, with one line, a stock `TrainingArguments` flag that does not apply to this CSL run.
+    """Refuse, with one line, a stock `TrainingArguments` flag that does not apply to this CSL run, or a number out of
+    its range (`RANGES`).
 
     Raises:
-        `CSLError`: ``--FLAG does not apply to a CSL run: <why>; drop it``.
+        `CSLError`: ``--FLAG does not apply to a CSL run: <why>; drop it`` or ``--FLAG must be <range>, got <value>``.
     """
+    for name, (ok, wording) in RANGES.items():
+        value = getattr(config, name, None)
+        if value is not None and not ok(value):
+            raise CSLError(f"--{name} must be {wording}, got {value}")
     fields = {f.name: f for f in dataclasses.fields(config)}
     probe = getattr(config, "student_mode", "probe") == "probe"
     for name, why in (*REFUSED.items(), *(REFUSED_IN_PROBE.items() if probe else ())):

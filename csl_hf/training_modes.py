@@ -191,6 +191,7 @@ class FullMode:
             self._pretrained = {k: v.detach().clone() for k, v in student.state_dict().items()}
         self.module = self.peft_model if self.peft_model is not None else student
         self._resumed = None  # a reloaded LoRA round (merged), predicting until the next phase starts
+        self._head_probe: ProbeMode | None = None
 
     def reset(self, seed: int, reinit: bool) -> None:
         self._resumed = None
@@ -201,6 +202,14 @@ class FullMode:
         else:
             self.student.load_state_dict(self._pretrained)
         reset_module(self.head, seed)
+
+    def head_probe(self, cache: CSLCache) -> ProbeMode:
+        """A probe over the same classifier module (training it trains the student's head), for the head warm-up
+        before a phase: the cache's features are the pretrained student's, which every phase starts from. Built on
+        first use and kept (its features stay on the device)."""
+        if self._head_probe is None:
+            self._head_probe = ProbeMode(self.head, cache, self.device, self.eval_batch_size)
+        return self._head_probe
 
     def merged_student(self) -> nn.Module:
         """The student to save: itself, or (LoRA) a copy with the adapters merged into the weights, i.e. a standard

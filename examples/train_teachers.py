@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 from csl_hf import DataArguments, TeacherTrainingArguments, evaluate_teachers_detailed, load_weak_to_strong_data
 from csl_hf import train_teacher_hierarchy
-from csl_hf.errors import run_command
+from csl_hf.errors import CSLError, run_command
+from csl_hf.pipeline import changed_fields
 from csl_hf.script_arguments import CSLArgumentParser, parse_run_args
 
 
@@ -38,17 +39,32 @@ class RunArguments:
 
 HELP_GROUPS = [
     ("Data (the same flags and defaults as run_csl.py)", ["dataset_name", "teacher_size", "test_size", "train_size"]),
-    ("Teachers", ["teachers_per_level", "teacher_domain_level", "teacher_steps", "teacher_architecture",
-                  "teacher_learning_rate", "teacher_batch_size", "teacher_image_size", "teacher_seed",
-                  "specialty_gates"]),
+    ("Teachers", ["teachers_per_level", "specialties", "teacher_domain_level", "teacher_steps",
+                  "teacher_architecture", "teacher_learning_rate", "teacher_batch_size", "teacher_image_size",
+                  "teacher_seed", "specialty_gates"]),
+    ("Teacher architecture (tiny models built from a config)",
+     ["teacher_patch_size", "teacher_hidden_sizes", "teacher_depths", "teacher_hidden_size", "teacher_num_layers",
+      "teacher_num_heads", "teacher_weight_decay"]),
     ("Run", ["output_dir", "seed"]),
 ]
 
 
+#: run_csl.py's data flags that mean nothing here: refused by name rather than ignored.
+NOT_HERE = ("cache_dir", "max_train_samples", "max_eval_samples", "streaming", "shuffle_buffer_size")
+
+
+def build_parser() -> CSLArgumentParser:
+    return CSLArgumentParser((DataArguments, TeacherTrainingArguments, RunArguments), description=__doc__,
+                             help_groups=HELP_GROUPS, prog="python examples/train_teachers.py")
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = CSLArgumentParser((DataArguments, TeacherTrainingArguments, RunArguments), description=__doc__,
-                               help_groups=HELP_GROUPS, prog="python examples/train_teachers.py")
+    parser = build_parser()
     data_args, teacher_args, run_args = parse_run_args(parser, argv)
+    given = [name for name in changed_fields(data_args) if name in NOT_HERE]
+    if given:
+        raise CSLError(f"--{given[0]} does not apply to train_teachers.py: the teachers learn from the teacher split "
+                       "only, read whole; drop it (it belongs to run_csl.py)")
     data = load_weak_to_strong_data(data_args.dataset_name, seed=run_args.seed, teacher_size=data_args.teacher_size,
                                     test_size=data_args.test_size, train_size=data_args.train_size)
     start = time.time()

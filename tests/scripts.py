@@ -18,3 +18,4 @@ def load_example(name: str):
 
 
 run_csl = load_example("run_csl")
+train_teachers = load_example("train_teachers")

@@ -19,13 +19,22 @@ peft = pytest.importorskip("peft")
 
 
 class LearningRates(TrainerCallback):
-    """Records the optimiser's learning rates at the start of each phase."""
+    """Records each phase's label, its optimiser's learning rates, and the student's classifier weight at the start
+    and the end of the phase."""
 
     def __init__(self):
-        self.seen = []
+        self.trainer, self.seen, self.labels, self.heads = None, [], [], []
 
     def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
         self.seen.append(sorted({g.get("initial_lr", g["lr"]) for g in optimizer.param_groups}))  # before warmup
+        self.labels.append(self.trainer.phase_label)
+        self.heads.append([self.trainer._head.weight.detach().clone()])
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.heads[-1].append(self.trainer._head.weight.detach().clone())
+
+    def full_phases(self):
+        return [rates for label, rates in zip(self.labels, self.seen) if not label.endswith("head warm-up")]
 
 
 def full_trainer(output_dir, peft_config=None, **overrides):
@@ -36,6 +45,7 @@ def full_trainer(output_dir, peft_config=None, **overrides):
     trainer = CoSupervisedTrainer(model=tiny_vit(7), teachers=teachers(), args=CoSupervisedConfig(**options),
                                   train_dataset=colour_images(48, 0), eval_dataset=colour_images(24, 1),
                                   processing_class=PREP.to_image_processor(), callbacks=[lrs], peft_config=peft_config)
+    lrs.trainer = trainer
     return trainer, lrs
 
 
@@ -46,13 +56,36 @@ def test_full_mode_has_its_own_recipe():
     assert kept.num_train_epochs == 7 and kept.backbone_learning_rate == 1e-5
     probe = CoSupervisedConfig(output_dir="x")
     assert probe.num_train_epochs == 20 and probe.backbone_learning_rate is None
+    assert args.head_warmup_epochs == 20 and probe.head_warmup_epochs is None
+    with pytest.raises(CSLError, match="--head_warmup_epochs applies to --student_mode full only"):
+        CoSupervisedConfig(output_dir="x", head_warmup_epochs=5)
+    with pytest.raises(CSLError, match="--head_warmup_epochs must be 0 or more"):
+        CoSupervisedConfig(output_dir="x", student_mode="full", head_warmup_epochs=-1)
+
+
+def test_full_mode_fits_the_fresh_head_on_cached_features_first(tmp_path):
+    """LP-FT: every full phase is preceded by a probe phase of the same (fresh) head on the cached features, and the
+    full phase starts from the head that warm-up left."""
+    trainer, lrs = full_trainer(tmp_path / "out", num_train_epochs=1, head_warmup_epochs=3)
+    trainer.train()
+    levels = ["ceiling (ground truth)"] + [r for r in ("level 0 (1 teacher)", "level 1 (2 teachers)")]
+    assert lrs.labels == [x for label in levels for x in (f"{label}, head warm-up", label)]
+    for warmup, full in zip(lrs.heads[0::2], lrs.heads[1::2]):
+        assert not torch.equal(warmup[0], warmup[1])  # the warm-up trained the head ...
+        assert torch.equal(full[0], warmup[1])  # ... and fine-tuning starts from it
+    assert lrs.seen[0::2] == [[1e-2]] * 3  # the warm-up trains the head alone, at the head's rate
+    assert trainer.report["config"]["head_warmup_epochs"] == 3
+
+    off, lrs_off = full_trainer(tmp_path / "off", num_train_epochs=1, head_warmup_epochs=0)
+    off.train()
+    assert lrs_off.labels == levels
 
 
 def test_full_mode_trains_backbone_slower_than_head(tmp_path):
     trainer, lrs = full_trainer(tmp_path / "out", num_train_epochs=1)
     pretrained = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.train()
-    assert lrs.seen and all(rates == [1e-3, 1e-2] for rates in lrs.seen)  # backbone lr / 10, head lr
+    assert lrs.full_phases() and all(rates == [1e-3, 1e-2] for rates in lrs.full_phases())  # backbone lr / 10, head
     round1 = AutoModelForImageClassification.from_pretrained(tmp_path / "out" / "round-1")
     changed = [k for k, v in round1.state_dict().items() if not torch.equal(v, pretrained[k])]
     assert any("classifier" in k for k in changed) and any("layers" in k for k in changed)  # the whole student

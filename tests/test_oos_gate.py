@@ -239,6 +239,19 @@ def test_the_labeling_fingerprint_tells_teachers_with_and_without_gates_apart():
     assert not any(k.startswith("gate_") for k in _teachers_config(gated_mixture(False)))
 
 
+def test_teachers_fingerprint_the_same_after_save_and_load(tmp_path):
+    # A resume loads the teachers the run saved: their cache must be reused, not labeled again.
+    from csl_hf import TeacherMixture
+    from csl_hf.run_cache import teachers_fingerprint
+
+    for gates in (False, True):
+        mixture = gated_mixture(gates)
+        before = teachers_fingerprint(mixture)
+        mixture.save_pretrained(tmp_path / str(gates))
+        assert teachers_fingerprint(TeacherMixture.from_pretrained(tmp_path / str(gates))) == before
+        assert teachers_fingerprint(mixture) == before  # saving changes nothing either
+
+
 # ------------------------------------------------------------------------------------------------ training
 @pytest.fixture(scope="module")
 def animal_small():

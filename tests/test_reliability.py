@@ -78,6 +78,18 @@ def test_every_decode_path_applies_exif_orientation(tmp_path):
     assert (split.pixel_values[0] - split.pixel_values[1]).abs().mean() < 0.05
     full = ImageTargets(ds, torch.arange(2), None, pre, "image")  # full fine-tuning and student evaluation
     assert (full.pixels(0) - full.pixels(1)).abs().mean() < 0.05
+    # The PIL-to-tensor helper of earlier releases decodes the same way (it is the same function now).
+    from csl_hf.data import decode_image
+    from csl_hf.preprocessing import pil_to_uint8
+
+    assert torch.equal(pil_to_uint8(decode_image(str(tmp_path / "tagged.jpg"))), tagged)
+
+
+def test_names_from_before_the_layout_change_still_import():
+    from csl_hf.configuration_teacher_mixture import class_hierarchy as old
+    from csl_hf.hierarchy import class_hierarchy
+
+    assert old is class_hierarchy
 
 
 # ------------------------------------------------------------------------------------------------ 3. class folders
@@ -141,6 +153,12 @@ def test_flags_that_apply_are_honoured(tmp_path, capsys, flag):
     (["--max_train_samples", "0"], "positive"),
     (["--max_eval_samples", "-5"], "positive"),
     (["--labeling_batch_size", "0"], "at least 1"),
+    (["--num_train_epochs", "-1"], "--num_train_epochs must be positive"),
+    (["--num_train_epochs", "0"], "--num_train_epochs must be positive"),
+    (["--learning_rate", "0"], "--learning_rate must be positive"),
+    (["--per_device_train_batch_size", "0"], "at least 1"),
+    (["--gradient_accumulation_steps", "0"], "at least 1"),
+    (["--weight_decay", "-0.1"], "0 or more"),
     (["--teacher_size", "0"], "count"),
     (["--student_image_size", "-1"], "pixels"),
 ])
@@ -218,6 +236,32 @@ def test_a_run_that_fails_after_a_round_stays_resumable(tmp_path, capsys, monkey
     rc, err = run_cli(capsys, *common, "--resume_from_checkpoint", out)
     assert rc == 0, err
     assert len(json.loads((out / "csl_report.json").read_text())["rounds"]) == 3
+
+
+def test_resume_from_a_directory_without_progress_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    # A resume of nothing is refused before the teachers are trained or a single image is labeled.
+    monkeypatch.setattr(run_csl, "prepare_teachers", lambda *a, **k: pytest.fail("teachers trained before the check"))
+    out = tmp_path / "out"
+    for target in (tmp_path / "nope", out):  # a path that does not exist; True-like: the run's own empty output_dir
+        rc, err = run_cli(capsys, "--max_train_samples", 50, "--max_eval_samples", 20, "--output_dir", out,
+                          "--resume_from_checkpoint", target)
+        assert rc == 2 and "\n" not in err and "csl_progress.json does not exist" in err, err
+        assert not out.exists()  # nothing left behind
+
+
+def test_output_dir_that_is_a_file_or_not_the_resumed_run_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(run_csl, "prepare_teachers", lambda *a, **k: pytest.fail("teachers trained before the check"))
+    a_file = tmp_path / "afile"
+    a_file.write_text("notes")
+    rc, err = run_cli(capsys, "--output_dir", a_file)
+    assert rc == 2 and "\n" not in err and "is a file, not a directory" in err, err
+    assert a_file.read_text() == "notes"
+    finished = tmp_path / "run"
+    finished.mkdir()
+    (finished / "csl_progress.json").write_text("{}")
+    rc, err = run_cli(capsys, "--resume_from_checkpoint", finished, "--output_dir", tmp_path / "elsewhere")
+    assert rc == 2 and "\n" not in err and "a resume finishes the run in its own directory" in err, err
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_every_trainingarguments_field_is_listed_in_the_troubleshooting_table():
