@@ -10,7 +10,6 @@ logging, accelerate/DDP) works as usual.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
@@ -273,7 +272,8 @@ class CoSupervisedTrainer(StudentEvaluationMixin, StudentOutputsMixin, Trainer):
         if args.student_mode == "full":
             return FullMode(self.student, self._head, self.cache, self.images.datasets, self.images.preprocessing,
                             self.images.image_column, args.per_device_eval_batch_size, args.device,
-                            peft_config=self._peft_config_for_student(), image_cache_mb=args.image_cache_mb)
+                            peft_config=self._peft_config_for_student(), image_cache_mb=args.image_cache_mb,
+                            freeze_batch_norm=args.freeze_batch_norm)
         return ProbeMode(self._head, self.cache, args.device, args.per_device_eval_batch_size)
 
     def _peft_config_for_student(self):
@@ -429,7 +429,7 @@ class CoSupervisedTrainer(StudentEvaluationMixin, StudentOutputsMixin, Trainer):
             if mode.is_stream():  # a stream has no length: give the Trainer the step count the epochs mean
                 per_step = self._train_batch_size * max(1, base.world_size) * base.gradient_accumulation_steps
                 phase_args.max_steps = math.ceil(int(keep.sum()) / per_step) * max(1, int(epochs))
-            speedups = contextlib.nullcontext()
+            speedups = mode.training_context()
         # A fresh optimiser per phase: the Trainer keeps `self.optimizer` across train() calls, and Adam moments from
         # the previous round must not steer a new head.
         self.optimizer, self.lr_scheduler = None, None

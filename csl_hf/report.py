@@ -55,7 +55,7 @@ def report_config(args, cache) -> dict[str, Any]:
             "student_mode", "learning_rate", "weight_decay", "per_device_train_batch_size", "lr_scheduler_type",
             "warmup_steps", "max_grad_norm", "optim", "max_steps", "num_train_epochs")
     if args.student_mode == "full":
-        keys += ("backbone_learning_rate", "head_warmup_epochs")
+        keys += ("backbone_learning_rate", "head_warmup_epochs", "freeze_batch_norm")
     config = {k: jsonable(getattr(args, k)) for k in keys}
     config.update(world_size=args.world_size, levels=cache.levels, teacher_names=cache.teacher_names,
                   student=cache.student.get("name_or_path"))

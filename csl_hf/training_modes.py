@@ -8,6 +8,7 @@ images in the datasets (full).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import datasets
 import torch
 from safetensors.torch import load_file
 from torch import nn
+from transformers.utils import logging
 
 from .cache import TEST_SPLIT, TRAIN_SPLIT, CSLCache
 from .data.targets import ImageTargets, PreprocessedImages, StreamImageTargets, image_positions
@@ -23,7 +25,30 @@ from .preprocessing import Preprocessing
 from .rounds import StudentLogits
 from .student import ClassifierProbe, reset_module
 
-__all__ = ["TensorBatches", "ProbeMode", "FullMode"]
+__all__ = ["TensorBatches", "ProbeMode", "FullMode", "check_batch_norm_momentum"]
+
+logger = logging.get_logger(__name__)
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def _normalise_as_in_evaluation(module: nn.Module, args) -> None:
+    module.train(False)
+
+
+def check_batch_norm_momentum(model: nn.Module) -> int:
+    """Warn when the student's batch-norm layers would forget their pretrained statistics in one batch: a momentum
+    above 0.5 in PyTorch's convention (the weight of the *new* batch) is almost always TensorFlow's decay (0.99)
+    copied as is, e.g. transformers' EfficientNet configs. Fine-tuning such a student replaces the running statistics
+    with the last batch's and test accuracy collapses. Returns the number of such layers."""
+    risky = [m for m in model.modules() if isinstance(m, _BATCH_NORMS)
+             and m.track_running_stats and m.momentum is not None and m.momentum > 0.5]
+    if risky:
+        logger.warning(f"{len(risky)} batch-norm layers of the student have momentum {risky[0].momentum} (PyTorch's "
+                       "convention: the weight of each new batch), so full fine-tuning replaces their pretrained "
+                       "statistics with the last batch's; set it to 1 - that value (e.g. config.batch_norm_momentum "
+                       "= 0.01 for transformers' EfficientNet) before training")
+    return len(risky)
 
 
 class TensorBatches:
@@ -161,14 +186,19 @@ class FullMode:
         images: ``{"train": dataset, "test": dataset}`` the labeling pass read (map-style or streams).
         preprocessing: the student's input pipeline; image_column: the datasets' image column.
         peft_config: a `peft.PeftConfig` (e.g. ``LoraConfig``); ``None`` fine-tunes every weight.
+        freeze_batch_norm: batch-norm layers normalise with their pretrained statistics while training (see
+            `training_context`).
     """
 
     name = "full"
 
     def __init__(self, student: nn.Module, head: nn.Module, cache: CSLCache, images: dict, preprocessing: Preprocessing,
                  image_column: str, eval_batch_size: int, device: torch.device, peft_config=None,
-                 image_cache_mb: float = 0):
+                 image_cache_mb: float = 0, freeze_batch_norm: bool = True):
         self.student, self.head = student, head
+        self.freeze_batch_norm = freeze_batch_norm
+        if not freeze_batch_norm:
+            check_batch_norm_momentum(student)
         self.images, self.preprocessing, self.image_column = images, preprocessing, image_column
         self.eval_batch_size, self.device = max(1, eval_batch_size), device
         train, test = image_positions(cache, images["train"], images["test"])
@@ -202,6 +232,22 @@ class FullMode:
         else:
             self.student.load_state_dict(self._pretrained)
         reset_module(self.head, seed)
+
+    @contextlib.contextmanager
+    def training_context(self) -> Iterator[None]:
+        """While a phase trains: with ``freeze_batch_norm``, every batch-norm layer runs as in evaluation (its running
+        statistics are used and never updated; its weight and bias still train). A forward pre-hook does it, since
+        the Trainer puts the whole model in train mode at every step; the hooks are removed when the phase ends."""
+        if not self.freeze_batch_norm:
+            yield
+            return
+        norms = [m for m in self.student.modules() if isinstance(m, _BATCH_NORMS)]
+        hooks = [m.register_forward_pre_hook(_normalise_as_in_evaluation) for m in norms]
+        try:
+            yield
+        finally:
+            for hook in hooks:
+                hook.remove()
 
     def head_probe(self, cache: CSLCache) -> ProbeMode:
         """A probe over the same classifier module (training it trains the student's head), for the head warm-up

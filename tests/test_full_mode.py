@@ -57,6 +57,9 @@ def test_full_mode_has_its_own_recipe():
     probe = CoSupervisedConfig(output_dir="x")
     assert probe.num_train_epochs == 20 and probe.backbone_learning_rate is None
     assert args.head_warmup_epochs == 20 and probe.head_warmup_epochs is None
+    assert args.freeze_batch_norm is True and probe.freeze_batch_norm is None
+    with pytest.raises(CSLError, match="--freeze_batch_norm applies to --student_mode full only"):
+        CoSupervisedConfig(output_dir="x", freeze_batch_norm=False)
     with pytest.raises(CSLError, match="--head_warmup_epochs applies to --student_mode full only"):
         CoSupervisedConfig(output_dir="x", head_warmup_epochs=5)
     with pytest.raises(CSLError, match="--head_warmup_epochs must be 0 or more"):
@@ -79,6 +82,31 @@ def test_full_mode_fits_the_fresh_head_on_cached_features_first(tmp_path):
     off, lrs_off = full_trainer(tmp_path / "off", num_train_epochs=1, head_warmup_epochs=0)
     off.train()
     assert lrs_off.labels == levels
+
+
+def tiny_resnet(seed: int = 0):
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(seed)
+    return ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                                                     num_labels=4))
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_full_mode_keeps_batch_norm_statistics_unless_told_not_to(tmp_path, freeze):
+    student = tiny_resnet()
+    stats = {k: v.clone() for k, v in student.state_dict().items() if "running_" in k}
+    args = CoSupervisedConfig(output_dir=str(tmp_path / "out"), student_mode="full", num_train_epochs=1,
+                              disable_tqdm=True, report_to="none", per_device_train_batch_size=16, seed=2,
+                              freeze_batch_norm=freeze, max_levels=1)
+    trainer = CoSupervisedTrainer(model=student, teachers=teachers(), args=args, train_dataset=colour_images(48, 0),
+                                  eval_dataset=colour_images(24, 1), processing_class=PREP.to_image_processor())
+    trainer.train()
+    saved = load_file(str(tmp_path / "out" / "round-0" / "model.safetensors"))
+    same = [torch.equal(saved[k], v) for k, v in stats.items()]
+    assert stats and (all(same) if freeze else not any(same))
+    assert not any(m._forward_pre_hooks for m in student.modules())  # nothing left on the caller's model
+    assert trainer.report["config"]["freeze_batch_norm"] is freeze
 
 
 def test_full_mode_trains_backbone_slower_than_head(tmp_path):

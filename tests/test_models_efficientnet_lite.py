@@ -266,6 +266,30 @@ def test_native_conversion_is_the_same_network():
         to_native_efficientnet(tiny_model())
 
 
+def test_native_student_keeps_its_batch_norm_statistics_when_fine_tuned():
+    """Fine-tuning (train mode) moves the running statistics by PyTorch's momentum (<= 0.1 per batch), never to the
+    last batch's: the TF decay 0.99 mistaken for PyTorch's momentum would let one batch replace them."""
+    from csl_hf.models.efficientnet_lite.native import to_native_efficientnet
+
+    native = to_native_efficientnet(convert_mod.build_lite0_model())
+    norms = [m for m in native.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and max(m.momentum for m in norms) <= 0.1
+    before = [m.running_mean.clone() for m in norms]
+    native.train()
+    with torch.no_grad():
+        native(pixel_values=torch.randn(4, 3, 64, 64) * 5 + 3)  # a batch far from the pretrained statistics
+    from csl_hf.training_modes import check_batch_norm_momentum
+
+    assert check_batch_norm_momentum(native) == 0
+    native.config.batch_norm_momentum = 0.99  # transformers' EfficientNet default, in the wrong convention
+    from transformers import EfficientNetForImageClassification
+
+    assert check_batch_norm_momentum(EfficientNetForImageClassification(native.config)) > 0
+    stem = norms[0]
+    batch_mean = (stem.running_mean - (1 - stem.momentum) * before[0]) / stem.momentum
+    assert (stem.running_mean - before[0]).abs().max() <= 0.1 * (batch_mean - before[0]).abs().max() + 1e-6
+
+
 def test_custom_architecture_ships_its_code_and_loads_without_csl_hf(tmp_path):
     """A checkpoint of csl_hf's own EfficientNet-Lite classes carries auto_map + its modeling code; a fresh
     interpreter that never imports csl_hf loads it with trust_remote_code=True."""

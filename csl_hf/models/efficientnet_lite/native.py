@@ -47,7 +47,10 @@ def native_config(lite_config) -> EfficientNetConfig:
         strides=list(c.strides), num_block_repeats=list(c.num_block_repeats), expand_ratios=list(c.expand_ratios),
         squeeze_expansion_ratio=1e-9,  # max(1, int(in_dim * ratio)) = 1 channel: the smallest possible identity SE
         hidden_act=c.hidden_act, hidden_dim=c.hidden_dim, pooling_type="mean", batch_norm_eps=c.batch_norm_eps,
-        batch_norm_momentum=1.0 - c.batch_norm_momentum, dropout_rate=getattr(c, "dropout_rate", 0.2),
+        # transformers' EfficientNet hands this straight to nn.BatchNorm2d, i.e. in PyTorch's convention: the TF
+        # decay 0.99 there would make the running statistics those of the last batch, and any fine-tuning would wreck
+        # them (the bug torchvision fixed for MaxViT, pytorch/vision#8312). Ours is already PyTorch's 0.01.
+        batch_norm_momentum=c.batch_norm_momentum, dropout_rate=getattr(c, "dropout_rate", 0.2),
         drop_connect_rate=c.drop_connect_rate, num_labels=c.num_labels, id2label=dict(c.id2label),
         label2id=dict(c.label2id),
     )
