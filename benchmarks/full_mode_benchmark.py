@@ -4,9 +4,10 @@ against the probe ceiling, on Animal-MNIST within a bounded CPU budget.
 
     python benchmarks/full_mode_benchmark.py --seeds 0,1,2 --output_dir bench_full [-- extra run_csl.py flags]
 
-Each seed runs ``examples/run_csl.py --student_mode full`` (its own recipe: backbone learning rate / 10, warmup,
-3 epochs) on 2,000 weak-to-strong images, 1,000 teacher images and 1,000 test images, levels 1,2,5; then the probe
-rounds on the very same cache (``--cache_dir``, seconds), for the probe ceiling and the probe's CSL beside it. Every
+Each seed runs ``examples/run_csl.py --student_mode full`` (its own recipe: the head fitted on cached features
+first, batch-norm statistics frozen, backbone learning rate / 10, warmup, 3 epochs) on 2,000 weak-to-strong images,
+1,000 teacher images and 1,000 test images, levels 1,2,5; then the probe rounds on the very same cache
+(``--cache_dir``, seconds), for the probe ceiling and the probe's CSL beside it. Every
 number printed comes from the runs' csl_report.json files (kept under --output_dir).
 """
 

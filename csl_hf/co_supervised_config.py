@@ -175,8 +175,8 @@ class CoSupervisedConfig(TrainingArguments):
         default=None,
         metadata={"help": "--student_mode full: batch-norm layers keep their pretrained statistics and normalise as "
                   "at evaluation while the rest is fine-tuned (default True). Updating them on a few thousand small "
-                  "images makes training and evaluation normalise differently: measured on Animal-MNIST with the "
-                  "bundled student, the ceiling fell from 93.7 to 61.7 % (docs/scale.md)."},
+                  "images makes training and evaluation normalise differently (benchmarks/full_mode_recipe.py "
+                  "measures it; docs/scale.md)."},
     )
     image_cache_mb: float = field(
         default=2048,

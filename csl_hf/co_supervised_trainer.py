@@ -39,17 +39,12 @@ from .metrics import pgr_of
 from .modeling_teacher_mixture import TeacherMixture
 from .progress import load_progress, resume_directory, save_progress
 from .report import REPORT_NAME, format_round_line, report_config
-from .student import ClassifierProbe, check_head, find_classifier
+from .student import ClassifierProbe, check_head, find_classifier, parameter_groups
 from .trainer_evaluation import StudentEvaluationMixin
 from .trainer_outputs import StudentOutputsMixin
-from .training_modes import FullMode, ProbeMode
+from .training_modes import FullMode, ProbeMode, accelerator_available, peft_config_for_student
 
 logger = logging.get_logger(__name__)
-
-
-def _has_accelerator() -> bool:
-    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6; CUDA alone before
-    return bool(accelerator.is_available()) if accelerator is not None else torch.cuda.is_available()
 
 
 @dataclass
@@ -220,15 +215,8 @@ class CoSupervisedTrainer(StudentEvaluationMixin, StudentOutputsMixin, Trainer):
         if self.optimizer is None:
             model = self.model if model is None else model
             cls, kwargs = self.get_optimizer_cls_and_kwargs(args, model)
-            decay = set(self.get_decay_parameter_names(model))
-            head = {id(p) for p in self._head.parameters()}
-            groups = []
-            for in_head, lr in ((True, args.learning_rate), (False, args.backbone_learning_rate)):
-                for decays in (True, False):
-                    params = [p for n, p in model.named_parameters()
-                              if p.requires_grad and (id(p) in head) == in_head and (n in decay) == decays]
-                    if params:
-                        groups.append({"params": params, "lr": lr, "weight_decay": args.weight_decay if decays else 0.0})
+            groups = parameter_groups(model, self._head, set(self.get_decay_parameter_names(model)),
+                                      args.learning_rate, args.backbone_learning_rate, args.weight_decay)
             kwargs = {k: v for k, v in kwargs.items() if k not in ("lr", "weight_decay")}
             self.optimizer = cls(groups, lr=args.learning_rate, **kwargs)
         return self.optimizer
@@ -272,18 +260,9 @@ class CoSupervisedTrainer(StudentEvaluationMixin, StudentOutputsMixin, Trainer):
         if args.student_mode == "full":
             return FullMode(self.student, self._head, self.cache, self.images.datasets, self.images.preprocessing,
                             self.images.image_column, args.per_device_eval_batch_size, args.device,
-                            peft_config=self._peft_config_for_student(), image_cache_mb=args.image_cache_mb,
+                            peft_config=peft_config_for_student(self.peft_config, self.head_name), image_cache_mb=args.image_cache_mb,
                             freeze_batch_norm=args.freeze_batch_norm)
         return ProbeMode(self._head, self.cache, args.device, args.per_device_eval_batch_size)
-
-    def _peft_config_for_student(self):
-        """The LoRA config with the classifier left out of the adapters (it is trained whole), as a copy."""
-        config = self.peft_config
-        if config is None or getattr(config, "exclude_modules", None) or getattr(config, "modules_to_save", None):
-            return config
-        import dataclasses
-
-        return dataclasses.replace(config, exclude_modules=[self.head_name])
 
     # ================================================================================================ the run
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None,
@@ -425,7 +404,7 @@ class CoSupervisedTrainer(StudentEvaluationMixin, StudentOutputsMixin, Trainer):
             self.train_dataset = mode.phase_data(keep, targets, seed)
             phase_args.data_seed = seed
             # Pinned memory only helps copies to an accelerator; without one torch warns on every phase.
-            phase_args.dataloader_pin_memory = base.dataloader_pin_memory and _has_accelerator()
+            phase_args.dataloader_pin_memory = base.dataloader_pin_memory and accelerator_available()
             if mode.is_stream():  # a stream has no length: give the Trainer the step count the epochs mean
                 per_step = self._train_batch_size * max(1, base.world_size) * base.gradient_accumulation_steps
                 phase_args.max_steps = math.ceil(int(keep.sum()) / per_step) * max(1, int(epochs))

@@ -32,6 +32,7 @@ __all__ = [
     "check_weights_format",
     "find_classifier",
     "load_student",
+    "parameter_groups",
     "reset_module",
     "write_student",
 ]
@@ -66,6 +67,22 @@ def reset_module(module: nn.Module, seed: int) -> None:
         for sub in module.modules():
             if hasattr(sub, "reset_parameters"):
                 sub.reset_parameters()
+
+
+def parameter_groups(model: nn.Module, head: nn.Module, decay: set[str], head_lr: float, backbone_lr: float,
+                     weight_decay: float) -> list[dict]:
+    """Optimizer parameter groups for fine-tuning a whole student: the classifier ``head`` at ``head_lr``, every other
+    trainable parameter at ``backbone_lr``; weight decay only on the parameters named in ``decay`` (the Trainer's
+    `get_decay_parameter_names`: not biases and norms). Empty groups are left out."""
+    in_head = {id(p) for p in head.parameters()}
+    groups = []
+    for is_head, lr in ((True, head_lr), (False, backbone_lr)):
+        for decays in (True, False):
+            params = [p for n, p in model.named_parameters()
+                      if p.requires_grad and (id(p) in in_head) == is_head and (n in decay) == decays]
+            if params:
+                groups.append({"params": params, "lr": lr, "weight_decay": weight_decay if decays else 0.0})
+    return groups
 
 
 def check_head(head: nn.Module, num_labels: int, feature_dim: int | None = None) -> None:

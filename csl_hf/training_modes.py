@@ -25,7 +25,8 @@ from .preprocessing import Preprocessing
 from .rounds import StudentLogits
 from .student import ClassifierProbe, reset_module
 
-__all__ = ["TensorBatches", "ProbeMode", "FullMode", "check_batch_norm_momentum"]
+__all__ = ["FullMode", "ProbeMode", "TensorBatches", "accelerator_available", "check_batch_norm_momentum",
+           "peft_config_for_student"]
 
 logger = logging.get_logger(__name__)
 
@@ -34,6 +35,22 @@ _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm
 
 def _normalise_as_in_evaluation(module: nn.Module, args) -> None:
     module.train(False)
+
+
+def accelerator_available() -> bool:
+    """Whether torch sees an accelerator (pinned host memory only helps copies to one)."""
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6; CUDA alone before
+    return bool(accelerator.is_available()) if accelerator is not None else torch.cuda.is_available()
+
+
+def peft_config_for_student(config, head_name: str):
+    """The LoRA config with the classifier left out of the adapters (it is trained whole), as a copy; a config that
+    already says which modules to leave out or save whole is kept as given."""
+    if config is None or getattr(config, "exclude_modules", None) or getattr(config, "modules_to_save", None):
+        return config
+    import dataclasses
+
+    return dataclasses.replace(config, exclude_modules=[head_name])
 
 
 def check_batch_norm_momentum(model: nn.Module) -> int:
