@@ -238,6 +238,39 @@ def test_a_run_that_fails_after_a_round_stays_resumable(tmp_path, capsys, monkey
     assert len(json.loads((out / "csl_report.json").read_text())["rounds"]) == 3
 
 
+def test_resume_rebuilds_the_recorded_run_and_reuses_its_cache(tmp_path, capsys):
+    """Resuming with only --resume_from_checkpoint: the user's own student (not the bundled default), the same
+    teachers and the same cache file (not labeled again), and the rounds the uninterrupted run would have trained."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    root = colour_folder(tmp_path / "data", n=30)
+    torch.manual_seed(0)
+    ViTForImageClassification(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=64, image_size=32, patch_size=8)).save_pretrained(
+        tmp_path / "student")
+    Preprocessing(size=(32, 32)).to_image_processor().save_pretrained(tmp_path / "student")
+    out = tmp_path / "out"
+    rc, err = run_cli(capsys, "--dataset_name", root, "--output_dir", out, "--student_model_name_or_path",
+                      tmp_path / "student", *SMALL)
+    assert rc == 0, err
+    first = json.loads((out / "csl_report.json").read_text())
+    cache_file = out / "cache" / "cache.safetensors"
+    labeled_at = cache_file.stat().st_mtime_ns
+    (out / "csl_report.json").unlink()  # interrupted after level 0
+    import shutil
+
+    shutil.rmtree(out / "round-1")
+    progress = json.loads((out / "csl_progress.json").read_text())
+    progress["rounds"] = progress["rounds"][:1]
+    (out / "csl_progress.json").write_text(json.dumps(progress))
+    rc, err = run_cli(capsys, "--resume_from_checkpoint", out)
+    assert rc == 0, err
+    again = json.loads((out / "csl_report.json").read_text())
+    assert again["rounds"] == first["rounds"] and again["config"]["student"] == str(tmp_path / "student")
+    assert json.loads((out / "round-1" / "config.json").read_text())["model_type"] == "vit"
+    assert cache_file.stat().st_mtime_ns == labeled_at  # the cache was reused, not labeled again
+
+
 def test_resume_from_a_directory_without_progress_fails_before_any_work(tmp_path, capsys, monkeypatch):
     # A resume of nothing is refused before the teachers are trained or a single image is labeled.
     monkeypatch.setattr(run_csl, "prepare_teachers", lambda *a, **k: pytest.fail("teachers trained before the check"))
