@@ -1,7 +1,6 @@
 """``--assignment oos_gate``: gate teachers (specialists that know their specialty, docs/routing_research.md §5)
 from training through the mixture, the labeling pass and the cache to the rounds, and the one-line refusals."""
 
-import datasets
 import numpy as np
 import pytest
 import torch
@@ -20,22 +19,11 @@ from csl_hf.teachers import (TeacherTrainingArguments, gate_training_rows, load_
 from csl_hf.teachers.gates import gate_seed
 
 from scripts import run_csl
+from test_trainer_api import NAMES, PREP, colour_images
 
 hf_logging.disable_progress_bar()
 
-NAMES = ["red", "green", "blue", "yellow"]
-COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40)]
-PREP, GATE_PREP = (Preprocessing(size=(16, 16), image_mean=(0.5,) * 3, image_std=(0.5,) * 3),
-                   Preprocessing(size=(32, 32)))
-
-
-def colour_images(n: int, seed: int) -> datasets.Dataset:
-    rng = np.random.default_rng(seed)
-    labels = [i % 4 for i in range(n)]
-    images = [np.clip(np.array(COLOURS[y], float) + rng.normal(0, 60, (16, 16, 3)), 0, 255).astype(np.uint8)
-              for y in labels]
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=NAMES)})
-    return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+GATE_PREP = Preprocessing(size=(32, 32))
 
 
 def tiny_vit(seed: int, names=NAMES, size: int = 16) -> ViTForImageClassification:
