@@ -59,7 +59,7 @@ HELP_GROUPS = [
       "teacher_num_heads", "teacher_weight_decay"]),
     ("Rounds", ["assignment", "denoise", "soft_labels", "baselines", "student_mode", "reinit_head_each_round",
                 "scale_epochs_by_keep_rate", "run_ceiling", "max_levels", "compact_cache_topk",
-                "backbone_learning_rate", "head_warmup_epochs", "image_cache_mb"]),
+                "backbone_learning_rate", "head_warmup_epochs", "freeze_batch_norm", "image_cache_mb"]),
     ("Training of each round (TrainingArguments with the paper's probe defaults)",
      ["learning_rate", "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
       "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm", "seed", "logging_steps"]),
