@@ -6,8 +6,9 @@
 
 The single teacher is the run's own level 0. A chain starts from the run's level-0 student and goes on with its own
 students, level by level, exactly as the CSL chain does (same seeds, same filter, same epochs rule). Probe mode
-only: a chain costs one head trained per level. Each chain's last head is kept in
-``OUTPUT_DIR/csl_baselines.safetensors`` so that a resumed run continues the chains too.
+only: a chain costs one head trained per level. Each chain's head after every level is kept in
+``OUTPUT_DIR/csl_baselines.safetensors`` so that a resumed run continues the chains from the level the progress file
+records, whatever moment the interruption came at.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import rounds as R
+from .atomic import atomic_write
 from .metrics import pgr_of
 
 __all__ = ["BaselineChains", "BASELINE_HEADS_NAME"]
@@ -38,6 +40,7 @@ class BaselineChains:
         self.trainer, self.names = trainer, list(names)
         self.records: dict[str, list[dict[str, Any]]] = {name: [] for name in self.names}
         self.heads: dict[str, dict[str, torch.Tensor]] = {}
+        self.saved: dict[tuple[str, int], dict[str, torch.Tensor]] = {}  # (chain, level) -> its head after it
 
     def usable(self, level: int) -> list[str]:
         """The chains that can run at ``level``: the oracle needs the ground truth the level routes by."""
@@ -49,7 +52,7 @@ class BaselineChains:
         head = {k: v.detach().clone() for k, v in self.trainer._head.state_dict().items()}
         for name in self.names:
             self.records[name] = [level0]
-            self.heads[name] = {k: v.clone() for k, v in head.items()}
+            self.heads[name] = self.saved[(name, 0)] = {k: v.clone() for k, v in head.items()}
 
     def run_level(self, level: int, weak: float, ceiling: float | None) -> None:
         """Train every usable chain's round of ``level``; the trainer's head is left as it was (the CSL student)."""
@@ -72,23 +75,36 @@ class BaselineChains:
                 record = R.round_record(cache, targets, rows, y_train, accuracy,
                                         pgr_of(predictions, y_test, weak, ceiling), predictions)
                 self.records[name].append(record)
-                self.heads[name] = {k: v.detach().clone() for k, v in mode.head.state_dict().items()}
+                self.heads[name] = self.saved[(name, level)] = {k: v.detach().clone()
+                                                                for k, v in mode.head.state_dict().items()}
         finally:
             mode.head.load_state_dict(csl_head)
 
     # ------------------------------------------------------------------------------------------------ resume
     def save(self, directory: str) -> None:
-        if self.heads:
-            save_file({f"{name}/{k}": v.clone().contiguous() for name, state in self.heads.items() for k, v in state.items()},
-                      os.path.join(directory, BASELINE_HEADS_NAME))
+        """Every chain's head after every level so far, in one file written atomically."""
+        if self.saved:
+            state = {f"{name}/{level}/{k}": v.contiguous() for (name, level), head in self.saved.items()
+                     for k, v in head.items()}
+            atomic_write(os.path.join(directory, BASELINE_HEADS_NAME), lambda tmp: save_file(state, tmp))
 
-    def restore(self, directory: str, records: dict[str, list[dict[str, Any]]]) -> None:
-        """The chains of an interrupted run: their records (from the progress file) and last heads."""
+    def restore(self, directory: str, records: dict[str, list[dict[str, Any]]], last_level: int) -> None:
+        """The chains of an interrupted run, as they were after ``last_level`` (the progress file's last round): its
+        records up to that level and each chain's head after its last record. The heads file may be a level ahead of
+        the progress file (written just before it); that level is simply trained again."""
         path = os.path.join(directory, BASELINE_HEADS_NAME)
         if not records or not os.path.isfile(path):
             return
         state = load_file(path)
         for name in self.names:
-            if records.get(name):
-                self.records[name] = records[name]
-                self.heads[name] = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(f"{name}/")}
+            kept = [r for r in records.get(name) or [] if r["level"] <= last_level]
+            if not kept:
+                continue
+            prefix = f"{name}/{kept[-1]['level']}/"
+            head = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if head:
+                self.records[name], self.heads[name] = kept, head
+                for r in kept:
+                    level_prefix = f"{name}/{r['level']}/"
+                    self.saved[(name, r["level"])] = {k[len(level_prefix):]: v for k, v in state.items()
+                                                      if k.startswith(level_prefix)}

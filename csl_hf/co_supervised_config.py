@@ -166,8 +166,8 @@ class CoSupervisedConfig(TrainingArguments):
     head_warmup_epochs: float | None = field(
         default=None,
         metadata={"help": "--student_mode full: before each phase fine-tunes the whole student, fit its fresh "
-                  "classifier on the cached features of the phase's samples for this many epochs (seconds), then "
-                  "fine-tune everything (linear probing then fine-tuning, LP-FT, arXiv:2202.10054). A random head's "
+                  "classifier on the cached features of the phase's samples for this many epochs (a few seconds), "
+                  "then fine-tune everything (linear probing then fine-tuning, LP-FT, arXiv:2202.10054). A random head's "
                   "large early gradients otherwise distort the pretrained features. Default 20 (the probe's epochs); "
                   "0: fine-tune from the random head."},
     )

@@ -296,7 +296,7 @@ class CoSupervisedTrainer(StudentEvaluationMixin, StudentOutputsMixin, Trainer):
             progress = load_progress(args, cache, directory)
             weak, ceiling, rounds = progress["weak_accuracy"], progress["ceiling_accuracy"], progress["rounds"]
             if chains is not None:
-                chains.restore(directory, progress.get("baselines") or {})
+                chains.restore(directory, progress.get("baselines") or {}, rounds[-1]["level"] if rounds else -1)
             if rounds:
                 self._mode.load_round(os.path.join(directory, f"round-{rounds[-1]['level']}"), self.head_name)
                 previous_logits = self._mode.student_logits()

@@ -26,6 +26,14 @@ __all__ = ["DataArguments", "ModelArguments", "CSLArgumentParser", "parse_run_ar
 
 CONFIG_NAME = "run_config.yaml"
 # Never written into a saved config: secrets and per-invocation switches.
+#: How --help shows a default that depends on the mode (the field's own default is None: "decide by mode").
+MODE_DEFAULTS = {
+    "baselines": "oracle,ensemble in probe mode, none in full mode",
+    "compare_label_types": "on in probe mode, off in full mode",
+    "backbone_learning_rate": "learning_rate / 10 in full mode",
+    "head_warmup_epochs": "20 in full mode",
+    "freeze_batch_norm": "True in full mode",
+}
 _NOT_RECORDED = {"hub_token", "resume_from_checkpoint", "overwrite_output_dir", "local_rank"}
 
 
@@ -205,7 +213,8 @@ class CSLArgumentParser(HfArgumentParser):
                     f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
                 choices = f.metadata.get("choices")
                 kind = "{" + ",".join(map(str, choices)) + "}" if choices else _type_name(f.type)
-                lines.append(f"  --{name} {kind}  (default: {jsonable(default)})")
+                shown_default = MODE_DEFAULTS.get(name, jsonable(default))
+                lines.append(f"  --{name} {kind}  (default: {shown_default})")
                 lines += textwrap.wrap(f.metadata.get("help", "").replace("%%", "%"), width, initial_indent=" " * 6,
                                        subsequent_indent=" " * 6)
             lines.append("")
@@ -268,7 +277,10 @@ def _resumed_run_config(argv: list[str], config: dict[str, Any]) -> dict[str, An
     if directory in ("True", "true") or value is True:
         directory = _flag_value(argv, "output_dir") or config.get("output_dir") or "csl_output"
     path = os.path.join(directory, CONFIG_NAME)
-    return _load_config_file(path) if os.path.isfile(path) else {}
+    if not os.path.isfile(path):
+        return {}
+    # The run is where it is now, not where it was recorded: a moved or copied run directory resumes in place.
+    return {**_load_config_file(path), "output_dir": directory}
 
 
 def parse_run_args(parser: CSLArgumentParser, argv: list[str] | None = None) -> tuple:

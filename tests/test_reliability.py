@@ -269,6 +269,12 @@ def test_resume_rebuilds_the_recorded_run_and_reuses_its_cache(tmp_path, capsys)
     assert again["rounds"] == first["rounds"] and again["config"]["student"] == str(tmp_path / "student")
     assert json.loads((out / "round-1" / "config.json").read_text())["model_type"] == "vit"
     assert cache_file.stat().st_mtime_ns == labeled_at  # the cache was reused, not labeled again
+    moved = tmp_path / "moved"
+    out.rename(moved)  # a run directory moved elsewhere still resumes in place, with only the flag
+    (moved / "csl_report.json").unlink()
+    rc, err = run_cli(capsys, "--resume_from_checkpoint", moved)
+    assert rc == 0, err
+    assert json.loads((moved / "csl_report.json").read_text())["rounds"] == first["rounds"]
 
 
 def test_resume_from_a_directory_without_progress_fails_before_any_work(tmp_path, capsys, monkeypatch):

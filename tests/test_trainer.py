@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -185,6 +186,27 @@ def test_resume_after_a_crash_gives_the_uninterrupted_report(tmp_path, hard_run)
     assert calls == [2, 2, 2]  # only level 2: CSL, then its oracle and ensemble baselines; nothing trained twice
     assert again["rounds"] == report["rounds"] and again["ceiling_accuracy"] == report["ceiling_accuracy"]
     assert again["baselines"] == report["baselines"]  # the baseline chains resumed too
+
+
+def test_resume_when_the_baseline_heads_are_a_level_ahead_of_the_progress_file(tmp_path, hard_run):
+    """Killed after the baseline heads of level 2 were written but before the progress file was: the resume trains
+    level 2 again (CSL and both chains, from their level-1 heads) and gives the uninterrupted report."""
+    import json
+    import shutil
+
+    report, trainer, cache = hard_run
+    for name in os.listdir(trainer.args.output_dir):
+        src = os.path.join(trainer.args.output_dir, name)
+        shutil.copytree(src, tmp_path / name) if os.path.isdir(src) else shutil.copy(src, tmp_path / name)
+    progress = json.loads((tmp_path / "csl_progress.json").read_text())
+    progress["rounds"] = progress["rounds"][:2]  # the baseline records and heads still reach level 2
+    (tmp_path / "csl_progress.json").write_text(json.dumps(progress))
+    (tmp_path / "csl_report.json").unlink()
+    resumed = CoSupervisedTrainer(args=CoSupervisedConfig(output_dir=str(tmp_path), num_train_epochs=4,
+                                                          learning_rate=1e-2, disable_tqdm=True, seed=3), cache=cache)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.report["rounds"] == report["rounds"]
+    assert resumed.report["baselines"] == report["baselines"]  # one record per level, none twice
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, hard_run):
