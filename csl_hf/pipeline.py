@@ -303,7 +303,8 @@ def run_summary(args: CoSupervisedConfig, reports: dict[str, dict], plot: str | 
         lines.append(f"PGR ({name}) by number of teachers: " + ", ".join(
             f"{r['num_teachers']}: {'-' if r['pgr'] is None else format(r['pgr'], '.1f')}" for r in report["rounds"]))
     rounds = sorted(n for n in os.listdir(out) if n.startswith("round-") and os.path.isdir(os.path.join(out, n)))
-    where = [("final student + model card", out), ("round checkpoints", ", ".join(rounds) or "-"),
+    where = [("final student + model card", out), ("round checkpoints", (os.path.join(out, rounds[0]) + "".join(
+        f", {r}" for r in rounds[1:])) if rounds else "-"),
              ("report", os.path.join(out, REPORT_NAME)), ("run config (rerun it)", os.path.join(out, CONFIG_NAME)),
              ("PGR plot", plot or "-")]
     for name, sub in (("cache", "cache"), ("teachers", "teachers")):
