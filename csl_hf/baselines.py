@@ -98,13 +98,10 @@ class BaselineChains:
         state = load_file(path)
         for name in self.names:
             kept = [r for r in records.get(name) or [] if r["level"] <= last_level]
-            if not kept:
-                continue
-            prefix = f"{name}/{kept[-1]['level']}/"
-            head = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            if head:
-                self.records[name], self.heads[name] = kept, head
-                for r in kept:
-                    level_prefix = f"{name}/{r['level']}/"
-                    self.saved[(name, r["level"])] = {k[len(level_prefix):]: v for k, v in state.items()
-                                                      if k.startswith(level_prefix)}
+            heads = {}
+            for r in kept:
+                prefix = f"{name}/{r['level']}/"
+                heads[r["level"]] = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if kept and heads[kept[-1]["level"]]:
+                self.records[name], self.heads[name] = kept, heads[kept[-1]["level"]]
+                self.saved.update({(name, level): head for level, head in heads.items()})

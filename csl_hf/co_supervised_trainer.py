@@ -260,8 +260,8 @@ class CoSupervisedTrainer(StudentEvaluationMixin, StudentOutputsMixin, Trainer):
         if args.student_mode == "full":
             return FullMode(self.student, self._head, self.cache, self.images.datasets, self.images.preprocessing,
                             self.images.image_column, args.per_device_eval_batch_size, args.device,
-                            peft_config=peft_config_for_student(self.peft_config, self.head_name), image_cache_mb=args.image_cache_mb,
-                            freeze_batch_norm=args.freeze_batch_norm)
+                            peft_config=peft_config_for_student(self.peft_config, self.head_name),
+                            image_cache_mb=args.image_cache_mb, freeze_batch_norm=args.freeze_batch_norm)
         return ProbeMode(self._head, self.cache, args.device, args.per_device_eval_batch_size)
 
     # ================================================================================================ the run

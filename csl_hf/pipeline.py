@@ -28,17 +28,12 @@ _RUN_ENTRIES = ("csl_report.json", "csl_progress.json", "cache", "teachers")
 
 def changed_fields(obj) -> list[str]:
     """Names of the dataclass fields of ``obj`` whose values differ from their declared defaults."""
-    from .report import jsonable
+    from .report import field_default, jsonable
 
     out = []
     for f in dataclasses.fields(obj):
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            continue
-        if jsonable(getattr(obj, f.name)) != jsonable(default):
+        default = field_default(f)
+        if default is not dataclasses.MISSING and jsonable(getattr(obj, f.name)) != jsonable(default):
             out.append(f.name)
     return out
 
@@ -303,8 +298,8 @@ def run_summary(args: CoSupervisedConfig, reports: dict[str, dict], plot: str | 
         lines.append(f"PGR ({name}) by number of teachers: " + ", ".join(
             f"{r['num_teachers']}: {'-' if r['pgr'] is None else format(r['pgr'], '.1f')}" for r in report["rounds"]))
     rounds = sorted(n for n in os.listdir(out) if n.startswith("round-") and os.path.isdir(os.path.join(out, n)))
-    where = [("final student + model card", out), ("round checkpoints", (os.path.join(out, rounds[0]) + "".join(
-        f", {r}" for r in rounds[1:])) if rounds else "-"),
+    checkpoints = ", ".join([os.path.join(out, r) for r in rounds[:1]] + rounds[1:]) or "-"  # the first with its path
+    where = [("final student + model card", out), ("round checkpoints", checkpoints),
              ("report", os.path.join(out, REPORT_NAME)), ("run config (rerun it)", os.path.join(out, CONFIG_NAME)),
              ("PGR plot", plot or "-")]
     for name, sub in (("cache", "cache"), ("teachers", "teachers")):

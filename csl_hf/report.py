@@ -49,6 +49,15 @@ def jsonable(value: Any) -> Any:
     return str(getattr(value, "value", value))
 
 
+def field_default(f) -> Any:
+    """A dataclass field's declared default (calling its ``default_factory``), or ``dataclasses.MISSING``."""
+    import dataclasses
+
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING
+
+
 def report_config(args, cache) -> dict[str, Any]:
     """The ``config`` of ``csl_report.json``: the settings a reader needs to interpret the numbers."""
     keys = ("assignment", "denoise", "soft_labels", "reinit_head_each_round", "scale_epochs_by_keep_rate",

@@ -98,8 +98,7 @@ def label_or_reuse(images, teachers: TeacherMixture, student: PreTrainedModel, a
         except CacheError as err:
             logger.warning(f"{directory} is not a usable cache ({err}); labeling again")
         else:
-            if (cached.source or {}).get("fingerprint") == key and (cached.in_specialty is not None
-                                                                     or not teachers.has_gates):
+            if (cached.source or {}).get("fingerprint") == key:
                 logger.info(f"reusing the cache in {directory}: labeled from the same teachers, student and data")
                 return cached
             logger.info(f"{directory} was labeled from other teachers, student or data: labeling again")

@@ -19,13 +19,12 @@ from typing import Any
 from transformers import HfArgumentParser
 
 from .errors import CSLError
-from .report import jsonable
+from .report import field_default, jsonable
 
 __all__ = ["DataArguments", "ModelArguments", "CSLArgumentParser", "parse_run_args", "resolved_config",
            "setup_logging", "get_peft_config", "CONFIG_NAME"]
 
 CONFIG_NAME = "run_config.yaml"
-# Never written into a saved config: secrets and per-invocation switches.
 #: How --help shows a default that depends on the mode (the field's own default is None: "decide by mode").
 MODE_DEFAULTS = {
     "baselines": "oracle,ensemble in probe mode, none in full mode",
@@ -34,6 +33,7 @@ MODE_DEFAULTS = {
     "head_warmup_epochs": "20 in full mode",
     "freeze_batch_norm": "True in full mode",
 }
+# Never written into a saved config: secrets and per-invocation switches.
 _NOT_RECORDED = {"hub_token", "resume_from_checkpoint", "overwrite_output_dir", "local_rank"}
 
 
@@ -209,8 +209,8 @@ class CSLArgumentParser(HfArgumentParser):
             for name in names:
                 f = fields[name]
                 shown.add(name)
-                default = f.default if f.default is not dataclasses.MISSING else (
-                    f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+                default = field_default(f)
+                default = None if default is dataclasses.MISSING else default
                 choices = f.metadata.get("choices")
                 kind = "{" + ",".join(map(str, choices)) + "}" if choices else _type_name(f.type)
                 shown_default = MODE_DEFAULTS.get(name, jsonable(default))
@@ -337,12 +337,7 @@ def resolved_config(parser: CSLArgumentParser) -> dict[str, Any]:
         f = fields.get(name)
         if f is None or name in _NOT_RECORDED:
             continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = dataclasses.MISSING
+        default = field_default(f)
         if name == "output_dir" or default is dataclasses.MISSING or jsonable(value) != jsonable(default):
             out[name] = jsonable(value)
     return out

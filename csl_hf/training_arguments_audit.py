@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from .errors import CSLError
-from .report import jsonable
+from .report import field_default, jsonable
 
 __all__ = ["HONOURED", "RANGES", "REFUSED", "REFUSED_IN_PROBE", "audit_table", "check_training_arguments"]
 
@@ -92,15 +92,10 @@ RANGES = {
 }
 
 
-def _default(field: dataclasses.Field):
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    return field.default_factory() if field.default_factory is not dataclasses.MISSING else None
-
-
 def _is_set(value, field: dataclasses.Field) -> bool:
     """``value`` differs from the field's default (the config class's own, e.g. ``save_strategy="no"``)."""
-    default = _default(field)
+    default = field_default(field)
+    default = None if default is dataclasses.MISSING else default
     off = (None, False, "", "no", "none", [], {})  # the command line may give False for a default of "no"
     if jsonable(value) in off and jsonable(default) in off:
         return False

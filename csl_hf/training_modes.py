@@ -166,7 +166,7 @@ class ProbeMode:
         self.head.train(was_training)
         return out
 
-    def student_logits(self) -> "StudentLogits":
+    def student_logits(self) -> StudentLogits:
         """The current head on the training features, computed chunk by chunk when asked (never ``[N, C]`` whole);
         the head's weights are copied, so later training does not change what it returns."""
         head = copy.deepcopy(self.head).eval()
@@ -279,8 +279,6 @@ class FullMode:
         checkpoint of the student's own architecture."""
         if self.peft_model is None:
             return self.student
-        import copy
-
         return copy.deepcopy(self.peft_model).merge_and_unload()
 
     def is_stream(self) -> bool:
@@ -313,7 +311,7 @@ class FullMode:
         model.train(was_training)
         return torch.cat(out)
 
-    def student_logits(self) -> "StudentLogits":
+    def student_logits(self) -> StudentLogits:
         """The student on the training images (computed now: a pass over the images)."""
         return StudentLogits.from_tensor(self.logits("train"))
 

@@ -37,6 +37,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+try:  # a checkout run before the package is installed gets one line, not a traceback
+    import csl_hf  # noqa: F401
+except ModuleNotFoundError as err:
+    print(f"error: {err}; install the package first, from the repository root: pip install -e . (see README.md)",
+          file=sys.stderr)
+    sys.exit(2)
+
 import torch
 from transformers import HfArgumentParser
 from transformers.utils import logging

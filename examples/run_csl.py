@@ -16,6 +16,13 @@ from __future__ import annotations
 import os
 import sys
 
+try:  # a checkout run before the package is installed gets one line, not a traceback
+    import csl_hf  # noqa: F401
+except ModuleNotFoundError as err:
+    print(f"error: {err}; install the package first, from the repository root: pip install -e . (see README.md)",
+          file=sys.stderr)
+    sys.exit(2)
+
 from csl_hf import (
     CoSupervisedConfig,
     CoSupervisedTrainer,

@@ -22,6 +22,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+try:  # a checkout run before the package is installed gets one line, not a traceback
+    import csl_hf  # noqa: F401
+except ModuleNotFoundError as err:
+    print(f"error: {err}; install the package first, from the repository root: pip install -e . (see README.md)",
+          file=sys.stderr)
+    sys.exit(2)
+
 from csl_hf import DataArguments, TeacherTrainingArguments, evaluate_teachers_detailed, load_weak_to_strong_data
 from csl_hf import train_teacher_hierarchy
 from csl_hf.errors import CSLError, run_command

@@ -42,6 +42,16 @@ def test_help_leads_with_the_csl_flags_and_explains_them():
     assert len(lines) < 300
 
 
+@pytest.mark.parametrize("script", ["run_csl", "train_teachers", "imagenet_recipe"])
+def test_examples_without_the_package_installed_say_how_to_install_it(script, tmp_path):
+    # `python -S` hides site-packages: the checkout's example cannot import csl_hf (nor torch), as before `pip install`.
+    out = subprocess.run([sys.executable, "-S", f"{ROOT}/examples/{script}.py", "--help"], capture_output=True,
+                         text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: No module named") and "pip install -e ." in out.stderr
+    assert out.stderr.count("\n") == 1
+
+
 @pytest.mark.parametrize("script", ["run_csl", "train_teachers"])
 def test_every_csl_flag_is_explained_in_help(script):
     # Flags of our own dataclasses (not TrainingArguments') must have their help in --help, not only in --help_all.
