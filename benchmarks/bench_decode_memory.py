@@ -54,7 +54,7 @@ def child(folder: str) -> None:
 
     from csl_hf import TeacherMixture, TeacherTrainingArguments, evaluate_teachers_detailed
     from csl_hf.data import load_csl_dataset
-    from csl_hf.hierarchy import class_hierarchy
+    from csl_hf.method.hierarchy import class_hierarchy
     from csl_hf.teachers.arguments import teacher_preprocessing
     from csl_hf.teachers.training import build_teacher, load_teacher_split
 

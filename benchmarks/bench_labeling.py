@@ -5,7 +5,7 @@ Setup: 512 Animal-MNIST images (448 weak-to-strong training + 64 test, from `mak
 default hierarchy of 12 tiny ConvNeXt teachers (levels 1,2,4,5; trained for a few steps: their speed, not their
 accuracy, matters here) and the bundled ImageNet EfficientNet-Lite0 student at 64 px.
 
-(a) `csl_hf.labeling.build_cache`: each image decoded once, every preprocessing derived on the batch, all 12 teachers
+(a) `csl_hf.cache.labeling.build_cache`: each image decoded once, every preprocessing derived on the batch, all 12 teachers
     and the student run on the same batch;
 (b) one pass per model (13 passes), the way separate scripts label a dataset: for each model, read + decode +
     preprocess every image and run that model alone;
@@ -43,10 +43,10 @@ from transformers.utils import logging as hf_logging
 
 from csl_hf import Preprocessing, TeacherTrainingArguments, build_cache, train_backbone_heads, train_teacher_hierarchy
 from csl_hf.data import load_csl_dataset, load_image, make_weak_to_strong_splits
-from csl_hf.hierarchy import class_hierarchy
-from csl_hf.modeling_teacher_mixture import pooled_features
+from csl_hf.method.hierarchy import class_hierarchy
+from csl_hf.models.teacher_mixture.modeling_teacher_mixture import pooled_features
 from csl_hf.models import resolve_student_name_or_path
-from csl_hf.student import find_classifier
+from csl_hf.models.student import find_classifier
 
 
 def setup(teacher_steps: int, image_size: int):

@@ -160,9 +160,9 @@ def paper(a) -> None:
 def imagenet(a) -> None:
     torch.set_num_threads(a.threads)
     from csl_hf import CSLCache
-    from csl_hf import consistency as C
-    from csl_hf import rounds as R
-    from csl_hf.training_modes import ProbeMode
+    from csl_hf.method import consistency as C
+    from csl_hf.method import rounds as R
+    from csl_hf.trainer.modes import ProbeMode
 
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = os.path.join(tmp, "cache")

@@ -2,14 +2,14 @@
 """Peak memory of the labeling pass over a stream: N images vs 10 N images.
 
 A synthetic ``datasets.IterableDataset.from_generator`` stream yields random 28x28 PNG images with labels (nothing is
-held by the generator); `csl_hf.labeling.build_cache` labels it with tiny ViT teachers (3: a generalist and two
+held by the generator); `csl_hf.cache.labeling.build_cache` labels it with tiny ViT teachers (3: a generalist and two
 class specialists) and a tiny ViT student. Each size runs in a fresh subprocess and reports its peak RSS
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) measured before the pass (imports, models) and after it, and the
 bytes of the cache tensors. If images were kept, 10x the images would add 9 N x (PNG bytes, or 2,352 bytes decoded);
 the pass should add only about the cache's growth.
 
 What to expect (2 shared CPU cores, --n 3000, tiny models: 193 cache bytes per image): the rows are kept in ~1 MiB
-chunks (`csl_hf.labeling._Rows`); at the end each column is concatenated once (rows + one column copy) and the
+chunks (`csl_hf.cache.labeling._Rows`); at the end each column is concatenated once (rows + one column copy) and the
 teacher outputs transposed to ``[K, N, C]``, so the peak grows by ~2-2.5x the cache bytes: 10x the images gave
 +13 MiB peak RSS for +5 MiB of cache, where holding the extra 27,000 images would have added 23 MiB (PNG) or 61 MiB
 (decoded). With glibc's default, dynamic mmap threshold, large temporaries of the forward passes can land in the heap
@@ -68,8 +68,8 @@ def child(n: int, test_n: int) -> dict:
     import torch
 
     from csl_hf import TeacherMixture
-    from csl_hf.labeling import build_cache
-    from csl_hf.preprocessing import Preprocessing
+    from csl_hf.cache.labeling import build_cache
+    from csl_hf.data.preprocessing import Preprocessing
 
     datasets.disable_progress_bars()
     torch.set_num_threads(1)

@@ -26,7 +26,7 @@ from csl_hf import CSLCache, load_student, load_weak_to_strong_data
 from csl_hf.cache import TEST_SPLIT, TRAIN_SPLIT
 from csl_hf.data.source import ImageSource
 from csl_hf.data.targets import ImageTargets, image_positions
-from csl_hf.student import find_classifier
+from csl_hf.models.student import find_classifier
 
 
 def cosine(steps: int, warmup: int = 0):

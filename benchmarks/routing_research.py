@@ -3,11 +3,11 @@
 
 For one seed it (1) loads the data, permuting the class ids by the seed (a user's dataset comes in arbitrary order),
 (2) makes the weak-to-strong splits, (3) builds several class hierarchies -- ``blocks`` (contiguous ids, today),
-``auto`` (balanced clustering of the student's class-mean features on the teacher split, `csl_hf.specialties`),
+``auto`` (balanced clustering of the student's class-mean features on the teacher split, `csl_hf.method.specialties`),
 ``auto_nested`` (the same, nested where the level sizes allow) and ``auto_conf`` (balanced clustering of the
 generalist's confusion on the teacher split) -- trains the teachers of each, plus specialists with an extra
 "out of my specialty" output, (4) labels the data ONCE with all teachers and the default Lite0 student at 64 px
-(``csl_hf.labeling.build_cache``), then (5) runs the CSL rounds on that cache for every routing option with a small
+(``csl_hf.cache.labeling.build_cache``), then (5) runs the CSL rounds on that cache for every routing option with a small
 plain-PyTorch rounds loop (`routing_rounds.py`, the package's recipe).
 
     # selection seeds, every option (labels once per seed, then ~3 s per option):
@@ -31,6 +31,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -43,13 +44,12 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 from routing_rounds import Rounds, level_summary, ms, summarize, teacher_only  # noqa: E402
 
-from csl_hf import consistency as C  # noqa: E402
+from csl_hf.method import consistency as C  # noqa: E402
 from csl_hf.cache import CSLCache  # noqa: E402
-from csl_hf.specialties import (  # noqa: E402
+from csl_hf.method.specialties import (  # noqa: E402
     auto_class_hierarchy,
     class_mean_features,
     confusion_matrix,
-    routing_coverage,
 )
 
 PER_LEVEL = [1, 2, 4, 5]
@@ -102,6 +102,19 @@ def permute_classes(dataset, seed: int):
     return ds.cast_column("label", datasets.ClassLabel(names=new_names)), perm.tolist()
 
 
+def routing_coverage(predicted: torch.Tensor, labels: torch.Tensor, groups: Sequence[Sequence[int]]) -> float:
+    """Share of samples whose predicted class falls in the group of their true class (a router's accuracy).
+
+    ``predicted``, ``labels``: ``[N]`` class ids (``labels < 0`` ignored); ``groups``: a partition of the classes.
+    """
+    num = max(max(g) for g in groups) + 1
+    owner = torch.full((num,), -1, dtype=torch.long)
+    for t, g in enumerate(groups):
+        owner[torch.as_tensor(list(g), dtype=torch.long)] = t
+    known = labels >= 0
+    return float((owner[predicted[known]] == owner[labels[known]]).float().mean())
+
+
 def restrict_to_classes(probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Probabilities ``[..., C]`` restricted to a class set ``[C]`` and renormalised (uniform where no mass is left)."""
     masked = probs * mask.to(probs.dtype)
@@ -138,7 +151,7 @@ def mixture_probs(mixture, images, batch_size: int) -> torch.Tensor:
 @torch.no_grad()
 def student_features(student, preprocessing, images, batch_size: int = 128) -> torch.Tensor:
     """The student's classifier input ``[N, D]`` for uint8 images (as the labeling pass captures it)."""
-    from csl_hf.student import find_classifier
+    from csl_hf.models.student import find_classifier
 
     _, head = find_classifier(student)
     captured = {}
@@ -193,7 +206,7 @@ def oos_outputs(models, pixel_values, num_labels: int, batch_size: int = 512):
 
 def build_hierarchy(name: str, num: int, stats: dict):
     """The class hierarchy ``name`` from the teacher-split statistics (class-mean features, generalist confusion)."""
-    from csl_hf.hierarchy import class_hierarchy
+    from csl_hf.method.hierarchy import class_hierarchy
 
     if name == "blocks":
         return class_hierarchy(num, PER_LEVEL)
@@ -218,10 +231,10 @@ def prepare(seed: int, dataset_name: str, permute: bool, teacher_steps: int, out
             return meta
     from csl_hf import TeacherMixture, TeacherTrainingArguments, train_teacher_hierarchy
     from csl_hf.data import load_csl_dataset, make_weak_to_strong_splits
-    from csl_hf.labeling import build_cache
+    from csl_hf.cache.labeling import build_cache
     from csl_hf.models import DEFAULT_STUDENT
-    from csl_hf.preprocessing import Preprocessing
-    from csl_hf.student import load_student
+    from csl_hf.data.preprocessing import Preprocessing
+    from csl_hf.models.student import load_student
     from csl_hf.teachers.arguments import teacher_preprocessing
 
     t0 = time.time()

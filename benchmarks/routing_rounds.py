@@ -14,7 +14,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from csl_hf import consistency as C
+from csl_hf.method import consistency as C
 from csl_hf.cache import TEST_SPLIT, TRAIN_SPLIT, CSLCache
 
 def train_head(x, targets, num_labels, epochs, seed, phase, batch_size=100, lr=1e-3):
@@ -105,7 +105,7 @@ class Rounds:
             return C.gated_targets(C.specialist_gate(prev, masks, gen_mass.T), P), None
         else:
             raise ValueError(route)
-        return C.hard_route_targets(a, P), a
+        return hard_route_targets(a, P), a
 
     @torch.no_grad()
     def evaluate(self, head):
@@ -149,6 +149,11 @@ class Rounds:
         return {"rounds": rounds}
 
 
+def hard_route_targets(assignment: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
+    """The assigned teacher's row per sample: ``teacher_probs [T, N, C]``, ``assignment [N]`` -> ``[N, C]``."""
+    return teacher_probs[assignment, torch.arange(assignment.shape[0])].float()
+
+
 def level_summary(rounds):
     """Last pass of every level."""
     last = {}
@@ -168,7 +173,7 @@ def teacher_only(R: Rounds) -> dict:
             orc = None
         else:
             a = C._class_owner(R.masks[members])[R.y_te]
-            orc = C.accuracy(C.hard_route_targets(a, P), R.y_te)
+            orc = C.accuracy(hard_route_targets(a, P), R.y_te)
         out[str(level)] = {"ensemble_acc": ens, "oracle_routed_acc": orc}
     return out
 

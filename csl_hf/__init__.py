@@ -9,77 +9,77 @@ A strong pretrained image classifier is taught, round by round, by a hierarchy o
     trainer = CoSupervisedTrainer(model=student, teachers=teachers, args=CoSupervisedConfig(output_dir="out"),
                                   train_dataset=splits["train"], eval_dataset=splits["test"], processing_class=processor)
     trainer.train()
+
+The package is laid out by what each part holds: `csl_hf.method` (the paper: hierarchy, specialties, rounds, the
+consistency filter), `csl_hf.cache` (the seam: format, labeling pass, reuse), `csl_hf.models` (the teacher mixture and
+the bundled students), `csl_hf.teachers` (building and training weak teachers), `csl_hf.trainer` (the `Trainer`
+plumbing), `csl_hf.outputs` (report, model card, Hub), `csl_hf.data`, `csl_hf.metrics` and `csl_hf.cli`.
+
+Public names are imported lazily (as TRL does with its ``_import_structure``): ``import csl_hf`` loads only the model
+architectures, which it registers with the transformers Auto classes; ``from csl_hf import CoSupervisedTrainer``
+imports the trainer when it is first asked for.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
 
-from transformers import AutoConfig, AutoModel
+# The architectures register with AutoConfig / AutoModel / AutoModelForImageClassification on import, so that
+# `AutoModel.from_pretrained(teachers_dir)` works after a bare `import csl_hf`.
+from . import models  # noqa: E402,F401
 
-from .configuration_teacher_mixture import TeacherMixtureConfig
-from .modeling_teacher_mixture import TeacherMixture, TeacherMixtureOutput
+_import_structure: dict[str, list[str]] = {
+    "cache": ["CSLCache"],
+    "cache.labeling": ["build_cache"],
+    "cli.arguments": ["DataArguments", "ModelArguments", "parse_run_args"],
+    "data": ["WeakToStrongData", "load_csl_dataset", "load_weak_to_strong_data", "make_weak_to_strong_splits"],
+    "data.preprocessing": ["Preprocessing"],
+    "errors": ["CSLError", "CacheError"],
+    "method.hierarchy": ["class_hierarchy", "domain_hierarchy", "validate_hierarchy"],
+    "models.student": ["load_student"],
+    "models.teacher_mixture": ["TeacherMixture", "TeacherMixtureConfig", "TeacherMixtureOutput"],
+    "teachers": ["TeacherTrainingArguments", "cache_teacher_accuracies", "evaluate_teachers",
+                 "evaluate_teachers_detailed", "load_backbone", "train_backbone_heads", "train_teacher_hierarchy"],
+    "trainer": ["CoSupervisedConfig", "CoSupervisedTrainer"],
+}
+_name_to_module = {name: module for module, names in _import_structure.items() for name in names}
+
+__all__ = sorted(_name_to_module)
 
 
-def _register() -> None:
-    try:
-        AutoConfig.register(TeacherMixtureConfig.model_type, TeacherMixtureConfig)
-    except ValueError:  # already registered (module re-imported)
-        pass
-    try:
-        AutoModel.register(TeacherMixtureConfig, TeacherMixture)
-    except ValueError:
-        pass
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use (PEP 562)."""
+    module = _name_to_module.get(name)
+    if module is None:
+        raise AttributeError(f"module 'csl_hf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 
-_register()
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
-from . import models  # noqa: E402,F401  (registers the bundled EfficientNet-Lite student with the Auto classes)
-from .cache import CSLCache  # noqa: E402
-from .co_supervised_config import CoSupervisedConfig  # noqa: E402
-from .co_supervised_trainer import CoSupervisedTrainer  # noqa: E402
-from .data import WeakToStrongData, load_csl_dataset, load_weak_to_strong_data, make_weak_to_strong_splits  # noqa: E402
-from .errors import CacheError, CSLError  # noqa: E402
-from .hierarchy import class_hierarchy, domain_hierarchy, validate_hierarchy  # noqa: E402
-from .labeling import build_cache  # noqa: E402
-from .preprocessing import Preprocessing  # noqa: E402
-from .script_arguments import DataArguments, ModelArguments, parse_run_args  # noqa: E402
-from .student import load_student  # noqa: E402
-from .teachers import (  # noqa: E402
-    TeacherTrainingArguments,
-    cache_teacher_accuracies,
-    evaluate_teachers,
-    evaluate_teachers_detailed,
-    load_backbone,
-    train_backbone_heads,
-    train_teacher_hierarchy,
-)
 
-__all__ = [
-    "CoSupervisedConfig",
-    "CoSupervisedTrainer",
-    "TeacherMixture",
-    "TeacherMixtureConfig",
-    "TeacherMixtureOutput",
-    "CSLCache",
-    "CSLError",
-    "CacheError",
-    "Preprocessing",
-    "TeacherTrainingArguments",
-    "train_teacher_hierarchy",
-    "train_backbone_heads",
-    "load_backbone",
-    "evaluate_teachers",
-    "evaluate_teachers_detailed",
-    "cache_teacher_accuracies",
-    "load_student",
-    "build_cache",
-    "load_csl_dataset",
-    "make_weak_to_strong_splits",
-    "load_weak_to_strong_data",
-    "WeakToStrongData",
-    "class_hierarchy",
-    "domain_hierarchy",
-    "validate_hierarchy",
-    "DataArguments",
-    "ModelArguments",
-    "parse_run_args",
-]
+if TYPE_CHECKING:  # static analysers and IDEs see every public name
+    from .cache import CSLCache  # noqa: F401
+    from .cache.labeling import build_cache  # noqa: F401
+    from .cli.arguments import DataArguments, ModelArguments, parse_run_args  # noqa: F401
+    from .data import WeakToStrongData, load_csl_dataset, load_weak_to_strong_data, make_weak_to_strong_splits  # noqa: F401
+    from .data.preprocessing import Preprocessing  # noqa: F401
+    from .errors import CacheError, CSLError  # noqa: F401
+    from .method.hierarchy import class_hierarchy, domain_hierarchy, validate_hierarchy  # noqa: F401
+    from .models.student import load_student  # noqa: F401
+    from .models.teacher_mixture import TeacherMixture, TeacherMixtureConfig, TeacherMixtureOutput  # noqa: F401
+    from .teachers import (  # noqa: F401
+        TeacherTrainingArguments,
+        cache_teacher_accuracies,
+        evaluate_teachers,
+        evaluate_teachers_detailed,
+        load_backbone,
+        train_teacher_hierarchy,
+    )
+    from .trainer import CoSupervisedConfig, CoSupervisedTrainer  # noqa: F401

@@ -33,9 +33,9 @@ from csl_hf import (
     load_student,
     load_weak_to_strong_data,
 )
-from csl_hf.atomic import atomic_write_text
-from csl_hf.errors import run_command
-from csl_hf.pipeline import (
+from csl_hf.utils import atomic_write_text
+from csl_hf.cli.console import run_command, setup_logging
+from csl_hf.cli.steps import (
     OutputDirectory,
     check_flags_apply,
     other_label_run,
@@ -43,24 +43,25 @@ from csl_hf.pipeline import (
     run_summary,
     student_for_cache,
 )
-from csl_hf.report import plot_pgr
-from csl_hf.script_arguments import (
+from csl_hf.outputs.report import plot_pgr
+from csl_hf.cli.arguments import (
     CONFIG_NAME,
     CSLArgumentParser,
     get_peft_config,
     parse_run_args,
     resolved_config,
-    setup_logging,
 )
 
 HELP_GROUPS = [
     ("Data", ["dataset_name", "cache_dir", "teacher_size", "test_size", "train_size", "max_train_samples",
-              "max_eval_samples", "streaming", "shuffle_buffer_size", "labeling_batch_size", "on_bad_image"]),
+              "max_eval_samples", "streaming", "shuffle_buffer_size", "labeling_batch_size", "labeling_bf16",
+              "on_bad_image"]),
     ("Student and teachers", ["student_model_name_or_path", "student_image_size", "teachers_name_or_path",
-                              "teachers_per_level", "specialties", "teacher_domain_level", "teacher_steps", "teacher_architecture",
-                              "teacher_learning_rate", "teacher_batch_size", "teacher_image_size", "teacher_seed",
-                              "specialty_gates", "allow_pickle_weights", "use_peft", "lora_r", "lora_alpha", "lora_dropout",
-                              "lora_target_modules"]),
+                              "teachers_per_level", "specialties", "teacher_domain_level", "teacher_steps",
+                              "teacher_architecture", "teacher_backbone", "teacher_learning_rate",
+                              "teacher_batch_size", "teacher_image_size", "teacher_seed", "teacher_feature_batch_size",
+                              "specialty_gates", "allow_pickle_weights", "use_peft", "lora_r", "lora_alpha",
+                              "lora_dropout", "lora_target_modules"]),
     ("Teacher architecture (tiny models built from a config)",
      ["teacher_patch_size", "teacher_hidden_sizes", "teacher_depths", "teacher_hidden_size", "teacher_num_layers",
       "teacher_num_heads", "teacher_weight_decay"]),
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         reports = {("soft labels" if args.soft_labels else "hard labels"): report}
         compare = model_args.compare_label_types
         if compare if compare is not None else args.student_mode == "probe":
-            name, reports[name] = other_label_run(trainer, model_args, args, data)
+            name, reports[name] = other_label_run(trainer, args, data, model_args.allow_pickle_weights)
         if args.should_save:
             title = (data.dataset_name if data else (trainer.cache.source or {}).get("dataset")) or data_args.cache_dir
             plot = plot_pgr(reports, os.path.join(args.output_dir, "pgr.png"), title=f"CSL on {title}")

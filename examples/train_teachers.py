@@ -31,9 +31,10 @@ except ModuleNotFoundError as err:
 
 from csl_hf import DataArguments, TeacherTrainingArguments, evaluate_teachers_detailed, load_weak_to_strong_data
 from csl_hf import train_teacher_hierarchy
-from csl_hf.errors import CSLError, run_command
-from csl_hf.pipeline import changed_fields
-from csl_hf.script_arguments import CSLArgumentParser, parse_run_args
+from csl_hf.cli.console import run_command
+from csl_hf.errors import CSLError
+from csl_hf.utils import changed_fields
+from csl_hf.cli.arguments import CSLArgumentParser, parse_run_args
 
 
 @dataclass
@@ -47,8 +48,8 @@ class RunArguments:
 HELP_GROUPS = [
     ("Data (the same flags and defaults as run_csl.py)", ["dataset_name", "teacher_size", "test_size", "train_size"]),
     ("Teachers", ["teachers_per_level", "specialties", "teacher_domain_level", "teacher_steps",
-                  "teacher_architecture", "teacher_learning_rate", "teacher_batch_size", "teacher_image_size",
-                  "teacher_seed", "specialty_gates"]),
+                  "teacher_architecture", "teacher_backbone", "teacher_learning_rate", "teacher_batch_size",
+                  "teacher_image_size", "teacher_seed", "teacher_feature_batch_size", "specialty_gates"]),
     ("Teacher architecture (tiny models built from a config)",
      ["teacher_patch_size", "teacher_hidden_sizes", "teacher_depths", "teacher_hidden_size", "teacher_num_layers",
       "teacher_num_heads", "teacher_weight_decay"]),

@@ -8,8 +8,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_example(name: str):
-    path = os.path.join(ROOT, "examples", f"{name}.py")
+def load_example(name: str, folder: str = "examples"):
+    path = os.path.join(ROOT, folder, f"{name}.py")
     spec = importlib.util.spec_from_file_location(f"csl_example_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules

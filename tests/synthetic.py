@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from csl_hf import CSLCache
-from csl_hf.hierarchy import class_hierarchy
+from csl_hf.method.hierarchy import class_hierarchy
 
 
 def noisy_teacher(labels: torch.Tensor, classes: list[int], num_labels: int, accuracy: float,

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from transformers import ConvNextConfig, ConvNextModel
 
-from csl_hf import TeacherMixture, train_backbone_heads
-from csl_hf.hierarchy import class_hierarchy
+from csl_hf import TeacherMixture, TeacherTrainingArguments, train_backbone_heads, train_teacher_hierarchy
+from csl_hf.method.hierarchy import class_hierarchy
 from csl_hf.errors import CSLError
-from csl_hf.preprocessing import Preprocessing
+from csl_hf.data.preprocessing import Preprocessing
 
 from scripts import ROOT, load_example
 
@@ -27,6 +27,11 @@ def tiny_backbone():
                                         patch_size=4, image_size=16)).eval()
 
 
+def budget(steps, **overrides):
+    """The heads' arguments: the same dataclass as independent teachers'."""
+    return TeacherTrainingArguments(teacher_steps=steps, teacher_learning_rate=1e-2, teacher_batch_size=8, **overrides)
+
+
 def random_images(n=40, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(n) % 10
@@ -35,8 +40,8 @@ def random_images(n=40, seed=0):
 def test_heads_sizes_masking_and_one_backbone_pass():
     images, labels = random_images()
     specialties, levels = class_hierarchy(10, [1, 2, 5])
-    mixture = train_backbone_heads(tiny_backbone(), images, specialties, levels, steps=5, lr=1e-2, batch_size=8,
-                                   labels=labels, preprocessing=PREP, id2label=[f"c{i}" for i in range(10)])
+    mixture = train_backbone_heads(tiny_backbone(), images, budget(5), preprocessing=PREP, labels=labels,
+                                   id2label=[f"c{i}" for i in range(10)], specialties=specialties, levels=levels)
     assert isinstance(mixture, TeacherMixture) and mixture.config.shares_backbone
     assert [h.out_features for h in mixture.heads] == [10, 5, 5, 2, 2, 2, 2, 2]
     assert len({h.in_features for h in mixture.heads}) == 1
@@ -67,9 +72,9 @@ def test_dataset_input_equals_tensor_input_and_reload(tmp_path):
                                     features=datasets.Features({"image": datasets.Image(),
                                                                 "label": datasets.ClassLabel(num_classes=10)}))
     specialties, levels = class_hierarchy(10, [1, 2])
-    kw = dict(steps=3, lr=1e-2, batch_size=8, preprocessing=PREP, feature_batch_size=16)
-    from_ds = train_backbone_heads(tiny_backbone(), ds, specialties, levels, **kw)
-    from_tensor = train_backbone_heads(tiny_backbone(), images, specialties, levels, labels=labels, **kw)
+    kw = dict(preprocessing=PREP, specialties=specialties, levels=levels)
+    from_ds = train_backbone_heads(tiny_backbone(), ds, budget(3, teacher_feature_batch_size=16), **kw)
+    from_tensor = train_backbone_heads(tiny_backbone(), images, budget(3), labels=labels, **kw)
     for a, b in zip(from_ds.heads, from_tensor.heads):
         torch.testing.assert_close(a.weight, b.weight)
     from_ds.save_pretrained(tmp_path / "t")
@@ -82,8 +87,30 @@ def test_specialist_without_samples_is_a_clear_error():
     images, labels = random_images()
     specialties, levels = class_hierarchy(10, [1, 2])
     with pytest.raises(CSLError, match="no training sample"):
-        train_backbone_heads(tiny_backbone(), images, specialties, levels, steps=1, lr=1e-2, batch_size=4,
-                             labels=labels.clamp(max=4), preprocessing=PREP)  # classes 5-9 never appear
+        train_backbone_heads(tiny_backbone(), images, budget(1), labels=labels.clamp(max=4), preprocessing=PREP,
+                             specialties=specialties, levels=levels)  # classes 5-9 never appear
+
+
+def test_one_call_shape_for_heads_on_a_backbone_and_independent_teachers():
+    """train_teacher_hierarchy builds heads on a shared backbone from the same arguments as independent teachers,
+    with the hierarchy from the same flags (blocks, or auto: the classes the generalist head confuses)."""
+    images, labels = random_images(n=60, seed=2)
+    ds = datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in images], "label": labels.tolist()},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)}))
+    for specialties in ("blocks", "auto"):
+        args = budget(3, teachers_per_level="1,2,5", specialties=specialties, teacher_backbone="tiny-convnext",
+                      teacher_image_size=16)
+        heads = train_teacher_hierarchy(ds, args)
+        assert heads.config.shares_backbone and [h.out_features for h in heads.heads] == [10, 5, 5, 2, 2, 2, 2, 2]
+        assert heads.config.training_data["specialties"].startswith(specialties)
+        independent = train_teacher_hierarchy(ds, TeacherTrainingArguments(
+            teacher_steps=3, teachers_per_level="1,2,5", specialties=specialties, teacher_image_size=16))
+        assert not independent.config.shares_backbone and independent.config.num_teachers == heads.config.num_teachers
+    blocks = [s["classes"] for s in heads.config.specialties]
+    assert sorted(c for s in blocks[3:] for c in s) == list(range(10))
+    with pytest.raises(CSLError, match="--teacher_domain_level needs independent teachers"):
+        TeacherTrainingArguments(teacher_backbone="tiny-convnext", teacher_domain_level=True)
 
 
 def test_imagenet_recipe_tiny_end_to_end(tmp_path):
@@ -91,16 +118,17 @@ def test_imagenet_recipe_tiny_end_to_end(tmp_path):
 
     out = tmp_path / "recipe"
     summary = imagenet_recipe.main([
-        "--tiny", "--output_dir", str(out), "--teacher_train_size", "200", "--w2s_train_size", "200",
-        "--test_size", "100", "--teacher_steps", "5", "--num_train_epochs", "1", "--disable_tqdm", "True",
-        "--log_level", "warning", "--tiny_image_size", "16",
+        os.path.join(ROOT, "examples", "configs", "imagenet_recipe_tiny.yaml"), "--output_dir", str(out),
+        "--teacher_train_size", "200", "--w2s_train_size", "200", "--test_size", "100", "--teacher_steps", "5",
+        "--num_train_epochs", "1", "--disable_tqdm", "True", "--log_level", "warning", "--student_image_size", "16",
+        "--teacher_image_size", "16",
     ])
     report = json.loads((out / "csl_report.json").read_text())
     soft = json.loads((out / "soft_labels" / "csl_report.json").read_text())
     assert [r["num_teachers"] for r in report["rounds"]] == [1, 2, 5]
     assert report["config"]["soft_labels"] is False and soft["config"]["soft_labels"] is True
     assert report["config"]["denoise"] == "top3" and report["config"]["per_device_train_batch_size"] == 100
-    assert summary["teachers_per_level"] == [1, 2, 5] and set(summary["pgr"]) == {"hard", "soft"}
+    assert summary["teachers_per_level"] == [1, 2, 5] and set(summary["pgr"]) == {"hard labels", "soft labels"}
     assert (out / "teachers" / "config.json").is_file() and (out / "cache" / "cache.safetensors").is_file()
     assert json.loads((out / "recipe_summary.json").read_text())["num_images"]["train"] == 200
     mixture = TeacherMixture.from_pretrained(out / "teachers")
@@ -108,19 +136,23 @@ def test_imagenet_recipe_tiny_end_to_end(tmp_path):
 
 
 def test_imagenet_recipe_defaults_are_the_papers():
+    from csl_hf.cli.arguments import parse_run_args
+
     imagenet_recipe = load_example("imagenet_recipe")
 
-    data, model, args = imagenet_recipe.parse_args([os.path.join(ROOT, "examples", "configs", "imagenet_recipe.yaml")])
-    assert model.student_model_name_or_path == "facebook/dinov2-small" and model.teachers_per_level == "1,2,4,8"
+    recipe = os.path.join(ROOT, "examples", "configs", "imagenet_recipe.yaml")
+    data, model, teachers, args = parse_run_args(imagenet_recipe.build_parser(), [recipe])
+    assert model.student_model_name_or_path == "facebook/dinov2-small" and teachers.teachers_per_level == "1,2,4,8"
+    assert teachers.specialties == "blocks" and teachers.teacher_backbone and model.compare_label_types is True
     assert (args.learning_rate, args.weight_decay, args.per_device_train_batch_size, args.num_train_epochs) == (1e-4, 0.0, 100, 20)
-    assert args.denoise == "top3" and "cosine" in str(args.lr_scheduler_type).lower() and model.label_types == "hard,soft"
-    with pytest.raises(CSLError, match="unknown keys"):
+    assert args.denoise == "top3" and "cosine" in str(args.lr_scheduler_type).lower() and args.labeling_bf16
+    with pytest.raises(CSLError, match="unknown key"):
         bad = os.path.join(os.path.dirname(__file__), "..", "examples", "configs", "accelerate", "single_gpu.yaml")
-        imagenet_recipe.parse_args([bad])
+        parse_run_args(imagenet_recipe.build_parser(), [bad])
 
 
 def test_gpu_smoke_runs_on_cpu(tmp_path, capsys, monkeypatch):
-    gpu_smoke = load_example("gpu_smoke")
+    gpu_smoke = load_example("gpu_smoke", "benchmarks")
 
     monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # gpu_smoke sets it for --device cpu; restored after the test
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from csl_hf import consistency as C
+from csl_hf.method import consistency as C
 from csl_hf.errors import CSLError
 
 # 4 samples, 4 classes. Previous student's logits: argmax 0, 1, 2, 3; second choices 1, 0, 3, 2.
@@ -64,22 +64,65 @@ def test_oracle_assignment_by_class_and_domain():
         C.assign_by_oracle_domain(torch.tensor([2]), torch.tensor([0, 1]))
 
 
-def test_topk_keep_rate_hand_computed():
-    # Targets: sample 0 -> 1 (2nd choice), 1 -> 1 (1st), 2 -> 0 (3rd: logits 0 vs -1), 3 -> 0 (4th).
-    target = torch.tensor([1, 1, 0, 0])
-    assert C.topk_keep_rate(LOGITS, target, 1) == 0.25
-    assert C.topk_keep_rate(LOGITS, target, 2) == 0.5
-    assert C.topk_keep_rate(LOGITS, target, 3) == 0.75
-    assert C.topk_keep_rate(LOGITS, target, 10) == 1.0
+# Every row of LOGITS is a permutation of (3, 2, 0, -1): the same log-sum-exp, so a target's cross-entropy is
+# LSE - its logit.
+LSE = math.log(math.exp(3) + math.exp(2) + 1 + math.exp(-1))
 
 
-def test_small_loss_selection_keeps_lowest_ce():
+def test_filter_scores_hand_computed():
+    # Targets: sample 0 -> 1 (2nd choice, logit 2), 1 -> 1 (1st, 3), 2 -> 0 (3rd, 0), 3 -> 0 (4th, -1).
     target = torch.tensor([1, 1, 0, 0])
-    # CE ranks: sample 1 (target = argmax) < sample 0 (2nd) < sample 2 (3rd) < sample 3 (4th).
-    assert C.small_loss_selection(LOGITS, target, 0.5).tolist() == [True, True, False, False]
-    assert C.small_loss_selection(LOGITS, target, 0.25).tolist() == [False, True, False, False]
+    for k, hits in ((1, [False, True, False, False]), (2, [True, True, False, False]),
+                    (3, [True, True, True, False]), (10, [True] * 4)):
+        got, losses = C.filter_scores(LOGITS, target, k)
+        assert got.tolist() == hits
+        assert torch.allclose(losses, torch.tensor([LSE - 2, LSE - 3, LSE - 0, LSE + 1]))
+        assert losses.dtype == torch.float32
+
+
+def test_select_keeps_the_hit_rate_of_smallest_losses():
+    losses = torch.tensor([LSE - 2, LSE - 3, LSE - 0, LSE + 1])
+    # top2 hits on samples 0 and 1: r = 2/4, and the two smallest losses are samples 1 (argmax) and 0.
+    keep, rate = C.select(torch.tensor([True, True, False, False]), losses)
+    assert rate == 0.5 and keep.tolist() == [True, True, False, False]
+    # One hit, on sample 3 (the largest loss): r = 1/4 keeps the single smallest loss, sample 1.
+    keep, rate = C.select(torch.tensor([False, False, False, True]), losses)
+    assert rate == 0.25 and keep.tolist() == [False, True, False, False]
+    # Ties by index: equal losses, r = 2/4 keeps the first two.
+    keep, _ = C.select(torch.tensor([True, True, False, False]), torch.zeros(4))
+    assert keep.tolist() == [True, True, False, False]
+
+
+def test_keep_smallest_rounds_the_count_up():
     # rank < r*N: r*N = 1.2 keeps ranks 0 and 1.
-    assert int(C.small_loss_selection(LOGITS, target, 0.3).sum()) == 2
+    assert C.keep_smallest(torch.tensor([0.5, 0.1, 0.9, 0.3, 0.7]), 0.24).tolist() == [False, True, False, True, False]
+
+
+def test_chunked_scores_equal_the_dense_filter():
+    """plan_round scores chunk by chunk and selects once: the same keep set and rate as the dense filter."""
+    g = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(1003, 7, generator=g), torch.randint(7, (1003,), generator=g)
+    hits, losses = torch.empty(1003, dtype=torch.bool), torch.empty(1003)
+    for start in range(0, 1003, 128):
+        end = min(start + 128, 1003)
+        hits[start:end], losses[start:end] = C.filter_scores(logits[start:end], target[start:end], 3)
+    chunked = C.select(hits, losses)
+    dense = C.consistency_filter(logits, target, "top3")
+    assert torch.equal(chunked[0], dense[0]) and chunked[1] == dense[1]
+
+
+def test_plan_round_keeps_what_the_filter_keeps():
+    """The filter that runs is the tested one: plan_round's kept set equals consistency_filter on its targets."""
+    from synthetic import make_cache
+
+    from csl_hf.method import rounds as R
+
+    cache = make_cache(seed=3)
+    rows = cache.rows(0)
+    previous = torch.randn(len(rows), cache.num_labels, generator=torch.Generator().manual_seed(1))
+    targets = R.plan_round(cache, 1, previous, rows, assignment="student", denoise="top2")
+    keep, rate = C.consistency_filter(previous, targets.target_class, "top2")
+    assert torch.equal(targets.keep, keep) and targets.keep_rate == rate
 
 
 def test_selection_can_differ_from_topk_set():

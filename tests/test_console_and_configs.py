@@ -11,10 +11,11 @@ import pytest
 import yaml
 from synthetic import make_cache
 
-from csl_hf.callbacks import format_log_line
-from csl_hf.errors import CSLError, run_command
-from csl_hf.model_card import create_csl_model_card
-from csl_hf.report import format_report_table, pgr_reliability, plot_pgr
+from csl_hf.trainer.callbacks import format_log_line
+from csl_hf.cli.console import run_command
+from csl_hf.errors import CSLError
+from csl_hf.outputs.model_card import create_csl_model_card
+from csl_hf.outputs.report import format_report_table, pgr_reliability, plot_pgr
 from scripts import ROOT, load_example, run_csl
 
 SMALL = ["--dataset_name", "animal_mnist", "--max_train_samples", "120", "--max_eval_samples", "60", "--teacher_size",
@@ -103,7 +104,7 @@ def test_config_file_errors_are_one_line(tmp_path, capsys):
 def test_bundled_recipes_parse(tmp_path):
     for name in ("animal_mnist.yaml", "digits_domains.yaml"):
         parser = run_csl.build_parser()
-        from csl_hf.script_arguments import parse_run_args
+        from csl_hf.cli.arguments import parse_run_args
 
         data, model, teachers, args = parse_run_args(parser, [f"{ROOT}/examples/configs/{name}",
                                                                "--output_dir", str(tmp_path)])
@@ -142,12 +143,12 @@ def test_flags_that_would_be_ignored_are_refused_by_name(tmp_path, capsys, argv,
 
 
 def test_a_bad_student_fails_before_any_teacher_is_trained(tmp_path, monkeypatch):
-    import csl_hf.pipeline
+    import csl_hf.cli.steps
 
     def must_not_train(*a, **k):
         raise AssertionError("teachers were trained before the student was checked")
 
-    monkeypatch.setattr(csl_hf.pipeline, "prepare_teachers", must_not_train)
+    monkeypatch.setattr(csl_hf.cli.steps, "prepare_teachers", must_not_train)
     start = time.perf_counter()
     with pytest.raises(CSLError, match="cannot load the student"):
         run_csl.main([*SMALL, "--output_dir", str(tmp_path / "out"), "--student_model_name_or_path",

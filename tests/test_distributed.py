@@ -76,8 +76,8 @@ def test_two_processes_write_the_one_process_cache(one_process, tmp_path):
 
 def test_streamed_labeling_of_the_same_splits_writes_the_same_cache(one_process):
     from csl_hf.data import cap, infer_columns, load_csl_dataset, make_weak_to_strong_splits
-    from csl_hf.labeling import build_cache
-    from csl_hf.preprocessing import Preprocessing
+    from csl_hf.cache.labeling import build_cache
+    from csl_hf.data.preprocessing import Preprocessing
 
     ref = CSLCache.load(one_process / "cache")
     dataset = load_csl_dataset("animal_mnist")
@@ -110,9 +110,8 @@ def test_teachers_are_trained_on_the_main_process_only(monkeypatch, tmp_path):
     import accelerate
     import accelerate.utils
 
-    from csl_hf import CoSupervisedConfig, pipeline, teachers
-    from csl_hf.script_arguments import ModelArguments
-    from csl_hf.teachers import TeacherTrainingArguments
+    from csl_hf.teachers import TeacherTrainingArguments, train_teacher_hierarchy
+    from csl_hf.teachers import training as T
 
     class WorkerState:
         is_main_process, num_processes = False, 2
@@ -127,7 +126,7 @@ def test_teachers_are_trained_on_the_main_process_only(monkeypatch, tmp_path):
 
     monkeypatch.setattr(accelerate, "PartialState", WorkerState)
     monkeypatch.setattr(accelerate.utils, "broadcast_object_list", broadcast)
-    monkeypatch.setattr(teachers, "train_teacher_hierarchy", must_not_train)
-    args = CoSupervisedConfig(output_dir=str(tmp_path / "run"))
-    got = pipeline.prepare_teachers(ModelArguments(), TeacherTrainingArguments(), data=None, args=args)
-    assert got is sent
+    monkeypatch.setattr(T, "_train_independent_teachers", must_not_train)
+    monkeypatch.setattr(T, "train_backbone_heads", must_not_train)
+    assert train_teacher_hierarchy(None, TeacherTrainingArguments()) is sent
+    assert train_teacher_hierarchy(None, TeacherTrainingArguments(teacher_backbone="tiny-convnext")) is sent

@@ -12,7 +12,8 @@ from test_trainer_api import PREP, colour_images, teachers, tiny_vit
 from transformers import AutoModelForImageClassification, TrainerCallback
 
 from csl_hf import CoSupervisedConfig, CoSupervisedTrainer
-from csl_hf.errors import CSLError, run_command
+from csl_hf.cli.console import run_command
+from csl_hf.errors import CSLError
 from scripts import run_csl
 
 peft = pytest.importorskip("peft")
@@ -28,10 +29,10 @@ class LearningRates(TrainerCallback):
     def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
         self.seen.append(sorted({g.get("initial_lr", g["lr"]) for g in optimizer.param_groups}))  # before warmup
         self.labels.append(self.trainer.phase_label)
-        self.heads.append([self.trainer._head.weight.detach().clone()])
+        self.heads.append([self.trainer.head.weight.detach().clone()])
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.heads[-1].append(self.trainer._head.weight.detach().clone())
+        self.heads[-1].append(self.trainer.head.weight.detach().clone())
 
     def full_phases(self):
         return [rates for label, rates in zip(self.labels, self.seen) if not label.endswith("head warm-up")]

@@ -20,8 +20,8 @@ from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 from csl_hf import CoSupervisedConfig, CoSupervisedTrainer, TeacherMixture, load_student
 from csl_hf.data import load_image_folder
 from csl_hf.errors import CSLError
-from csl_hf.labeling import build_cache
-from csl_hf.preprocessing import Preprocessing
+from csl_hf.cache.labeling import build_cache
+from csl_hf.data.preprocessing import Preprocessing
 
 from scripts import ROOT, run_csl
 

@@ -20,9 +20,9 @@ from transformers import (
 
 from csl_hf import TeacherMixture
 from csl_hf.errors import CSLError
-from csl_hf.hub import push_csl_outputs
-from csl_hf.model_card import CITATION, create_csl_model_card, write_model_card, write_run_model_cards
-from csl_hf.report import format_report_table, plot_pgr
+from csl_hf.outputs.hub import push_csl_outputs
+from csl_hf.outputs.model_card import CITATION, create_csl_model_card, write_model_card, write_run_model_cards
+from csl_hf.outputs.report import format_report_table, plot_pgr
 
 
 ID2LABEL = {0: "cat", 1: "dog", 2: "bird"}

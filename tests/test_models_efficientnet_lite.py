@@ -278,7 +278,7 @@ def test_native_student_keeps_its_batch_norm_statistics_when_fine_tuned():
     native.train()
     with torch.no_grad():
         native(pixel_values=torch.randn(4, 3, 64, 64) * 5 + 3)  # a batch far from the pretrained statistics
-    from csl_hf.training_modes import check_batch_norm_momentum
+    from csl_hf.trainer.modes import check_batch_norm_momentum
 
     assert check_batch_norm_momentum(native) == 0
     native.config.batch_norm_momentum = 0.99  # transformers' EfficientNet default, in the wrong convention

@@ -10,10 +10,10 @@ from transformers import AutoModel, ViTConfig, ViTForImageClassification
 from transformers.utils import logging as hf_logging
 
 from csl_hf import CoSupervisedConfig, CoSupervisedTrainer, CSLCache, Preprocessing, TeacherMixture
-from csl_hf import rounds as R
+from csl_hf.method import rounds as R
 from csl_hf.data import load_csl_dataset
 from csl_hf.errors import CacheError, CSLError
-from csl_hf.labeling import build_cache
+from csl_hf.cache.labeling import build_cache
 from csl_hf.teachers import (TeacherTrainingArguments, gate_training_rows, load_teacher_split,
                              train_teacher_hierarchy)
 from csl_hf.teachers.gates import gate_seed
@@ -215,14 +215,14 @@ def test_labeling_writes_in_specialty_on_every_path(monkeypatch):
 
 def test_the_labeling_fingerprint_tells_teachers_with_and_without_gates_apart():
     from csl_hf.data.source import ImageSource
-    from csl_hf.run_cache import labeling_fingerprint
+    from csl_hf.cache.reuse import labeling_fingerprint
 
     images = ImageSource.from_datasets(colour_images(8, 0), colour_images(8, 1), PREP.to_image_processor(),
                                        teachers=gated_mixture())
     gated, plain = (labeling_fingerprint(images, m, tiny_vit(7), None) for m in (gated_mixture(), gated_mixture(False)))
     assert gated["teachers"] != plain["teachers"] and gated["gate_teachers"] == 2 and "gate_teachers" not in plain
     # Unset gate fields are left out of the hash: a mixture without gates hashes as before gates existed.
-    from csl_hf.run_cache import _teachers_config
+    from csl_hf.cache.reuse import _teachers_config
 
     assert not any(k.startswith("gate_") for k in _teachers_config(gated_mixture(False)))
 
@@ -230,7 +230,7 @@ def test_the_labeling_fingerprint_tells_teachers_with_and_without_gates_apart():
 def test_teachers_fingerprint_the_same_after_save_and_load(tmp_path):
     # A resume loads the teachers the run saved: their cache must be reused, not labeled again.
     from csl_hf import TeacherMixture
-    from csl_hf.run_cache import teachers_fingerprint
+    from csl_hf.cache.reuse import teachers_fingerprint
 
     for gates in (False, True):
         mixture = gated_mixture(gates)

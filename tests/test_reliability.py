@@ -6,6 +6,7 @@ and camera file names that must not vanish, bad images in every split, flags tha
 cache.json, failed runs that must leave the output directory as it was.
 """
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -78,18 +79,24 @@ def test_every_decode_path_applies_exif_orientation(tmp_path):
     assert (split.pixel_values[0] - split.pixel_values[1]).abs().mean() < 0.05
     full = ImageTargets(ds, torch.arange(2), None, pre, "image")  # full fine-tuning and student evaluation
     assert (full.pixels(0) - full.pixels(1)).abs().mean() < 0.05
-    # The PIL-to-tensor helper of earlier releases decodes the same way (it is the same function now).
+    # The PIL-to-tensor helper of earlier releases (a deprecated import path now) decodes the same way.
     from csl_hf.data import decode_image
-    from csl_hf.preprocessing import pil_to_uint8
 
+    with pytest.warns(FutureWarning):
+        pil_to_uint8 = importlib.reload(importlib.import_module("csl_hf.preprocessing")).pil_to_uint8
     assert torch.equal(pil_to_uint8(decode_image(str(tmp_path / "tagged.jpg"))), tagged)
 
 
-def test_names_from_before_the_layout_change_still_import():
-    from csl_hf.configuration_teacher_mixture import class_hierarchy as old
-    from csl_hf.hierarchy import class_hierarchy
+def test_import_paths_from_before_the_layout_change_still_work_and_say_where_things_moved():
+    from csl_hf.data.preprocessing import Preprocessing
+    from csl_hf.method.hierarchy import class_hierarchy
+    from csl_hf.models.teacher_mixture import TeacherMixtureConfig
 
-    assert old is class_hierarchy
+    with pytest.warns(FutureWarning, match="csl_hf.method.hierarchy"):
+        old = importlib.reload(importlib.import_module("csl_hf.configuration_teacher_mixture"))
+    assert old.class_hierarchy is class_hierarchy and old.TeacherMixtureConfig is TeacherMixtureConfig
+    with pytest.warns(FutureWarning, match="csl_hf.data.preprocessing"):
+        assert importlib.reload(importlib.import_module("csl_hf.preprocessing")).Preprocessing is Preprocessing
 
 
 # ------------------------------------------------------------------------------------------------ 3. class folders
@@ -199,12 +206,12 @@ def test_malformed_cache_json_is_one_line(tmp_path, capsys, edit, words):
 def test_a_run_that_fails_before_progress_leaves_no_trace(tmp_path, capsys, monkeypatch):
     make_cache(n=200).save(tmp_path / "cache")
     out = tmp_path / "out"
-    import csl_hf.co_supervised_trainer as T
+    import csl_hf.trainer.co_supervised_trainer as T
 
     def broken(self, *a, **k):
         raise CSLError("simulated failure in the ceiling phase")
 
-    monkeypatch.setattr(T.CoSupervisedTrainer, "_ceiling", broken)
+    monkeypatch.setattr(T.CoSupervisedTrainer, "_train_ceiling", broken)
     rc, err = run_cli(capsys, "--cache_dir", tmp_path / "cache", "--output_dir", out, "--num_train_epochs", 1)
     assert rc == 2 and "simulated failure" in err
     assert not out.exists()  # it did not exist before: it does not exist after
@@ -217,22 +224,22 @@ def test_a_run_that_fails_before_progress_leaves_no_trace(tmp_path, capsys, monk
 def test_a_run_that_fails_after_a_round_stays_resumable(tmp_path, capsys, monkeypatch):
     make_cache(n=200).save(tmp_path / "cache")
     out = tmp_path / "out"
-    import csl_hf.co_supervised_trainer as T
+    import csl_hf.trainer.co_supervised_trainer as T
 
-    original = T.CoSupervisedTrainer._run_phase
+    original = T.CoSupervisedTrainer.train_round
 
-    def fail_at_level_2(self, phase, *a, **k):
-        if phase.level == 2:
+    def fail_at_level_2(self, level, *a, **k):
+        if level == 2:
             raise CSLError("simulated failure in level 2")
-        return original(self, phase, *a, **k)
+        return original(self, level, *a, **k)
 
-    monkeypatch.setattr(T.CoSupervisedTrainer, "_run_phase", fail_at_level_2)
+    monkeypatch.setattr(T.CoSupervisedTrainer, "train_round", fail_at_level_2)
     common = ["--cache_dir", tmp_path / "cache", "--output_dir", out, "--num_train_epochs", 1,
               "--no_compare_label_types", "--disable_tqdm", "True"]
     rc, err = run_cli(capsys, *common)
     assert rc == 2 and "--resume_from_checkpoint" in err  # the log says how to finish it
     assert {"round-0", "round-1", "csl_progress.json", "run_config.yaml"} <= set(os.listdir(out))
-    monkeypatch.setattr(T.CoSupervisedTrainer, "_run_phase", original)
+    monkeypatch.setattr(T.CoSupervisedTrainer, "train_round", original)
     rc, err = run_cli(capsys, *common, "--resume_from_checkpoint", out)
     assert rc == 0, err
     assert len(json.loads((out / "csl_report.json").read_text())["rounds"]) == 3
@@ -310,7 +317,7 @@ def test_every_trainingarguments_field_is_listed_in_the_troubleshooting_table():
 
     from transformers import TrainingArguments
 
-    from csl_hf.training_arguments_audit import REFUSED, REFUSED_IN_PROBE, audit_table
+    from csl_hf.trainer.arguments_audit import REFUSED, REFUSED_IN_PROBE, audit_table
 
     table = audit_table()
     doc = (Path(__file__).resolve().parents[1] / "docs" / "troubleshooting.md").read_text()

@@ -1,20 +1,19 @@
-"""Routing research: soft gates, the ensemble baseline (csl_hf.consistency) and data-driven class hierarchies
-(csl_hf.hierarchy), on small hand-computed cases."""
+"""Routing research: soft gates, the ensemble baseline (csl_hf.method.consistency) and data-driven class hierarchies
+(csl_hf.method.hierarchy), on small hand-computed cases."""
 
 
 import pytest
 import torch
 
-from csl_hf import consistency as C
-from csl_hf.hierarchy import validate_hierarchy
+from csl_hf.method import consistency as C
+from csl_hf.method.hierarchy import validate_hierarchy
 from csl_hf.errors import CSLError
-from csl_hf.specialties import (
+from csl_hf.method.specialties import (
     auto_class_hierarchy,
     balanced_partition,
     class_mean_features,
     confusion_matrix,
     partition_cost,
-    routing_coverage,
 )
 
 # Two specialists over 4 classes: A owns {0, 1}, B owns {2, 3}.
@@ -42,8 +41,8 @@ def test_soft_gate_can_overrule_the_argmax_route():
     target = C.soft_gate_targets(student, teachers, MASKS)
     assert torch.allclose(target, torch.tensor([[0.4275, 0.0225, 0.22, 0.33]]), atol=1e-6)
     assert int(target.argmax()) == 0
-    hard = C.hard_route_targets(C.assign_by_student(student, MASKS), teachers)
-    assert int(hard.argmax()) == 3
+    route = C.assign_by_student(student, MASKS)
+    assert route.tolist() == [1] and int(teachers[route[0], 0].argmax()) == 3
 
 
 def test_soft_gate_with_a_confident_student_is_hard_routing():
@@ -83,12 +82,6 @@ def test_specialist_gate_is_a_product_of_student_mass_and_in_specialty_probabili
     assert torch.allclose(C.specialist_gate(student, MASKS, torch.zeros(2, 1)), torch.tensor([[0.5, 0.5]]))
 
 
-def test_hard_route_targets_pick_the_assigned_row():
-    teachers = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)
-    out = C.hard_route_targets(torch.tensor([1, 0, 1]), teachers)
-    assert torch.equal(out, torch.stack([teachers[1, 0], teachers[0, 1], teachers[1, 2]]))
-
-
 # ----------------------------------------------------------------------------------------------- hierarchies
 # Six classes on a line at 0, 10, 1, 11, 20, 21 (class id -> position).
 POSITIONS = torch.tensor([[0.0], [10.0], [1.0], [11.0], [20.0], [21.0]])
@@ -102,7 +95,7 @@ def test_balanced_partition_groups_close_classes():
     # {1, 4, 5} (10, 20, 21) costs 74 + 74 = 148.
     groups = balanced_partition(2, class_features=POSITIONS)
     assert groups == [[0, 1, 2], [3, 4, 5]]
-    from csl_hf.specialties import _dissimilarity
+    from csl_hf.method.specialties import _dissimilarity
 
     _, cost, normalised = _dissimilarity(POSITIONS, None)
     assert partition_cost(groups, cost, normalised) == pytest.approx(2 * 546 / 9)
@@ -161,12 +154,6 @@ def test_confusion_matrix_counts_true_by_predicted():
     # (true, predicted): (0, 0), (0, 1), (1, 1), (2, 0), (2, 0); the -1 row is ignored
     m = confusion_matrix(torch.tensor([0, 1, 1, 0, 0, 2]), torch.tensor([0, 0, 1, 2, 2, -1]), 3)
     assert m.tolist() == [[1, 1, 0], [0, 1, 0], [2, 0, 0]]
-
-
-def test_routing_coverage():
-    # groups {0, 1}, {2, 3}; predictions 1 (true 0: same group), 2 (true 0: wrong), 3 (true 2: same), 0 (true -1: ignored)
-    cov = routing_coverage(torch.tensor([1, 2, 3, 0]), torch.tensor([0, 0, 2, -1]), [[0, 1], [2, 3]])
-    assert cov == pytest.approx(2 / 3)
 
 
 def test_train_teacher_hierarchy_accepts_an_explicit_hierarchy():

@@ -147,7 +147,7 @@ def _tiny_vit_student(path, id2label):
     model = ViTForImageClassification(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                                 intermediate_size=64, image_size=16, patch_size=8, id2label=id2label))
     model.save_pretrained(path)
-    from csl_hf.preprocessing import Preprocessing
+    from csl_hf.data.preprocessing import Preprocessing
 
     Preprocessing(size=(16, 16)).to_image_processor().save_pretrained(path)
 
@@ -164,7 +164,7 @@ def _run_with_vit_student(tmp_path, seed, *extra):
     return cache, out
 
 
-def test_report_to_tensorboard_logs_rounds_with_the_level_as_step(tmp_path):
+def test_report_to_tensorboard_logs_rounds_on_the_run_step_axis_with_the_level_as_a_value(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     make_cache(n=300, seed=8).save(tmp_path / "cache")
@@ -175,7 +175,14 @@ def test_report_to_tensorboard_logs_rounds_with_the_level_as_step(tmp_path):
     assert len(runs) == 1
     events = EventAccumulator(runs[0]).Reload()
     scalars = events.Scalars("train/csl/student_accuracy")  # the Trainer prefixes logged metrics with train/
-    assert [s.step for s in scalars] == [0, 1, 2]
+    levels = events.Scalars("train/csl/level")
+    losses = events.Scalars("train/loss") if "train/loss" in events.Tags()["scalars"] else []
+    # One curve per metric on the run-wide step axis: each round logs once its phase is done, at the step the run
+    # has reached (after the ceiling and every phase before it), so the steps grow with the levels.
+    steps = [s.step for s in scalars]
+    assert steps == sorted(steps) and len(set(steps)) == 3 and steps[0] > 0
+    assert [s.step for s in levels] == steps and [s.value for s in levels] == [0, 1, 2]
+    assert all(loss.step <= steps[-1] for loss in losses)
     assert [round(s.value, 5) for s in scalars] == [round(r["student_accuracy"], 5) for r in report["rounds"]]
 
 

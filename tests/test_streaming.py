@@ -12,8 +12,9 @@ from transformers import ViTConfig, ViTForImageClassification
 
 from csl_hf import TeacherMixture
 from csl_hf.data.streaming import stream_splits
-from csl_hf.labeling import build_cache, shard_bounds, shard_split
-from csl_hf.preprocessing import Preprocessing
+from csl_hf.cache.labeling import build_cache
+from csl_hf.cache.sharding import shard_bounds, shard_split
+from csl_hf.data.preprocessing import Preprocessing
 from csl_hf.teachers import cache_teacher_accuracies, evaluate_teachers
 
 NAMES = ["a", "b", "c", "d"]

@@ -9,7 +9,7 @@ from transformers import (AutoModel, ConvNextConfig, ConvNextForImageClassificat
 import csl_hf  # noqa: F401  (registers the Auto classes)
 from csl_hf import TeacherMixture, TeacherMixtureConfig
 from csl_hf.errors import CSLError
-from csl_hf.preprocessing import Preprocessing
+from csl_hf.data.preprocessing import Preprocessing
 
 ID2LABEL = {0: "a", 1: "b", 2: "c", 3: "d"}
 SPECS = [{"classes": [0, 1, 2, 3]}, {"classes": [0, 2]}, {"classes": [1, 3]}]

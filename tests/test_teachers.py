@@ -13,7 +13,7 @@ from transformers.utils import logging as hf_logging
 from csl_hf import TeacherMixture
 from csl_hf.data import load_csl_dataset
 from csl_hf.errors import CSLError
-from csl_hf.hierarchy import parse_teachers_per_level
+from csl_hf.method.hierarchy import parse_teachers_per_level
 from csl_hf.teachers import (
     TeacherTrainingArguments,
     build_teacher,
@@ -169,7 +169,7 @@ def test_arguments_parse_with_hf_argument_parser():
 def test_example_script(tmp_path, capsys):
     from scripts import load_example
 
-    from csl_hf.errors import run_command
+    from csl_hf.cli.console import run_command
 
     script = load_example("train_teachers")
     rc = run_command(script.main, ["--output_dir", str(tmp_path), "--teacher_size", "100", "--test_size", "100",

@@ -8,11 +8,37 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from synthetic import make_cache
-from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
+from transformers import AutoModelForImageClassification, TrainerCallback, ViTConfig, ViTForImageClassification
 
 from csl_hf import CoSupervisedConfig, CoSupervisedTrainer
-from csl_hf import consistency as C
+from csl_hf.method import consistency as C
 from csl_hf.errors import CSLError
+
+
+class PhaseSpy(TrainerCallback):
+    """Records the level of every training phase (its ``trainer`` is set after the trainer is built); raises
+    `KeyboardInterrupt` when a phase of ``crash_at_level`` begins, as Ctrl-C would."""
+
+    def __init__(self, crash_at_level: int | None = None):
+        self.trainer, self.crash_at_level, self.levels = None, crash_at_level, []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        level = self.trainer.current_phase.level
+        if level == self.crash_at_level:
+            raise KeyboardInterrupt(f"killed during round {level}")
+        self.levels.append(level)
+
+
+class NeverPredicts(TrainerCallback):
+    """At the end of every phase, sets the classifier's bias so that the student never predicts class ``c``."""
+
+    def __init__(self, c: int):
+        self.c = c
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        bias = model.head.bias.data
+        bias.zero_()
+        bias[self.c] = -1e4
 
 
 def run(tmp_path, cache=None, **kwargs):
@@ -119,10 +145,10 @@ def test_empty_keep_set_is_an_error_naming_the_level(tmp_path):
     cache.teacher_probs[1:] = 0
     cache.teacher_probs[1:, :, 0] = 1.0  # every specialist says class 0 ...
     cache.specialties[1] = {"classes": [0, 1, 2]}
+    # ... and the previous student is made to never predict class 0 (its classifier's bias, after every phase).
     trainer = CoSupervisedTrainer(args=CoSupervisedConfig(output_dir=str(tmp_path), denoise="top1",
-                                                          num_train_epochs=1, disable_tqdm=True), cache=cache)
-    # ... and the previous student is made to never predict class 0.
-    trainer._run_phase = lambda *a, **k: trainer._head.bias.data.copy_(torch.tensor([-1e4, 0, 0, 0, 0, 0.]))
+                                                          num_train_epochs=1, disable_tqdm=True), cache=cache,
+                                  callbacks=[NeverPredicts(0)])
     with pytest.raises(CSLError, match="level 1"):
         trainer.train()
 
@@ -163,27 +189,20 @@ def test_bad_options_are_one_line_errors(tmp_path):
 def test_resume_after_a_crash_gives_the_uninterrupted_report(tmp_path, hard_run):
     report, _, cache = hard_run
     args = CoSupervisedConfig(output_dir=str(tmp_path), num_train_epochs=4, learning_rate=1e-2, disable_tqdm=True, seed=3)
-    crashing = CoSupervisedTrainer(args=args, cache=cache)
-    run_phase = crashing._run_phase
-
-    def crash_in_round_2(phase, *rest, **kwargs):
-        if phase.level == 2:
-            raise KeyboardInterrupt("killed during round 2")
-        return run_phase(phase, *rest, **kwargs)
-
-    crashing._run_phase = crash_in_round_2
+    crashing = CoSupervisedTrainer(args=args, cache=cache, callbacks=[PhaseSpy(crash_at_level=2)])
+    next(c for c in crashing.callback_handler.callbacks if isinstance(c, PhaseSpy)).trainer = crashing
     with pytest.raises(KeyboardInterrupt):
         crashing.train()
     assert (tmp_path / "round-1").is_dir() and not (tmp_path / "round-2").exists()
     assert not (tmp_path / "csl_report.json").exists()
+    spy = PhaseSpy()
     resumed = CoSupervisedTrainer(args=CoSupervisedConfig(output_dir=str(tmp_path), num_train_epochs=4,
-                                                          learning_rate=1e-2, disable_tqdm=True, seed=3), cache=cache)
-    calls = []
-    run_phase2 = resumed._run_phase
-    resumed._run_phase = lambda phase, *a, **k: (calls.append(phase.level), run_phase2(phase, *a, **k))[1]
+                                                          learning_rate=1e-2, disable_tqdm=True, seed=3), cache=cache,
+                                  callbacks=[spy])
+    spy.trainer = resumed
     resumed.train(resume_from_checkpoint=True)
     again = resumed.report
-    assert calls == [2, 2, 2]  # only level 2: CSL, then its oracle and ensemble baselines; nothing trained twice
+    assert spy.levels == [2, 2, 2]  # only level 2: CSL, then its oracle and ensemble baselines; nothing trained twice
     assert again["rounds"] == report["rounds"] and again["ceiling_accuracy"] == report["ceiling_accuracy"]
     assert again["baselines"] == report["baselines"]  # the baseline chains resumed too
 
@@ -258,7 +277,7 @@ def test_baselines_run_beside_csl_and_equal_separate_runs(tmp_path, hard_run):
 def test_ensemble_targets_average_the_level():
     cache = make_cache(n=200)
     rows = cache.rows(0)
-    from csl_hf import rounds as R
+    from csl_hf.method import rounds as R
 
     chosen, target, soft = R.mixture_targets(cache, cache.levels[1], rows, soft=True)
     probs = cache.probs(cache.levels[1], rows)  # [2, n, C], each specialist zero outside its classes
@@ -275,7 +294,7 @@ def test_soft_gate_weights_each_specialist_by_the_students_mass():
     # Two samples, classes {0, 1} | {2, 3}. Specialist A: [0.9, 0.1, 0, 0]; B: [0, 0, 0.6, 0.4] for both samples.
     # Student logits put 0.25 / 0.75 mass on B's classes (sample 0) and 0.8 / 0.2 (sample 1), so the mixture is
     # sample 0: [0.225, 0.025, 0.45, 0.3] -> class 2 (B); sample 1: [0.72, 0.08, 0.12, 0.08] -> class 0 (A).
-    from csl_hf import rounds as R
+    from csl_hf.method import rounds as R
 
     cache = make_cache(n=2, num_labels=4, teachers_per_level=(1, 2))
     cache.specialties = [{"classes": [0, 1, 2, 3]}, {"classes": [0, 1]}, {"classes": [2, 3]}]

@@ -139,10 +139,10 @@ def test_push_to_hub_sends_the_student_and_its_rounds(finished, local_hub):
 
 def test_a_second_run_reuses_the_matching_cache(finished, tmp_path, monkeypatch):
     _, _, _, _, out = finished
-    import csl_hf.run_cache
+    import csl_hf.cache.reuse
 
     calls = []
-    monkeypatch.setattr(csl_hf.run_cache, "build_cache", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(csl_hf.cache.reuse, "build_cache", lambda *a, **k: calls.append(1))
     again, _ = make_trainer(out, overwrite_output_dir=True, max_levels=1, save_round_checkpoints=False)
     again.train()
     assert calls == []  # same teachers, student, preprocessing and data: no second labeling pass

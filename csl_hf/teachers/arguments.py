@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import CSLError
-from ..hierarchy import parse_int_list
-from ..preprocessing import Preprocessing
+from ..method.hierarchy import parse_int_list
+from ..data.preprocessing import Preprocessing
 
 __all__ = ["TeacherTrainingArguments", "teacher_preprocessing", "ARCHITECTURES"]
 
@@ -16,6 +16,12 @@ ARCHITECTURES = ("convnext", "vit")
 @dataclass
 class TeacherTrainingArguments:
     """How to build and train the weak teachers. Every field is a command-line flag under `HfArgumentParser`.
+
+    One dataclass for both kinds of teachers `train_teacher_hierarchy` builds: independent tiny image classifiers
+    (``teacher_architecture``, the default) or linear heads on one shared frozen backbone (``teacher_backbone``, the
+    paper's ImageNet setting). The hierarchy (``teachers_per_level``, ``specialties``) and the budget
+    (``teacher_steps``, ``teacher_batch_size``, ``teacher_learning_rate``, ``teacher_weight_decay``, ``teacher_seed``)
+    mean the same for both.
 
     The defaults make *weak* teachers with a wide capability gap on the bundled 28x28 sets (1,000 teacher images):
     on Animal-MNIST (10 classes) a ConvNeXt generalist at 50-61% test accuracy (3 seeds), level-1 specialists 13-23
@@ -80,6 +86,17 @@ class TeacherTrainingArguments:
                   "paper's layout (right when the class order means something, e.g. ImageNet's).",
                   "choices": ["auto", "blocks"]},
     )
+    teacher_backbone: str | None = field(
+        default=None,
+        metadata={"help": "Teachers as linear heads on ONE shared frozen backbone (the paper's ImageNet setting: any "
+                  "AutoModel, a local safetensors checkpoint or a Hub id; 'tiny-convnext' is a tiny random offline "
+                  "stand-in) instead of independent tiny image classifiers: the backbone's pooled features of the "
+                  "teacher split are extracted once and every head trains on them with the same step budget. The "
+                  "architecture flags above then do not apply."},
+    )
+    teacher_feature_batch_size: int = field(
+        default=64, metadata={"help": "With --teacher_backbone: images per batch when extracting its features."}
+    )
     teacher_domain_level: bool = field(
         default=False,
         metadata={"help": "Build a domain hierarchy instead: the generalist plus one specialist per value of the "
@@ -108,6 +125,12 @@ class TeacherTrainingArguments:
                 raise CSLError(f"{name}={getattr(self, name)} must be at least 1")
         if not self.teacher_learning_rate > 0:
             raise CSLError(f"teacher_learning_rate={self.teacher_learning_rate} must be positive")
+        if self.teacher_feature_batch_size < 1:
+            raise CSLError(f"teacher_feature_batch_size={self.teacher_feature_batch_size} must be at least 1")
+        if self.teacher_backbone and (self.teacher_domain_level or self.specialty_gates):
+            flag = "--teacher_domain_level" if self.teacher_domain_level else "--specialty_gates"
+            raise CSLError(f"{flag} needs independent teachers, and --teacher_backbone trains class-specialist heads "
+                           "on one backbone; drop one of the two")
         if self.specialty_gates and self.teacher_domain_level:
             raise CSLError("--specialty_gates gates class specialists, and --teacher_domain_level builds domain "
                            "specialists (route them with --assignment agreement); drop one of the two")

@@ -10,12 +10,12 @@ from collections.abc import Sequence
 import datasets
 import torch
 
-from ..cache import TEST_SPLIT, CSLCache
+from ..cache.format import TEST_SPLIT, CSLCache
 from ..data import class_names, infer_columns
 from ..data.images import preprocess_images
 from ..data.targets import raw_images
 from ..errors import CSLError
-from ..modeling_teacher_mixture import TeacherMixture
+from ..models.teacher_mixture.modeling_teacher_mixture import TeacherMixture
 
 __all__ = ["specialty_accuracies", "evaluate_teachers", "evaluate_teachers_detailed", "cache_teacher_accuracies",
            "gate_accuracies"]

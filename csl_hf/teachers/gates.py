@@ -7,7 +7,7 @@ model with one more output, "out of specialty" (index ``C``), trained on **all**
 specialty are labelled ``C``, the specialty's own images are oversampled to about half the draws, and it gets the
 same step budget as a plain specialist. ``1 - p(other)`` is then the specialist's own probability that an image
 belongs to its specialty; ``--assignment oos_gate`` multiplies it into the previous student's specialty mass to route
-(`csl_hf.consistency.specialist_gate`). The plain specialists still give the labels: replacing them by gate teachers
+(`csl_hf.method.consistency.specialist_gate`). The plain specialists still give the labels: replacing them by gate teachers
 at equal budget loses (half of a gate teacher's steps go to "other").
 """
 
@@ -21,6 +21,7 @@ from transformers import PreTrainedModel
 
 from ..errors import CSLError
 from .arguments import TeacherTrainingArguments
+from .fitting import build_teacher, fit_fixed_steps
 
 __all__ = ["OTHER_LABEL", "gated_specialists", "gate_training_rows", "gate_seed", "train_gate_teachers"]
 
@@ -78,8 +79,6 @@ def train_gate_teachers(
     Raises:
         `CSLError`: ``specialties`` has no class specialist to gate.
     """
-    from .training import build_teacher, fit_fixed_steps
-
     num_labels = len(id2label)
     gated = gated_specialists(specialties, num_labels)
     if not gated:

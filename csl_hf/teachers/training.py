@@ -1,9 +1,11 @@
-"""Train a hierarchy of weak teachers: one generalist and levels of specialists, every one with the same step budget.
+"""Train a hierarchy of weak teachers: one generalist and levels of specialists, every one with the same step budget,
+gathered into one `TeacherMixture`. One call, `train_teacher_hierarchy`, and one arguments dataclass,
+`TeacherTrainingArguments`, for both kinds of teachers:
 
-Teachers are tiny ConvNeXt or ViT image classifiers from transformers (random init, a few thousand parameters):
-weak on purpose, so that the strong student has a capability gap to recover (weak-to-strong generalization). A
-class specialist trains on the images of its classes only, with its logits masked to them; a domain specialist on
-the images of its domain.
+* independent tiny ConvNeXt or ViT image classifiers from transformers (random init, a few thousand parameters):
+  weak on purpose, so that the strong student has a capability gap to recover. A class specialist trains on the
+  images of its classes only, with its logits masked to them; a domain specialist on the images of its domain;
+* linear heads on one shared frozen backbone (``teacher_backbone``; `csl_hf.teachers.backbone`), the paper's setting.
 
     from csl_hf import TeacherTrainingArguments, train_teacher_hierarchy
     from csl_hf.data import load_csl_dataset, make_weak_to_strong_splits
@@ -15,228 +17,87 @@ the images of its domain.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Any
 
 import datasets
 import torch
-import torch.nn.functional as F
 from torch import nn
-from transformers import (
-    ConvNextConfig,
-    ConvNextForImageClassification,
-    PreTrainedModel,
-    ViTConfig,
-    ViTForImageClassification,
-)
 from transformers.utils import logging
 
-from ..data import class_names, infer_columns
-from ..data.images import preprocess_images
-from ..data.targets import raw_images
 from ..errors import CSLError
-from ..hierarchy import class_hierarchy, domain_hierarchy, parse_teachers_per_level, specialty_names
-from ..specialties import confusion_matrix, hierarchy_from_confusion
-from ..modeling_teacher_mixture import TeacherMixture
-from ..preprocessing import Preprocessing
-from .arguments import ARCHITECTURES, TeacherTrainingArguments, teacher_preprocessing
+from ..method.hierarchy import class_hierarchy, domain_hierarchy, parse_teachers_per_level, specialty_names
+from ..method.specialties import confusion_matrix, hierarchy_from_confusion
+from ..models.teacher_mixture.modeling_teacher_mixture import TeacherMixture
+from .arguments import TeacherTrainingArguments, teacher_preprocessing
+from .backbone import load_backbone, train_backbone_heads
+from .fitting import build_teacher, train_teacher
 from .gates import gated_specialists, train_gate_teachers
+from .split import load_teacher_split
 
-__all__ = ["build_teacher", "fit_fixed_steps", "train_teacher", "TeacherSplit", "load_teacher_split",
-           "train_teacher_hierarchy"]
+__all__ = ["train_teacher_hierarchy"]
 
 logger = logging.get_logger(__name__)
 
 
-def build_teacher(
-    args: TeacherTrainingArguments, num_labels: int, id2label: dict[int, str] | Sequence[str], seed: int | None = None
-) -> PreTrainedModel:
-    """A tiny randomly initialised `ConvNextForImageClassification` or `ViTForImageClassification` (3 channels,
-    ``teacher_image_size`` inputs) over the global label space. ``seed`` makes the initialisation reproducible without
-    touching the global RNG."""
-    if not isinstance(id2label, dict):
-        id2label = dict(enumerate(id2label))
-    id2label = {int(k): str(v) for k, v in id2label.items()}
-    if len(id2label) != num_labels:
-        raise CSLError(f"id2label has {len(id2label)} names for {num_labels} labels")
-    common = dict(num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()}, num_channels=3,
-                  image_size=int(args.teacher_image_size), patch_size=int(args.teacher_patch_size))
-    if args.teacher_architecture == "convnext":
-        hidden, depths = args.convnext_stages()
-        config = ConvNextConfig(num_stages=len(hidden), hidden_sizes=hidden, depths=depths, drop_path_rate=0.0, **common)
-        model_cls = ConvNextForImageClassification
-    elif args.teacher_architecture == "vit":
-        if args.teacher_image_size % args.teacher_patch_size:
-            raise CSLError(f"teacher_patch_size={args.teacher_patch_size} must divide teacher_image_size={args.teacher_image_size} for ViT")
-        if args.teacher_hidden_size % args.teacher_num_heads:
-            raise CSLError(f"teacher_num_heads={args.teacher_num_heads} must divide teacher_hidden_size={args.teacher_hidden_size}")
-        config = ViTConfig(hidden_size=args.teacher_hidden_size, num_hidden_layers=args.teacher_num_layers,
-                           num_attention_heads=args.teacher_num_heads, intermediate_size=2 * args.teacher_hidden_size,
-                           encoder_stride=args.teacher_patch_size, **common)
-        model_cls = ViTForImageClassification
-    else:
-        raise CSLError(f"teacher_architecture={args.teacher_architecture!r} is unknown; use one of {', '.join(ARCHITECTURES)}")
-    if seed is None:
-        return model_cls(config)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return model_cls(config)
-
-
-def fit_fixed_steps(
-    module: nn.Module,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    weight_decay: float = 0.0,
-    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
-    progress=None,
-) -> nn.Module:
-    """Exactly ``steps`` AdamW steps of cross-entropy on minibatches sampled with replacement (seeded): the equal
-    step budget every teacher gets, whatever the size of its data.
-
-    A plain PyTorch loop on purpose: a hierarchy is a dozen tiny models trained for ~100 steps each on a few hundred
-    in-memory samples; `Trainer`'s per-run setup (dataloaders, callbacks, accelerate state, logging) would cost more
-    than the training itself, and nothing here needs its distributed machinery.
-
-    Args:
-        module: trained in place (returned in eval mode).
-        inputs: ``[N, ...]`` already on the module's device; targets: ``int64 [N]`` class ids.
-        forward: ``forward(module, x) -> logits [B, C]`` (default ``module(x)``).
-        progress: an optional tqdm bar, advanced by one per step.
-    """
-    forward = forward or (lambda m, x: m(x))
-    optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(int(seed))
-    module.train()
-    for _ in range(int(steps)):
-        idx = torch.randint(len(targets), (int(batch_size),), generator=generator).to(inputs.device)
-        loss = F.cross_entropy(forward(module, inputs[idx]), targets[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if progress is not None:
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    return module.eval()
-
-
-def train_teacher(
-    model: PreTrainedModel,
-    pixel_values: torch.Tensor,
-    labels: torch.Tensor,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    class_subset: Sequence[int] | None = None,
-    weight_decay: float = 0.0,
-    progress=None,
-) -> PreTrainedModel:
-    """Train one image-classifier teacher with `fit_fixed_steps`.
-
-    Args:
-        model: an image classifier over the global label space (modified in place and returned in eval mode).
-        pixel_values: float ``[N, 3, h, w]`` preprocessed images (`load_teacher_split`).
-        labels: ``int64 [N]`` global class ids.
-        class_subset: a class specialist's classes: only their images are used and the logits are masked to them
-            (``-inf`` elsewhere), so the masked softmax the mixture serves is exactly what was trained. ``None``:
-            all images, all classes (the generalist; a domain specialist gets its domain's images from the caller).
-
-    Raises:
-        `CSLError`: no training image for this teacher.
-    """
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    mask = None
-    if class_subset is not None:
-        classes = torch.as_tensor(list(class_subset), dtype=torch.long)
-        keep = torch.isin(labels, classes)
-        pixel_values, labels = pixel_values[keep], labels[keep]
-        mask = torch.zeros(model.config.num_labels, dtype=torch.bool)
-        mask[classes] = True
-    if len(labels) == 0:
-        raise CSLError(f"a teacher has no training images (classes {list(class_subset) if class_subset is not None else 'all'}); "
-                       "enlarge the teacher split or use fewer specialists")
-
-    def forward(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        logits = m(pixel_values=x).logits
-        return logits if mask is None else logits.masked_fill(~mask, float("-inf"))
-
-    return fit_fixed_steps(model, pixel_values, labels, steps, batch_size, lr, seed, weight_decay, forward, progress)
-
-
-@dataclass
-class TeacherSplit:
-    """The teacher split, decoded once and preprocessed at decode time (never held at full resolution).
-
-    Attributes:
-        pixel_values: float32 ``[N, 3, h, w]``; labels: ``int64 [N]``; domains: ``int64 [N]`` or ``None``.
-        class_names, domain_names: the label and domain spaces; skipped: bad images skipped.
-    """
-
-    pixel_values: torch.Tensor
-    labels: torch.Tensor
-    domains: torch.Tensor | None
-    class_names: list[str]
-    domain_names: list[str] | None
-    skipped: int = 0
-
-
-def load_teacher_split(dataset: datasets.Dataset, preprocessing: Preprocessing, on_bad_image: str = "skip",
-                       batch_size: int = 256) -> TeacherSplit:
-    """Decode a map-style split batch by batch into the teachers' inputs.
-
-    Each image is resized to the teachers' size as soon as it is decoded (`csl_hf.data.images.preprocess_images`),
-    so memory grows with the number of images, not their resolution. Bad images are skipped and counted
-    (``on_bad_image="skip"``) or stop the run (``"fail"``).
-
-    Raises:
-        `CSLError` (one line): a stream, an empty split, missing columns, a bad image with ``on_bad_image="fail"``,
-        or no usable image at all.
-    """
-    if not isinstance(dataset, datasets.Dataset):
-        raise CSLError("teacher training needs a map-style datasets.Dataset (materialise or cap a streaming one)")
-    if len(dataset) == 0:
-        raise CSLError("the teacher split is empty; give the teachers some labelled images")
-    try:
-        image_col, label_col, domain_col = infer_columns(dataset)
-        names = class_names(dataset, label_col)
-    except ValueError as e:
-        raise CSLError(str(e)) from None
-    dataset = raw_images(dataset, image_col)
-    pixels, kept_rows, skipped = [], [], 0
-    for start in range(0, len(dataset), batch_size):
-        values = dataset[start : start + batch_size][image_col]
-        try:
-            decoded = preprocess_images(values, [preprocessing], skip_bad=on_bad_image == "skip")
-        except ValueError as err:
-            raise CSLError(f"{err} (in the teacher split); remove or fix the file, or pass --on_bad_image skip") from None
-        skipped += len(decoded.errors)
-        if decoded.errors:
-            logger.warning(f"teacher split: skipped {len(decoded.errors)} bad image(s), e.g. {decoded.errors[0]}")
-        if decoded.kept:
-            pixels.append(decoded.pixel_values[preprocessing])
-            kept_rows.extend(start + i for i in decoded.kept)
-    if not kept_rows:
-        raise CSLError("every image of the teacher split is unreadable; check the data")
-    labels = torch.as_tensor(dataset[label_col], dtype=torch.long)[kept_rows]
-    domains, domain_names = None, None
-    if domain_col is not None:
-        feature, raw = dataset.features[domain_col], dataset[domain_col]
-        if isinstance(feature, datasets.ClassLabel):
-            domain_names = list(feature.names)
-            domains = torch.as_tensor(raw, dtype=torch.long)
-        else:
-            domain_names = sorted({str(v) for v in raw})
-            domains = torch.as_tensor([domain_names.index(str(v)) for v in raw], dtype=torch.long)
-        domains = domains[kept_rows]
-    return TeacherSplit(torch.cat(pixels), labels, domains, names, domain_names, skipped)
-
-
 def train_teacher_hierarchy(
+    teacher_split: Any,
+    args: TeacherTrainingArguments,
+    domain_level: bool | None = None,
+    specialties: Sequence[dict] | None = None,
+    levels: Sequence[Sequence[int]] | None = None,
+    on_bad_image: str = "skip",
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> TeacherMixture:
+    """Train a generalist and its specialists on ``teacher_split`` and gather them into a `TeacherMixture`.
+
+    Hierarchy: explicit ``specialties`` + ``levels`` (see `csl_hf.method.hierarchy`), else a domain hierarchy
+    (``domain_level=True``, or ``args.teacher_domain_level`` when ``domain_level`` is ``None``; needs a ``domain``
+    column: the generalist plus one specialist per domain), else levels of ``args.teachers_per_level`` class groups:
+    with ``args.specialties="auto"`` the generalist is trained first and the classes it confuses on the teacher split
+    share a specialist (`csl_hf.method.specialties.hierarchy_from_confusion`); with ``"blocks"``, contiguous class-id
+    blocks (the paper's layout). Every teacher trains for ``args.teacher_steps`` steps; teacher ``k`` is seeded with
+    ``args.teacher_seed + k``. The mixture's config records ``training_data`` (images, skipped images, how the
+    specialties were chosen).
+
+    Teachers: independent tiny image classifiers (``args.teacher_architecture``), or, with
+    ``args.teacher_backbone``, linear heads on that frozen backbone (`csl_hf.teachers.backbone.train_backbone_heads`;
+    ``device`` / ``dtype`` run its feature extraction, e.g. ``torch.bfloat16`` autocast on a GPU). With
+    ``args.specialty_gates``, every class specialist also gets a gate teacher (`csl_hf.teachers.gates`), held by the
+    mixture as ``gate_teachers``; the teachers themselves are exactly those trained without it.
+
+    Under several processes (``accelerate launch``) the main process trains and every other process receives its
+    teachers, so that every process labels its shard with the very same teachers (and no time is spent twice).
+
+    Args:
+        teacher_split: the labelled images the teachers learn from (a map-style ``datasets.Dataset``; with
+            ``teacher_backbone`` also a stream, a uint8 image tensor or precomputed features, see
+            `train_backbone_heads`).
+        on_bad_image: ``"skip"`` (count corrupt images) or ``"fail"``.
+
+    Raises:
+        `CSLError` (one line): fewer than 2 classes, a domain hierarchy without domains, a specialty without images,
+        ``specialty_gates`` on a hierarchy without class specialists.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    state = PartialState()
+    box: list[Any] = [None]
+    if state.is_main_process:
+        if args.teacher_backbone:
+            backbone, preprocessing = load_backbone(args.teacher_backbone, args.teacher_image_size)
+            box = [train_backbone_heads(backbone, teacher_split, args, preprocessing, specialties=specialties,
+                                        levels=levels, device=device, dtype=dtype)]
+        else:
+            box = [_train_independent_teachers(teacher_split, args, domain_level, specialties, levels, on_bad_image)]
+    if state.num_processes > 1:
+        broadcast_object_list(box)  # our own processes: the main process's teachers, as they are
+    return box[0]
+
+
+def _train_independent_teachers(
     teacher_split: datasets.Dataset,
     args: TeacherTrainingArguments,
     domain_level: bool | None = None,
@@ -244,25 +105,7 @@ def train_teacher_hierarchy(
     levels: Sequence[Sequence[int]] | None = None,
     on_bad_image: str = "skip",
 ) -> TeacherMixture:
-    """Train a generalist and its specialists on ``teacher_split`` and gather them into a `TeacherMixture`.
-
-    Hierarchy: explicit ``specialties`` + ``levels`` (see `csl_hf.hierarchy`), else a domain hierarchy
-    (``domain_level=True``, or ``args.teacher_domain_level`` when ``domain_level`` is ``None``; needs a ``domain``
-    column: the generalist plus one specialist per domain), else levels of ``args.teachers_per_level`` class groups:
-    with ``args.specialties="auto"`` the generalist is trained first and the classes it confuses on the teacher split
-    share a specialist (`csl_hf.specialties.hierarchy_from_confusion`); with ``"blocks"``, contiguous class-id
-    blocks (the paper's layout). Every teacher trains for ``args.teacher_steps`` steps; teacher ``k`` is seeded with
-    ``args.teacher_seed + k``. The mixture's config records ``training_data["skipped_images"]`` and how the
-    specialties were chosen.
-
-    With ``args.specialty_gates``, every class specialist also gets a gate teacher (`csl_hf.teachers.gates`: one
-    extra "out of specialty" output, trained after all the teachers, seeds ``teacher_seed + K + g``), held by the
-    mixture as ``gate_teachers``; the teachers themselves are exactly those trained without it.
-
-    Raises:
-        `CSLError` (one line): fewer than 2 classes, a domain hierarchy without domains, a specialty without images,
-        ``specialty_gates`` on a hierarchy without class specialists.
-    """
+    """`train_teacher_hierarchy` with independent tiny image classifiers (see there)."""
     domain_level = args.teacher_domain_level if domain_level is None else domain_level
     preprocessing = teacher_preprocessing(args)
     split = load_teacher_split(teacher_split, preprocessing, on_bad_image=on_bad_image)

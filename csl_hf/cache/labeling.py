@@ -1,0 +1,368 @@
+"""The one-pass labeling of a dataset into a CSL cache (the cache format is in docs/cache.md).
+
+Each image is decoded **once** (`csl_hf.data.images.preprocess_images`) and every distinct preprocessing (each
+teacher's, the student's) is derived from it right away; all teachers and the student's backbone run on the same
+batch; the student's features
+are the *input of its classifier module* (captured with a forward pre-hook), so a head trained on them drops
+straight back into the student.
+
+Under ``accelerate launch`` each process labels its shard (contiguous shards of a map-style dataset, a step split of a
+stream: see `shard_split`); every sample carries its global index, every process gathers and sorts by index, and the
+caller's main process writes one cache, so the cache is in dataset order whatever the number of processes.
+
+Streams (``datasets.IterableDataset``) are read batch by batch and never held: what grows during the pass is only the
+cache rows (features, teacher probabilities, label, split per image).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import torch
+from transformers import PreTrainedModel
+from transformers.utils import logging
+
+from .format import TRAIN_SPLIT, TEST_SPLIT, CSLCache
+from .sharding import INDEX_COLUMN, gather_rows, shard_split
+from ..data.images import preprocess_images
+from ..data.targets import raw_images
+from ..errors import CSLError
+from ..models.teacher_mixture.modeling_teacher_mixture import TeacherMixture
+from ..data.preprocessing import Preprocessing
+from ..models.student import find_classifier
+
+logger = logging.get_logger(__name__)
+
+SPLIT_IDS = {"train": TRAIN_SPLIT, "test": TEST_SPLIT}
+
+
+@dataclass
+class LabelingStats:
+    """What the pass saw: images labeled and bad images skipped (corrupt, too small), per split."""
+
+    labeled: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    first_error: str | None = None
+
+
+class _FeatureCapture:
+    """Forward pre-hook on the student's classifier: keeps its input ``[B, D]``."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.value: torch.Tensor | None = None
+        self.handle = module.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args):
+        self.value = args[0].detach()
+
+    def remove(self):
+        self.handle.remove()
+
+
+def input_preprocessings(teachers: TeacherMixture, student_preprocessing: Preprocessing) -> list[Preprocessing]:
+    """Each teacher's preprocessing (teachers without their own see the student's inputs)."""
+    return [s or student_preprocessing for s in teachers.preprocessings()]
+
+
+def gate_input_preprocessings(teachers: TeacherMixture, student_preprocessing: Preprocessing) -> list[Preprocessing]:
+    """Each gate teacher's preprocessing, as `input_preprocessings` (empty without gate teachers)."""
+    return [s or student_preprocessing for s in teachers.gate_preprocessings()]
+
+
+@torch.no_grad()
+def label_batch(
+    pixel_values: dict[Preprocessing, torch.Tensor],
+    teachers: TeacherMixture,
+    student: PreTrainedModel,
+    student_preprocessing: Preprocessing,
+    capture: _FeatureCapture,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Teacher probabilities ``[B, K, C]``, student features ``[B, D]`` and, when the teachers have gate teachers,
+    their in-specialty probabilities ``[B, K]`` (else ``None``) for one batch, given its pixel values per
+    preprocessing (`csl_hf.data.images.preprocess_images`)."""
+    moved: dict[Preprocessing, torch.Tensor] = {}
+
+    def prepared(p: Preprocessing) -> torch.Tensor:
+        if p not in moved:
+            x = pixel_values[p].to(device)
+            moved[p] = x.to(dtype) if dtype is not None else x
+        return moved[p]
+
+    specs = input_preprocessings(teachers, student_preprocessing)
+    gate_specs = gate_input_preprocessings(teachers, student_preprocessing)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with autocast:
+        out = teachers(pixel_values_per_teacher=[prepared(s) for s in specs],
+                       pixel_values_per_gate=[prepared(s) for s in gate_specs] or None)
+        student(pixel_values=prepared(student_preprocessing))
+    probs, in_specialty = out.probs, out.in_specialty
+    if capture.value is None:
+        raise CSLError("the student's classifier was not called in its forward pass; use an AutoModelForImageClassification student")
+    # Copies: the classifier's input is often a view into a larger tensor (a ViT's [CLS] row of [B, T, D]) and the
+    # pass keeps these rows until it ends; a view would keep all of that alive.
+    return (_own(probs.float().cpu()), _own(capture.value.flatten(1).float().cpu()),
+            None if in_specialty is None else _own(in_specialty.float().cpu()))
+
+
+def _own(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when it owns exactly its storage, else a compact copy."""
+    if t.is_contiguous() and t.untyped_storage().nbytes() == t.numel() * t.element_size():
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+class _Rows:
+    """The cache rows, grown in chunks of about 1 MiB per column rather than one small tensor per batch: a long pass
+    then makes a few large allocations instead of thousands of small ones between the batches' temporaries (which
+    fragment the heap and keep the process's memory growing faster than the rows)."""
+
+    def __init__(self, chunk_bytes: int = 1 << 20):
+        self.chunk_bytes = chunk_bytes
+        self.chunks: dict[str, list[torch.Tensor]] = {}
+        self.filled: dict[str, int] = {}
+
+    def add(self, name: str, values: torch.Tensor) -> None:
+        chunks = self.chunks.setdefault(name, [])
+        done = 0
+        while done < len(values):
+            if not chunks or self.filled[name] == len(chunks[-1]):
+                row_bytes = max(1, values[0].numel() * values.element_size())
+                capacity = min(max(self.chunk_bytes // row_bytes, 256), 1 << 16)
+                chunks.append(torch.empty((capacity, *values.shape[1:]), dtype=values.dtype))
+                self.filled[name] = 0
+            last, start = chunks[-1], self.filled[name]
+            n = min(len(values) - done, len(last) - start)
+            last[start : start + n] = values[done : done + n]
+            self.filled[name], done = start + n, done + n
+
+    def pop(self, name: str) -> torch.Tensor | None:
+        """All rows of one column as one tensor (``None`` if never added); the chunks are released."""
+        chunks = self.chunks.pop(name, None)
+        if not chunks:
+            return None
+        return torch.cat([*chunks[:-1], chunks[-1][: self.filled.pop(name)]])
+
+
+_STREAM_TEST_OFFSET = 1 << 50  # a streamed test split's provisional first index (above any train index)
+
+
+def _iter_batches(dataset, batch_size: int, base: int) -> Iterable[tuple[dict[str, list], list[int]]]:
+    """``(batch, global indices)``: a map-style shard is sliced (its rows are ``base, base+1, ...``), a stream is read
+    with `IterableDataset.iter` and carries its index column."""
+    if isinstance(dataset, datasets.IterableDataset):
+        for batch in dataset.iter(batch_size=batch_size):
+            yield batch, list(batch[INDEX_COLUMN])
+    else:
+        for start in range(0, len(dataset), batch_size):
+            batch = dataset[start : start + batch_size]
+            n = len(next(iter(batch.values()))) if batch else 0
+            yield batch, list(range(base + start, base + start + n))
+
+
+@dataclass
+class _Decoded:
+    """One batch, decoded: the pixels per preprocessing of the usable images, their global indices and the other
+    columns' values, how many images the batch had, and a bad image's message when they must not be skipped."""
+
+    batch: Any
+    indices: list[int]
+    columns: dict[str, list]
+    size: int
+    fatal: str | None = None
+
+
+class _DecodeBatches(torch.utils.data.Dataset):
+    """Map-style data as decoded batches: item ``i`` is batch ``i``, so that ``DataLoader`` workers
+    (``dataloader_num_workers``) decode and resize while the main process runs the models."""
+
+    def __init__(self, dataset, batch_size: int, base: int, image_col: str, columns: list[str],
+                 preprocessings: list[Preprocessing], min_size: int, skip_bad: bool):
+        self.dataset, self.batch_size, self.base, self.image_col = dataset, batch_size, base, image_col
+        self.columns, self.preprocessings, self.min_size, self.skip_bad = columns, preprocessings, min_size, skip_bad
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __getitem__(self, i: int) -> _Decoded:
+        start = i * self.batch_size
+        raw = self.dataset[start : start + self.batch_size]
+        return _decode(raw, list(range(self.base + start, self.base + start + len(raw[self.image_col]))), self)
+
+
+def _decode(raw: dict[str, list], indices: list[int], spec) -> _Decoded:
+    try:
+        batch = preprocess_images(raw[spec.image_col], spec.preprocessings, spec.min_size, skip_bad=spec.skip_bad)
+    except ValueError as err:  # returned, not raised: a worker's exception would reach the user as a traceback
+        return _Decoded(None, [], {}, len(indices), fatal=str(err))
+    columns = {c: [raw[c][i] for i in batch.kept] for c in spec.columns if c in raw}
+    return _Decoded(batch, [indices[i] for i in batch.kept], columns, len(indices))
+
+
+def _decoded_batches(dataset, batch_size: int, base: int | None, spec: _DecodeBatches,
+                     num_workers: int, loader_kwargs: dict | None = None) -> Iterable[_Decoded]:
+    """Decoded batches of one shard: in ``num_workers`` DataLoader workers for map-style data, in this process for a
+    stream (which is read once, in order)."""
+    if isinstance(dataset, datasets.IterableDataset):
+        for raw, indices in _iter_batches(dataset, batch_size, 0):
+            yield _decode(raw, indices, spec)
+        return
+    spec.dataset, spec.base = dataset, base
+    if num_workers <= 0:
+        yield from (spec[i] for i in range(len(spec)))
+        return
+    yield from torch.utils.data.DataLoader(spec, batch_size=None, num_workers=num_workers, collate_fn=_as_is,
+                                           **(loader_kwargs or {}))
+
+
+def _as_is(item):
+    """The DataLoader's collate function: a decoded batch is already a batch (module level: workers pickle it)."""
+    return item
+
+
+def build_cache(
+    splits: dict[str, Any],
+    teachers: TeacherMixture,
+    student: PreTrainedModel,
+    student_preprocessing: Preprocessing,
+    image_col: str = "image",
+    label_col: str | None = "label",
+    domain_col: str | None = None,
+    batch_size: int = 64,
+    accelerator=None,
+    on_bad_image: str = "skip",
+    min_image_size: int = 2,
+    dtype: torch.dtype | None = None,
+    student_name: str | None = None,
+    compact_topk: int | None = None,
+    show_progress: bool = True,
+    source: dict[str, Any] | None = None,
+    num_workers: int = 0,
+    dataloader_kwargs: dict | None = None,
+) -> tuple[CSLCache, LabelingStats]:
+    """Label the ``train`` and ``test`` splits (map-style or streaming datasets) into one `CSLCache`.
+
+    Args:
+        splits: ``{"train": dataset, "test": dataset}``: the weak-to-strong training split (its labels are kept
+            only for the ceiling and diagnostics) and the labeled test split.
+        teachers: the teacher hierarchy; its config gives levels, specialties and per-teacher preprocessing.
+            With gate teachers the cache also gets ``in_specialty`` ``[K, N]`` (their ``1 - p(other)``).
+        student: the strong student (its classifier's input is cached as the features).
+        student_preprocessing: the student's input preprocessing.
+        on_bad_image: ``"skip"`` (skip and count corrupt or tiny images) or ``"fail"`` (stop with a one-line error).
+        compact_topk: store each teacher's top-k probabilities in float16 with their class ids.
+        source: recorded in the cache's ``source`` (e.g. the dataset's name); the pass adds the skipped counts.
+        num_workers: ``DataLoader`` workers that decode and resize map-style data while this process runs the models
+            (``dataloader_num_workers``; a stream is decoded as it is read).
+        dataloader_kwargs: more ``torch.utils.data.DataLoader`` arguments for those workers (``prefetch_factor``,
+            ``multiprocessing_context``); used only with ``num_workers > 0``.
+    Returns:
+        ``(cache, stats)``. Under several processes every process returns the same gathered cache.
+    """
+    if on_bad_image not in ("skip", "fail"):
+        raise CSLError(f"--on_bad_image {on_bad_image!r} does not exist; use skip or fail")
+    device = accelerator.device if accelerator is not None else next(student.parameters()).device
+    teachers.to(device).eval()
+    student.to(device).eval()
+    _, head = find_classifier(student)
+    preprocessings = [student_preprocessing, *input_preprocessings(teachers, student_preprocessing),
+                      *gate_input_preprocessings(teachers, student_preprocessing)]
+    capture = _FeatureCapture(head)
+    stats = LabelingStats()
+    rows = _Rows()
+    offset = 0
+    from transformers.utils.logging import tqdm
+
+    is_main = accelerator is None or accelerator.is_main_process
+    try:
+        for split_name in ("train", "test"):
+            dataset = splits[split_name]
+            split_id = SPLIT_IDS[split_name]
+            dataset = raw_images(dataset, image_col)
+            # A global index per sample, so shards gathered from several processes can be put back in order.
+            size = len(dataset) if isinstance(dataset, datasets.Dataset) else None
+            world = 1 if accelerator is None else accelerator.num_processes
+            rank = 0 if accelerator is None else accelerator.process_index
+            dataset, base = shard_split(dataset, offset, world, rank)
+            stats.labeled[split_name] = stats.skipped[split_name] = 0
+            bar = tqdm(total=size, desc=f"labeling {split_name}", unit="img", disable=not (show_progress and is_main))
+            columns = [c for c in (label_col, domain_col) if c]
+            spec = _DecodeBatches(None, batch_size, 0, image_col, columns, preprocessings, min_image_size,
+                                  skip_bad=on_bad_image == "skip")
+            for decoded in _decoded_batches(dataset, batch_size, base, spec, num_workers, dataloader_kwargs):
+                if decoded.fatal is not None:
+                    raise CSLError(f"{decoded.fatal} (in the {split_name} split); remove or fix the file, or pass "
+                                   "--on_bad_image skip to skip and count bad images")
+                batch = decoded.batch
+                stats.skipped[split_name] += len(batch.errors)
+                stats.first_error = stats.first_error or next(iter(batch.errors), None)
+                bar.update(decoded.size * world)
+                keep = batch.kept
+                if not keep:
+                    continue
+                probs, feats, in_specialty = label_batch(batch.pixel_values, teachers, student, student_preprocessing,
+                                                         capture, device, dtype)
+                rows.add("index", torch.tensor(decoded.indices, dtype=torch.long))
+                rows.add("probs", probs)
+                if in_specialty is not None:
+                    rows.add("in_specialty", in_specialty)
+                rows.add("features", feats)
+                labels = decoded.columns.get(label_col) if label_col else None
+                labels = labels if labels is not None else [-1] * len(keep)
+                rows.add("labels", torch.tensor([-1 if y is None else int(y) for y in labels], dtype=torch.long))
+                rows.add("split", torch.full((len(keep),), split_id, dtype=torch.int8))
+                if domain_col and domain_col in decoded.columns:
+                    rows.add("domains", torch.tensor(decoded.columns[domain_col], dtype=torch.long))
+                stats.labeled[split_name] += len(keep)
+            bar.close()
+            offset += size if size is not None else _STREAM_TEST_OFFSET  # a stream's length is known at its end
+    finally:
+        capture.remove()
+
+    local = {k: rows.pop(k) for k in ("index", "probs", "features", "labels", "split", "domains", "in_specialty")}
+    merged = gather_rows(local, accelerator)
+    del local
+    if accelerator is not None and accelerator.num_processes > 1:
+        for name in ("labeled", "skipped"):
+            counts = gather_rows({k: torch.tensor([v]) for k, v in getattr(stats, name).items()}, accelerator)
+            setattr(stats, name, {k: int(v.sum()) for k, v in counts.items()})
+    if merged["index"] is None or merged["index"].numel() == 0:
+        raise CSLError("the labeling pass produced no sample (every image was skipped or the splits are empty); check --dataset_name and --on_bad_image")
+    if offset >= _STREAM_TEST_OFFSET:  # a streamed train split: test positions follow its samples (skipped included)
+        index = merged["index"]
+        read = stats.labeled["train"] + stats.skipped["train"]
+        merged["index"] = torch.where(index >= _STREAM_TEST_OFFSET, index - _STREAM_TEST_OFFSET + read, index)
+    order = merged["index"].argsort()
+    if bool((order == torch.arange(len(order))).all()):  # already in dataset order (one process): no copies
+        order = slice(None)
+    config = teachers.config
+    cache = CSLCache(
+        features=merged["features"][order],
+        labels=merged["labels"][order],
+        split=merged["split"][order],
+        num_labels=config.num_labels,
+        levels=[list(level) for level in config.levels],
+        specialties=[dict(s) for s in config.specialties],
+        teacher_probs=merged["probs"][order].permute(1, 0, 2).contiguous(),
+        domains=None if merged["domains"] is None else merged["domains"][order],
+        source_index=merged["index"][order],
+        id2label={int(k): v for k, v in config.id2label.items()},
+        teacher_names=list(config.teacher_names),
+        domain_names=list(config.domain_names) if config.domain_names else None,
+        student={"name_or_path": student_name or getattr(student.config, "name_or_path", "") or type(student).__name__,
+                 "preprocessing": student_preprocessing.to_dict()},
+        source_sizes={k: stats.labeled[k] + stats.skipped[k] for k in stats.labeled},
+        source={**(source or {}), "skipped_images": dict(stats.skipped)},
+        in_specialty=None if merged["in_specialty"] is None else merged["in_specialty"][order].T.contiguous(),
+    )
+    if compact_topk:
+        cache = cache.to_compact(compact_topk)
+    cache.validate()
+    if any(stats.skipped.values()) and is_main:
+        logger.warning(f"skipped bad images: {stats.skipped} (first on this process: {stats.first_error})")
+    return cache, stats

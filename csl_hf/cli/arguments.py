@@ -1,0 +1,342 @@
+"""The command line of the example scripts: their argument dataclasses, config files, and a ``--help`` that reads.
+
+`parse_run_args` parses with `transformers.HfArgumentParser`, so every `TrainingArguments` flag works. A YAML or
+JSON file given as the first argument sets defaults that later flags override (as TRL's command lines do), and
+`resolved_config` gives back what a run used, to be written next to its report and rerun exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import HfArgumentParser
+
+from ..errors import CSLError
+from ..utils import field_default, jsonable
+
+__all__ = ["DataArguments", "ModelArguments", "CSLArgumentParser", "parse_run_args", "resolved_config",
+           "get_peft_config", "CONFIG_NAME"]
+
+CONFIG_NAME = "run_config.yaml"
+#: How --help shows a default that depends on the mode (the field's own default is None: "decide by mode").
+MODE_DEFAULTS = {
+    "baselines": "oracle,ensemble in probe mode, none in full mode",
+    "compare_label_types": "on in probe mode, off in full mode",
+    "backbone_learning_rate": "learning_rate / 10 in full mode",
+    "head_warmup_epochs": "20 in full mode",
+    "freeze_batch_norm": "True in full mode",
+}
+# Never written into a saved config: secrets and per-invocation switches.
+_NOT_RECORDED = {"hub_token", "resume_from_checkpoint", "overwrite_output_dir", "local_rank"}
+
+
+@dataclass
+class DataArguments:
+    """Where the images (or a ready cache) come from and how they are split."""
+
+    dataset_name: str = field(
+        default="animal_mnist",
+        metadata={"help": "The images: animal_mnist (bundled, 10 animal classes), digits_domains (bundled, MNIST-5k "
+                  "and sklearn digits as two domains), a local image folder (class/image or domain/class/image), or "
+                  "a Hub dataset id (needs network access)."},
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Start from a CSL cache (cache.safetensors + cache.json: student features and teacher "
+                  "probabilities) instead of images: no teacher is trained and no image is read."},
+    )
+    teacher_size: float = field(
+        default=1000, metadata={"help": "Images whose labels train the weak teachers (a count, or a fraction < 1)."}
+    )
+    test_size: float = field(default=2000, metadata={"help": "Labeled test images (a count, or a fraction < 1)."})
+    train_size: float | None = field(
+        default=None,
+        metadata={"help": "Weak-to-strong training images, labeled by the teachers (default: all the rest). Their "
+                  "own labels serve only the ceiling and the diagnostics."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Cap the weak-to-strong training split (a seeded subset; for quick runs)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Cap the test split (a seeded subset; for quick runs)."}
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read the images lazily (datasets.IterableDataset) instead of loading them. Bundled sets and "
+                  "image folders keep the same splits as without --streaming; a Hub dataset is split in stream "
+                  "order after a seeded shuffle buffer (counts only, no stratification)."},
+    )
+    shuffle_buffer_size: int = field(
+        default=1000, metadata={"help": "With --streaming on a Hub dataset: examples in the shuffle buffer."}
+    )
+
+    def __post_init__(self):
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise CSLError(f"--{name} must be a positive number of samples, got {value}; omit it to use them all")
+        for name in ("teacher_size", "test_size", "train_size"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise CSLError(f"--{name} must be a count (>= 1) or a fraction in (0, 1), got {value}")
+        if self.shuffle_buffer_size < 1:
+            raise CSLError(f"--shuffle_buffer_size must be at least 1, got {self.shuffle_buffer_size}")
+
+
+@dataclass
+class ModelArguments:
+    """The strong student and the weak teachers."""
+
+    student_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "The strong student: any image classifier (local path or Hub id). Default: the bundled "
+                  "ImageNet EfficientNet-Lite0 ('efficientnet-lite0'); with --cache_dir, the student named in "
+                  "cache.json when it loads offline."},
+    )
+    student_image_size: int | None = field(
+        default=None,
+        metadata={"help": "Resize images to this square side for the student. Default: 64 for the bundled "
+                  "EfficientNet-Lite0 (its ImageNet processor would ask for 224 px of 28-px images), the student "
+                  "processor's own size for any other student (0: always the processor's own size); with --cache_dir, the "
+                  "size the cache was labeled at."},
+    )
+    teachers_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Reuse a saved TeacherMixture (e.g. OUTPUT_DIR/teachers of an earlier run, or "
+                  "examples/train_teachers.py's output) instead of training teachers."},
+    )
+    compare_label_types: bool | None = field(
+        default=None,
+        metadata={"help": "Also run the rounds with the other label type (soft if hard, hard if soft) on the same "
+                  "cache, for pgr.png (report in OUTPUT_DIR/<type>_labels/). Default: on in probe mode, off in full "
+                  "mode (where it would train every round a second time)."},
+    )
+    allow_pickle_weights: bool = field(
+        default=False,
+        metadata={"help": "Allow pickled (pytorch_model.bin) student or teacher weights. Unpickling can run arbitrary "
+                  "code: only for files you trust. Default: safetensors only."},
+    )
+    use_peft: bool = field(
+        default=False,
+        metadata={"help": "--student_mode full: train LoRA adapters and the classifier instead of every weight (for "
+                  "large students; needs `pip install peft`). Checkpoints hold the merged student."},
+    )
+    lora_r: int = field(default=16, metadata={"help": "With --use_peft: the rank of the LoRA adapters."})
+    lora_alpha: int = field(default=32, metadata={"help": "With --use_peft: the LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "With --use_peft: dropout on the LoRA input."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "With --use_peft: module names to adapt (e.g. query value for a ViT; expand_conv "
+                  "project_conv for an EfficientNet). Default: every linear layer but the classifier ('all-linear')."},
+    )
+
+    def __post_init__(self):
+        if self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1:
+            raise CSLError(f"--lora_r and --lora_alpha must be positive and --lora_dropout in [0, 1), got "
+                           f"{self.lora_r}, {self.lora_alpha}, {self.lora_dropout}")
+        if self.student_image_size is not None and self.student_image_size < 0:
+            raise CSLError(f"--student_image_size must be a side in pixels (or 0 for the student processor's own "
+                           f"size), got {self.student_image_size}")
+
+
+def get_peft_config(model_args: ModelArguments):
+    """The `peft.LoraConfig` the LoRA flags describe (``None`` without ``--use_peft``), as TRL's ``get_peft_config``;
+    `CoSupervisedTrainer` leaves the student's classifier out of the adapters (it is trained whole).
+
+    Raises:
+        `CSLError`: ``--use_peft`` without the ``peft`` package installed.
+    """
+    if not model_args.use_peft:
+        return None
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise CSLError("--use_peft needs the peft package: pip install peft") from None
+    targets = model_args.lora_target_modules or "all-linear"
+    return LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
+                      target_modules=targets)
+
+
+class CSLArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` with one-line errors and a ``--help`` that shows the CSL flags first, by group.
+
+    ``help_groups`` lists ``(title, [field names])``: those flags are explained in full, in that order; every other
+    field (the stock `TrainingArguments`) is listed by name after a pointer to its documentation. ``--help_all``
+    prints the stock argparse help of every flag.
+    """
+
+    def __init__(self, dataclass_types, description: str = "", help_groups: list[tuple[str, list[str]]] | None = None,
+                 prog: str | None = None):
+        super().__init__(dataclass_types, description=description, prog=prog, add_help=False)
+        self.help_groups = help_groups or []
+        # HfArgumentParser adds --no_FLAG only for booleans that default to True; an optional boolean (None: decided
+        # by the mode) gets it too, so every boolean flag can be turned off the same way.
+        for name, f in self._fields().items():
+            if f.default is None and str(f.type).replace(" ", "") in ("bool|None", "Optional[bool]"):
+                self.add_argument(f"--no_{name}", dest=name, action="store_false", help=argparse.SUPPRESS)
+        self.add_argument("-h", "--help", action="store_true", help="Show the CSL flags and exit.")
+        self.add_argument("--help_all", action="store_true", help="Show every flag's stock help and exit.")
+
+    def error(self, message: str):
+        raise CSLError(f"{message}; see {self.prog} --help")
+
+    def _fields(self) -> dict[str, dataclasses.Field]:
+        out = {}
+        for dtype in self.dataclass_types:
+            for f in dataclasses.fields(dtype):
+                if f.init and not f.name.startswith("_"):
+                    out.setdefault(f.name, f)
+        return out
+
+    def format_help(self) -> str:
+        import textwrap
+
+        fields = self._fields()
+        width = 100
+        lines = [f"usage: {self.prog} [CONFIG.yaml|CONFIG.json] [--flag value ...]", ""]
+        for paragraph in self.description.strip().split("\n\n"):
+            lines += [textwrap.fill(" ".join(paragraph.split()), width), ""]
+        shown = set()
+        for title, names in self.help_groups:
+            lines += [f"{title}:"]
+            for name in names:
+                f = fields[name]
+                shown.add(name)
+                default = field_default(f)
+                default = None if default is dataclasses.MISSING else default
+                choices = f.metadata.get("choices")
+                kind = "{" + ",".join(map(str, choices)) + "}" if choices else _type_name(f.type)
+                shown_default = MODE_DEFAULTS.get(name, jsonable(default))
+                lines.append(f"  --{name} {kind}  (default: {shown_default})")
+                lines += textwrap.wrap(f.metadata.get("help", "").replace("%%", "%"), width, initial_indent=" " * 6,
+                                       subsequent_indent=" " * 6)
+            lines.append("")
+        rest = sorted(n for n in fields if n not in shown)
+        pointer = ("Every other transformers.TrainingArguments flag works as in transformers (see "
+                   "https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments; "
+                   f"`{self.prog} --help_all` prints each one's help). Flags that do not apply to a CSL run are "
+                   "refused with one line (docs/troubleshooting.md lists which apply in which mode). Booleans take "
+                   "True/False; `--no_FLAG` is the same as `--FLAG False`.")
+        lines += textwrap.wrap(pointer, width) + [""]
+        lines += textwrap.wrap(", ".join(rest), width, initial_indent="  ", subsequent_indent="  ")
+        return "\n".join(lines) + "\n"
+
+    def format_help_all(self) -> str:
+        return super().format_help()
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    return text.replace(" | None", "").replace("NoneType", "").strip() or "value"
+
+
+def _load_config_file(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise CSLError(f"config file {path} does not exist; pass a YAML or JSON file of flag names and values")
+    try:
+        with open(path, encoding="utf-8") as f:
+            if path.endswith(".json"):
+                config = json.load(f)
+            else:
+                import yaml
+
+                config = yaml.safe_load(f)
+    except (ValueError, OSError) as err:  # json.JSONDecodeError and yaml.YAMLError are ValueError / YAMLError
+        raise CSLError(f"config file {path} cannot be read ({str(err).splitlines()[0]}); fix its syntax") from None
+    except Exception as err:  # yaml.YAMLError
+        raise CSLError(f"config file {path} is not valid YAML ({str(err).splitlines()[0]}); fix its syntax") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise CSLError(f"config file {path} must map flag names to values (a YAML/JSON object)")
+    return config
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == f"--{name}" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _resumed_run_config(argv: list[str], config: dict[str, Any]) -> dict[str, Any]:
+    """The recorded ``run_config.yaml`` of the run that ``--resume_from_checkpoint`` names (empty when none)."""
+    value = _flag_value(argv, "resume_from_checkpoint") or config.get("resume_from_checkpoint")
+    if value in (None, False, "False", "false", ""):
+        return {}
+    directory = str(value)
+    if directory in ("True", "true") or value is True:
+        directory = _flag_value(argv, "output_dir") or config.get("output_dir") or "csl_output"
+    path = os.path.join(directory, CONFIG_NAME)
+    if not os.path.isfile(path):
+        return {}
+    # The run is where it is now, not where it was recorded: a moved or copied run directory resumes in place.
+    return {**_load_config_file(path), "output_dir": directory}
+
+
+def parse_run_args(parser: CSLArgumentParser, argv: list[str] | None = None) -> tuple:
+    """Parse ``[CONFIG.yaml|CONFIG.json] [--flag value ...]`` into the parser's dataclasses.
+
+    A config file given first sets the defaults; flags after it override them. ``--help`` prints the CSL help and
+    exits with status 0.
+
+    Raises:
+        `CSLError` (one line): an unknown flag or key, a bad value, an unreadable config file.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv or "--help_all" in argv:
+        try:
+            print(parser.format_help_all() if "--help_all" in argv else parser.format_help())
+        except BrokenPipeError:  # `--help | head`: the reader stopped early
+            pass
+        raise SystemExit(0)
+    config: dict[str, Any] = {}
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        config = _load_config_file(argv.pop(0))
+    resumed = _resumed_run_config(argv, config)
+    if resumed:
+        # Resuming rebuilds the recorded run: its settings first, then the config file's and the flags given now
+        # (a setting that changes the results is refused by the trainer, naming it).
+        config = {**resumed, **config}
+    if config:
+        unknown = sorted(set(config) - set(parser._fields()))
+        if unknown:
+            raise CSLError(f"config file: unknown key(s) {', '.join(unknown)}; use flag names without the leading --")
+        parser.set_defaults(**config)
+    try:
+        parser.last_namespace, _ = parser.parse_known_args(args=argv)
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:
+        if isinstance(err, CSLError):
+            raise
+        raise CSLError(f"{str(err).strip().splitlines()[0]}; see {parser.prog} --help") from None
+    return tuple(p for p in parsed if dataclasses.is_dataclass(p))
+
+
+def resolved_config(parser: CSLArgumentParser) -> dict[str, Any]:
+    """The settings of the run `parse_run_args` last parsed: every flag given on the command line or in a config
+    file (or recorded by the run being resumed) that differs from its declared default, as plain JSON values, secrets
+    left out. Written as ``OUTPUT_DIR/run_config.yaml``, it reruns the run: ``python examples/run_csl.py
+    run_config.yaml``. Taken from the parsed command line, not from the dataclasses, whose ``__post_init__`` turns
+    some values into objects (``accelerator_config``) that would not parse back."""
+    namespace = getattr(parser, "last_namespace", None)
+    if namespace is None:
+        raise ValueError("resolved_config needs a parser that parse_run_args has used")
+    fields = parser._fields()
+    out: dict[str, Any] = {}
+    for name, value in vars(namespace).items():
+        f = fields.get(name)
+        if f is None or name in _NOT_RECORDED:
+            continue
+        default = field_default(f)
+        if name == "output_dir" or default is dataclasses.MISSING or jsonable(value) != jsonable(default):
+            out[name] = jsonable(value)
+    return out

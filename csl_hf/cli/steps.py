@@ -1,0 +1,296 @@
+"""The steps of a command-line CSL run, as library calls: guard the output directory, get the teachers (trained once,
+on the main process, or reused after checking what they were trained on), the student of a cache, the comparison
+with the other label type, and the closing summary. ``examples/run_csl.py`` is a linear sequence of these."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+
+from transformers.utils import logging
+
+from ..cache.format import CSLCache
+from ..trainer.co_supervised_config import CoSupervisedConfig
+from ..errors import CSLError
+from ..utils import changed_fields
+from ..models.teacher_mixture.modeling_teacher_mixture import TeacherMixture
+from ..trainer.progress import PROGRESS_NAME, resume_directory
+from ..models.student import StudentUnavailable, check_weights_format, load_student, use_safetensors
+
+logger = logging.get_logger("csl_hf")
+
+__all__ = ["OutputDirectory", "prepare_teachers", "check_teacher_overlap", "student_for_cache", "other_label_run",
+           "run_summary", "check_flags_apply"]
+
+_RUN_ENTRIES = ("csl_report.json", "csl_progress.json", "cache", "teachers")
+
+
+_DATA_FLAGS = ("dataset_name", "teacher_size", "test_size", "train_size", "max_train_samples", "max_eval_samples",
+               "streaming", "shuffle_buffer_size")
+
+
+def check_flags_apply(data_args, model_args, teacher_args, args: CoSupervisedConfig, domain_column: str | None = None,
+                      dataset_name: str | None = None) -> None:
+    """Refuse, by name and in one line, a flag that the run would otherwise ignore without a word.
+
+    * with ``--cache_dir``: the data and teacher flags (the cache already holds the images' features and the
+      teachers' outputs), and ``--labeling_batch_size`` / ``--on_bad_image`` (no image is read);
+    * with ``--teachers_name_or_path``: the teacher-training flags (the teachers exist);
+    * on data with domains (``domain_column``): ``--teachers_per_level`` (the teachers are one specialist per domain).
+
+    Raises:
+        `CSLError`: ``--FLAG does not apply ...: <why>; drop it``.
+    """
+    lora = [n for n in changed_fields(model_args) if n.startswith("lora_")]
+    if lora and not model_args.use_peft:
+        raise CSLError(f"--{lora[0]} does not apply without --use_peft; add --use_peft or drop it")
+    if model_args.use_peft and args.student_mode != "full":
+        raise CSLError("--use_peft applies to --student_mode full (probe mode trains only the classifier); add "
+                       "--student_mode full or drop --use_peft")
+    if args.student_mode == "full" and data_args.cache_dir:
+        raise CSLError("--student_mode full trains on the images, and --cache_dir reads none: run on the "
+                       "--dataset_name the cache was labeled from")
+    teacher_flags = [n for n in changed_fields(teacher_args)]
+    if data_args.cache_dir:
+        given = [n for n in changed_fields(data_args) if n in _DATA_FLAGS] + teacher_flags
+        given += [n for n in ("labeling_batch_size", "on_bad_image") if n in changed_fields(args)]
+        if model_args.teachers_name_or_path:
+            given.append("teachers_name_or_path")
+        if given:
+            raise CSLError(f"--{given[0]} does not apply with --cache_dir: the cache already holds the student's "
+                           "features and the teachers' outputs, so no image is read and no teacher is trained; drop it")
+        return
+    if model_args.teachers_name_or_path and teacher_flags:
+        raise CSLError(f"--{teacher_flags[0]} does not apply with --teachers_name_or_path: those teachers are already "
+                       "trained; drop it, or drop --teachers_name_or_path to train new ones")
+    if domain_column is not None and "teachers_per_level" in teacher_flags:
+        raise CSLError(f"--teachers_per_level does not apply to {dataset_name or 'this dataset'}: it has a "
+                       f"{domain_column!r} column, so its teachers are the generalist plus one specialist per domain; "
+                       "drop it")
+
+
+class OutputDirectory:
+    """The run's output directory: refuse one that holds another run, and leave it as it was found if the run fails
+    before it can be resumed.
+
+    On entry: ``output_dir`` must not hold a run (a report, rounds, a cache or teachers) unless
+    ``overwrite_output_dir`` or ``resume_from_checkpoint``. On an exception: if the run had saved resumable progress
+    (``csl_progress.json``), everything stays and the log says how to resume; otherwise whatever this run created is
+    removed (a directory it created is removed whole), so the same command can simply be run again.
+    """
+
+    def __init__(self, args: CoSupervisedConfig):
+        self.args = args
+        self.directory = args.output_dir
+        self.existed = os.path.isdir(self.directory)
+        self.before = set(os.listdir(self.directory)) if self.existed else set()
+
+    def __enter__(self) -> "OutputDirectory":
+        a = self.args
+        if self.existed and not a.overwrite_output_dir and not a.resume_from_checkpoint:
+            taken = sorted(n for n in self.before if n in _RUN_ENTRIES or n.startswith("round-"))
+            if taken:
+                raise CSLError(f"--output_dir {self.directory} already holds a run ({', '.join(taken[:3])}); pass "
+                               "--overwrite_output_dir True to replace it, --resume_from_checkpoint "
+                               f"{self.directory} to finish it, or choose another --output_dir")
+        if os.path.exists(self.directory) and not self.existed:
+            raise CSLError(f"--output_dir {self.directory} is a file, not a directory; choose another --output_dir")
+        if a.resume_from_checkpoint:  # checked now, not after the teachers are trained and the images labeled
+            resumed = resume_directory(a, a.resume_from_checkpoint)
+            progress = os.path.join(resumed, PROGRESS_NAME)
+            if not os.path.isfile(progress):
+                raise CSLError(f"--resume_from_checkpoint: {progress} does not exist; resume needs the output "
+                               "directory of a CSL run that saved progress (drop the flag to start a new run)")
+            if os.path.realpath(resumed) != os.path.realpath(self.directory):
+                raise CSLError(f"--resume_from_checkpoint {resumed} with --output_dir {self.directory}: a resume "
+                               f"finishes the run in its own directory (its teachers, cache and rounds); drop "
+                               f"--output_dir or pass --output_dir {resumed}")
+        # No process may write into the directory before every process has checked it.
+        a.distributed_state.wait_for_everyone()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None or not self.args.should_save or not os.path.isdir(self.directory):
+            return False
+        if os.path.isfile(os.path.join(self.directory, PROGRESS_NAME)) and PROGRESS_NAME not in self.before:
+            logger.warning(f"the run stopped after saving progress in {self.directory}; finish it with the same "
+                           f"command and --resume_from_checkpoint {self.directory}")
+            return False
+        if not self.existed:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        else:
+            for name in set(os.listdir(self.directory)) - self.before:
+                path = os.path.join(self.directory, name)
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+        return False
+
+
+def check_teacher_overlap(teachers: TeacherMixture, data, where: str) -> None:
+    """Refuse teachers whose training images include any of this run's weak-to-strong or test images.
+
+    The saved `TeacherMixture` records what it was trained on (``config.training_data``: dataset, source rows). A
+    teacher that saw test images inflates the weak accuracy and every PGR; one that saw weak-to-strong images labels
+    them from memory.
+
+    Raises:
+        `CSLError` (one line): an overlap, with its size and the fix.
+    """
+    record = getattr(teachers.config, "training_data", None) or {}
+    if not record.get("example_ids") or data.source_rows is None:
+        if data.source_rows is not None:
+            logger.warning(f"the teachers in {where} do not record their training images: cannot check that they "
+                           "never saw this run's test or weak-to-strong images")
+        return
+    if os.path.normpath(str(record.get("dataset"))) != os.path.normpath(str(data.dataset_name)) or \
+            record.get("num_rows") != data.num_rows:
+        logger.warning(f"the teachers in {where} were trained on {record.get('dataset')!r}, this run uses "
+                       f"{data.dataset_name!r}: their training images cannot be compared")
+        return
+    seen = set(record["example_ids"])
+    for split in ("test", "train"):
+        overlap = seen.intersection(data.source_rows[split].tolist())
+        if overlap:
+            raise CSLError(f"the teachers in {where} were trained on {len(overlap)} image(s) of this run's "
+                           f"{'test' if split == 'test' else 'weak-to-strong'} split (split seed "
+                           f"{record.get('split_seed')} there, {data.seed} here); use --seed {record.get('split_seed')} "
+                           "and the same --teacher_size/--test_size as when they were trained, or train new teachers")
+
+
+def prepare_teachers(model_args, teacher_args, data, args: CoSupervisedConfig) -> TeacherMixture:
+    """The run's teachers: ``--teachers_name_or_path`` (checked: safetensors, the data's classes, no overlap with
+    this run's splits), or those of the run being resumed, or new ones trained on the teacher split.
+
+    New teachers are trained once, on the main process, and sent to the other processes (under ``accelerate
+    launch`` every process labels its shard with the very same teachers). ``--assignment oos_gate`` trains them with
+    gate teachers (``--specialty_gates``) and refuses saved teachers without them.
+
+    Raises:
+        `CSLError` (one line): teachers that do not load or do not fit the data, or ``--assignment oos_gate`` with
+        saved teachers without gate teachers or on data with domains.
+    """
+    from ..teachers import train_teacher_hierarchy
+
+    path = model_args.teachers_name_or_path
+    resumed = os.path.join(args.output_dir, "teachers")
+    if not path and args.resume_from_checkpoint and os.path.isfile(os.path.join(resumed, "config.json")):
+        path = resumed
+    if path:
+        check_weights_format(path, model_args.allow_pickle_weights)
+        try:
+            teachers = TeacherMixture.from_pretrained(path, use_safetensors=use_safetensors(model_args.allow_pickle_weights))
+        except (OSError, ValueError) as err:
+            raise CSLError(f"cannot load the teachers {path!r} ({str(err).splitlines()[0]}); pass a directory saved "
+                           "by a previous run (OUTPUT_DIR/teachers) or by examples/train_teachers.py") from None
+        names = [teachers.config.id2label[i] for i in range(teachers.config.num_labels)]
+        if names != data.class_names:
+            raise CSLError(f"the teachers in {path} use other labels than {data.dataset_name} ({names[:5]}... vs "
+                           f"{data.class_names[:5]}...); train teachers on this dataset")
+        check_teacher_overlap(teachers, data, path)
+        if args.assignment == "oos_gate" and not teachers.has_gates:
+            raise CSLError(f"--assignment oos_gate routes by gate teachers, and the teachers in {path} have none; "
+                           "train them with --specialty_gates (examples/train_teachers.py --specialty_gates), or drop "
+                           "--teachers_name_or_path to train them in this run")
+        return teachers
+    if args.assignment == "oos_gate":
+        if data.domain_column is not None:
+            raise CSLError(f"--assignment oos_gate gates class specialists, and {data.dataset_name} has a "
+                           f"{data.domain_column!r} column, so its specialists are domain specialists; use "
+                           "--assignment agreement, oracle or auto")
+        if not teacher_args.specialty_gates:
+            logger.info("--assignment oos_gate: training a gate teacher per class specialist (--specialty_gates)")
+            teacher_args = dataclasses.replace(teacher_args, specialty_gates=True)
+    teacher_data = data.teacher.rename_columns({c: n for c, n in ((data.image_column, "image"),
+                                                                  (data.label_column, "label")) if c != n})
+    # Trained once, on the main process, and sent to the others (train_teacher_hierarchy does it).
+    teachers = train_teacher_hierarchy(teacher_data, teacher_args, domain_level=teacher_args.teacher_domain_level
+                                       or data.domain_column is not None, on_bad_image=args.on_bad_image)
+    teachers.config.training_data = {**teachers.config.training_data, **data.teacher_provenance()}
+    if args.should_log and not data.is_stream():
+        log_teacher_accuracies(teachers, data)
+    return teachers
+
+
+def log_teacher_accuracies(teachers: TeacherMixture, data) -> None:
+    """One line per teacher: its test accuracy inside its specialty, beside the generalist's on the same images."""
+    from ..teachers import evaluate_teachers_detailed
+
+    test = data.test.rename_columns({c: n for c, n in ((data.image_column, "image"), (data.label_column, "label"))
+                                     if c != n})
+    for r in evaluate_teachers_detailed(teachers, test):
+        gen = r["generalist_accuracy"]
+        logger.info(f"teacher {r['name']}: test accuracy within its specialty "
+                    f"{'n/a' if r['accuracy'] is None else format(r['accuracy'], '.3f')}"
+                    + ("" if gen is None or r["name"] == "generalist" else f" (generalist {gen:.3f})")
+                    + ("" if r.get("membership_accuracy") is None else
+                       f"; its gate tells in/out of specialty with accuracy {r['membership_accuracy']:.3f}"))
+
+
+def student_for_cache(model_args, cache: CSLCache):
+    """With ``--cache_dir``: the student given (or named in the cache) when it loads offline, else ``(None, None)``
+    (the rounds then train a standalone head; its checkpoints hold ``probe_head.safetensors``)."""
+    name = model_args.student_model_name_or_path or cache.student.get("name_or_path")
+    if not name:
+        return None, None
+    size = model_args.student_image_size or _recorded_image_size(cache)
+    try:
+        return load_student(name, cache.id2label, image_size=size, allow_pickle_weights=model_args.allow_pickle_weights,
+                            labels_from="cache.json id2label")
+    except StudentUnavailable:  # a label-space mismatch or pickled weights are errors even for the cache's student
+        if model_args.student_model_name_or_path:
+            raise
+        logger.warning(f"the cache's student {name!r} does not load offline: round checkpoints hold the trained head "
+                       "only (probe_head.safetensors); pass --student_model_name_or_path to save whole students")
+        return None, None
+
+
+def _recorded_image_size(cache: CSLCache) -> int | None:
+    """The square input side the cache's features were computed at (recorded by the labeling pass)."""
+    size = (cache.student.get("preprocessing") or {}).get("size")
+    return int(size[0]) if size and size[0] == size[1] else None
+
+
+def other_label_run(trainer, args: CoSupervisedConfig, data=None, allow_pickle_weights: bool = False):
+    """The same rounds on the same cache with the other label type (soft if the run used hard labels, hard if soft),
+    into ``OUTPUT_DIR/<type>_labels/``: the second series of ``pgr.png``. Returns ``(name, report)``."""
+    from ..trainer import CoSupervisedTrainer
+
+    other = "hard" if args.soft_labels else "soft"
+    other_args = dataclasses.replace(args, soft_labels=not args.soft_labels, save_round_checkpoints=False,
+                                     output_dir=os.path.join(args.output_dir, f"{other}_labels"), report_to="none",
+                                     push_to_hub=False, resume_from_checkpoint=None)
+    logger.info(f"== the same rounds with {other} labels, for comparison (report in {other_args.output_dir}) ==")
+    if args.student_mode == "full":  # a fresh pretrained student: the run's own student is trained now
+        student, processor = load_student(trainer.cache.student.get("name_or_path"), trainer.cache.id2label,
+                                          image_size=_recorded_image_size(trainer.cache),
+                                          allow_pickle_weights=allow_pickle_weights)
+        rerun = CoSupervisedTrainer(model=student, args=other_args, cache=trainer.cache, train_dataset=data.train,
+                                    eval_dataset=data.test, processing_class=processor)
+    else:
+        rerun = CoSupervisedTrainer(args=other_args, cache=trainer.cache)
+    rerun.train()
+    return f"{other} labels", rerun.report
+
+
+def run_summary(args: CoSupervisedConfig, reports: dict[str, dict], plot: str | None) -> str:
+    """The closing lines of a run: the table, PGR by number of teachers, and where every output is."""
+    from ..outputs.report import REPORT_NAME, format_report_table
+    from .arguments import CONFIG_NAME
+
+    out = args.output_dir
+    lines = ["", format_report_table(next(iter(reports.values()))), ""]
+    main = next(iter(reports.values()))
+    series = {**reports, **{f"{n} baseline": {"rounds": c} for n, c in (main.get("baselines") or {}).items()}}
+    for name, report in series.items():
+        lines.append(f"PGR ({name}) by number of teachers: " + ", ".join(
+            f"{r['num_teachers']}: {'-' if r['pgr'] is None else format(r['pgr'], '.1f')}" for r in report["rounds"]))
+    rounds = sorted(n for n in os.listdir(out) if n.startswith("round-") and os.path.isdir(os.path.join(out, n)))
+    checkpoints = ", ".join([os.path.join(out, r) for r in rounds[:1]] + rounds[1:]) or "-"  # the first with its path
+    where = [("final student + model card", out), ("round checkpoints", checkpoints),
+             ("report", os.path.join(out, REPORT_NAME)), ("run config (rerun it)", os.path.join(out, CONFIG_NAME)),
+             ("PGR plot", plot or "-")]
+    for name, sub in (("cache", "cache"), ("teachers", "teachers")):
+        if os.path.isdir(os.path.join(out, sub)):
+            where.append((name, os.path.join(out, sub)))
+    lines += ["", "outputs:"] + [f"  {k:<28} {v}" for k, v in where]
+    return "\n".join(lines)

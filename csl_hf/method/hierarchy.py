@@ -1,0 +1,198 @@
+"""Teacher hierarchies: specialties and levels, how they are built and what makes one valid.
+
+A hierarchy is a list of *levels* of teacher indices. Level 0 holds one generalist over every class; each later level
+holds specialists whose *specialties* are either class sets that partition the label space (any sizes, not
+necessarily contiguous) or distinct domains. A specialty is ``{"classes": [...]}`` or ``{"domain": name}``; the
+generalist lists all classes. See docs/algorithm.md for how the rounds use them.
+
+Builders here:
+
+* `class_hierarchy`: levels of contiguous, near-equal class blocks (the paper's layout);
+* `domain_hierarchy`: the generalist plus one specialist per domain;
+* `parse_teachers_per_level`: the ``--teachers_per_level`` flag (``"1,2,4,5"`` or ``"auto"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..errors import CSLError
+
+__all__ = [
+    "validate_hierarchy",
+    "class_blocks",
+    "class_hierarchy",
+    "domain_hierarchy",
+    "parse_teachers_per_level",
+    "parse_int_list",
+    "describe_classes",
+    "specialty_names",
+]
+
+
+def validate_hierarchy(
+    levels: list[list[int]],
+    specialties: list[dict],
+    num_labels: int,
+    num_teachers: int,
+    error: type[CSLError] = CSLError,
+) -> None:
+    """Check that the levels and specialties describe a valid teacher hierarchy.
+
+    Rules: level 0 is exactly one generalist (all classes, no domain); every teacher index exists and appears in one
+    level only; a class level's class sets partition ``range(num_labels)`` (any sizes, not necessarily contiguous);
+    a domain level names distinct domains. Raises ``error`` with a one-line message naming the level and the fix.
+    """
+    if len(specialties) != num_teachers:
+        raise error(f"{len(specialties)} specialties for {num_teachers} teachers; give exactly one specialty per teacher")
+    if not levels:
+        raise error("the hierarchy has no levels; level 0 must hold one generalist teacher, e.g. levels=[[0], [1, 2]]")
+    seen: set[int] = set()
+    everything = set(range(num_labels))
+    for lvl, members in enumerate(levels):
+        if not members:
+            raise error(f"level {lvl} holds no teacher; remove it or add teachers")
+        for t in members:
+            if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < num_teachers:
+                raise error(f"level {lvl} references teacher {t!r}, but there are only {num_teachers} teachers (0..{num_teachers - 1}); fix the levels")
+            if t in seen:
+                raise error(f"teacher {t} appears in more than one level (again in level {lvl}); list each teacher once")
+            seen.add(t)
+        specs = [specialties[t] for t in members]
+        for t, spec in zip(members, specs):
+            if not isinstance(spec, dict) or (("classes" in spec) == ("domain" in spec) and lvl > 0):
+                raise error(f"teacher {t}'s specialty must be {{\"classes\": [...]}} or {{\"domain\": name}}, got {spec!r}")
+            if "classes" in spec:
+                bad = [c for c in spec["classes"] if not isinstance(c, int) or not 0 <= c < num_labels]
+                if bad:
+                    raise error(f"teacher {t}'s specialty lists class {bad[0]!r}, outside 0..{num_labels - 1}; fix its classes")
+        if lvl == 0:
+            spec = specs[0]
+            if len(members) != 1 or "domain" in spec or set(spec.get("classes", everything)) != everything:
+                raise error("level 0 must be a single generalist over all classes; put specialists in later levels")
+            continue
+        kinds = {"domain" if "domain" in s else "classes" for s in specs}
+        if len(kinds) > 1:
+            raise error(f"level {lvl} mixes class and domain specialists; put them in separate levels")
+        if kinds == {"domain"}:
+            names = [s["domain"] for s in specs]
+            if len(set(names)) != len(names):
+                raise error(f"level {lvl} names the domain(s) {sorted({n for n in names if names.count(n) > 1})} twice; give each domain one specialist per level")
+            continue
+        counts: dict[int, int] = {}
+        for s in specs:
+            for c in s["classes"]:
+                counts[c] = counts.get(c, 0) + 1
+        overlap = sorted(c for c, k in counts.items() if k > 1)
+        if overlap:
+            raise error(f"level {lvl}'s specialties overlap on classes {overlap[:10]}; each class must belong to exactly one specialist of a level")
+        missing = sorted(everything - set(counts))
+        if missing:
+            raise error(f"level {lvl}'s specialties leave classes {missing[:10]} uncovered; the class sets of a level must partition all {num_labels} classes")
+
+
+def class_blocks(num_labels: int, num_blocks: int) -> list[list[int]]:
+    """Split ``range(num_labels)`` into ``num_blocks`` contiguous blocks of near-equal size (the paper's layout)."""
+    if not 1 <= num_blocks <= num_labels:
+        raise CSLError(f"cannot split {num_labels} classes into {num_blocks} blocks; use between 1 and {num_labels}")
+    bounds = [round(i * num_labels / num_blocks) for i in range(num_blocks + 1)]
+    return [list(range(bounds[i], bounds[i + 1])) for i in range(num_blocks)]
+
+
+def class_hierarchy(num_labels: int, teachers_per_level: Sequence[int],
+                    present: Sequence[int] | None = None) -> tuple[list[dict], list[list[int]]]:
+    """Specialties and levels for levels of ``teachers_per_level`` class-block specialists (the first must be 1).
+
+    Args:
+        present: the classes that have training images (default: all). Blocks are cut over the present classes in
+            id order, and each absent class joins the smallest block of every level, so no specialist is left
+            without images while every class still belongs to one specialist.
+    Raises:
+        `CSLError`: a level with more specialists than present classes.
+    """
+    present = list(range(num_labels)) if present is None else sorted(set(int(c) for c in present))
+    absent = [c for c in range(num_labels) if c not in set(present)]
+    specialties: list[dict] = []
+    levels: list[list[int]] = []
+    for n in teachers_per_level:
+        if n > len(present):
+            raise CSLError(f"a level of {n} specialists needs {n} classes with teacher images, but only "
+                           f"{len(present)} have any; use at most {len(present)} per level or add images")
+        blocks = [[present[i] for i in block] for block in class_blocks(len(present), n)]
+        for c in absent:
+            min(blocks, key=len).append(c)
+        levels.append(list(range(len(specialties), len(specialties) + n)))
+        specialties += [{"classes": sorted(b)} for b in blocks]
+    return specialties, levels
+
+
+def domain_hierarchy(num_labels: int, domain_names: Sequence[str]) -> tuple[list[dict], list[list[int]], list[str]]:
+    """The generalist plus one specialist per domain: ``(specialties, levels [[0], [1..D]], teacher_names)``."""
+    if not domain_names:
+        raise CSLError("a domain hierarchy needs at least one domain; the dataset has no 'domain' column values")
+    specialties = [{"classes": list(range(num_labels))}] + [{"domain": d} for d in domain_names]
+    levels = [[0], list(range(1, len(domain_names) + 1))]
+    return specialties, levels, ["generalist"] + [f"domain {d}" for d in domain_names]
+
+
+def parse_int_list(spec: str | Sequence[int], name: str) -> list[int]:
+    """``"1,2,4"`` (or ``"1 2 4"``, or a sequence) -> ``[1, 2, 4]``: positive integers, one-line `CSLError` otherwise."""
+    if isinstance(spec, str):
+        parts = [p.strip() for p in spec.replace(" ", ",").split(",") if p.strip()]
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            raise CSLError(f"{name}={spec!r} must be comma-separated integers, e.g. '1,2,4'") from None
+    else:
+        values = [int(v) for v in spec]
+    if not values or any(v < 1 for v in values):
+        raise CSLError(f"{name}={spec!r} must be a non-empty list of positive integers")
+    return values
+
+
+def parse_teachers_per_level(spec: str | Sequence[int], num_labels: int) -> list[int]:
+    """``"1,2,4,5"`` -> ``[1, 2, 4, 5]``, validated against ``num_labels``; ``"auto"`` -> 1, 2, 4, ... doubling up to
+    ``num_labels // 2`` (ending on ``num_labels // 2``: blocks of two or three classes)."""
+    if isinstance(spec, str) and spec.strip().lower() == "auto":
+        levels, n = [1], 2
+        while n <= num_labels // 2:
+            levels.append(n)
+            n *= 2
+        if num_labels // 2 > levels[-1]:
+            levels.append(num_labels // 2)
+        return levels
+    levels = parse_int_list(spec, "teachers_per_level")
+    if levels[0] != 1:
+        raise CSLError(f"teachers_per_level={spec!r} must start with 1 (level 0 is one generalist), e.g. '1,2,4'")
+    too_many = [n for n in levels if n > num_labels]
+    if too_many:
+        raise CSLError(f"teachers_per_level={spec!r} asks for {too_many[0]} specialists but there are only {num_labels} "
+                       f"classes; use at most {num_labels} per level (or 'auto')")
+    return levels
+
+
+def describe_classes(classes: Sequence[int] | None) -> str:
+    """A short name for a class set: ``all``, ``3``, ``0-4`` (a contiguous block) or ``1,5,7`` (first ten)."""
+    if classes is None:
+        return "all"
+    classes = list(classes)
+    if len(classes) > 1 and classes == list(range(classes[0], classes[-1] + 1)):
+        return f"{classes[0]}-{classes[-1]}"
+    return ",".join(map(str, classes[:10])) + ("..." if len(classes) > 10 else "")
+
+
+def specialty_names(specialties: Sequence[dict], num_labels: int) -> list[str]:
+    """Display names of teachers: ``generalist`` (all classes), ``classes 0-4`` / ``class 3`` (class specialists),
+    ``domain sketch`` (domain specialists)."""
+    names = []
+    for spec in specialties:
+        classes = spec.get("classes")
+        if "domain" in spec:
+            names.append(f"domain {spec['domain']}")
+        elif classes is not None and sorted(classes) == list(range(num_labels)):
+            names.append("generalist")
+        elif classes is not None and len(classes) == 1:
+            names.append(f"class {classes[0]}")
+        else:
+            names.append(f"classes {describe_classes(classes)}")
+    return names

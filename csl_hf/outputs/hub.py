@@ -1,0 +1,93 @@
+"""Pushing a CSL run to the Hugging Face Hub.
+
+A run (`CoSupervisedTrainer`) leaves in ``OUTPUT_DIR`` the final student (``model.safetensors``, ``config.json``,
+``preprocessor_config.json``, the modeling code of a custom architecture), ``README.md`` (the model card),
+``csl_report.json``, ``pgr.png``, and one ``round-{level}/`` checkpoint per round. `push_csl_outputs` puts the final
+student on ``main`` and each round on its own branch ``round-{level}``, so ``from_pretrained(repo_id,
+revision="round-1")`` loads the student after round 1. Only `huggingface_hub.HfApi` is used (no git, no git-lfs).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from huggingface_hub import HfApi
+from transformers.utils import logging
+
+from ..errors import CSLError
+from .model_card import CARD_NAME, round_directories
+from .report import REPORT_NAME
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["push_csl_outputs", "MAIN_ALLOW_PATTERNS", "MAIN_IGNORE_PATTERNS", "ROUND_IGNORE_PATTERNS"]
+
+# What goes to `main`: the final student and the run's summary, top-level files only.
+MAIN_ALLOW_PATTERNS = [
+    "*.safetensors",  # model.safetensors, shards, or probe_head.safetensors of a run without a student
+    "model.safetensors.index.json",
+    "config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "*.py",  # the modeling code of a custom architecture (auto_map; loaded with trust_remote_code=True)
+    CARD_NAME,
+    REPORT_NAME,
+    "*.png",
+]
+# Never to `main`: anything inside a folder (round-*/, teachers/, cache/, checkpoint-*/, runs/), hidden/temp files.
+MAIN_IGNORE_PATTERNS = ["*/*", "round-*", "teachers/*", "cache/*", "checkpoint-*", "runs/*", ".*", "*.tmp"]
+ROUND_IGNORE_PATTERNS = [".*", "*.tmp", "*/.*"]
+
+
+def push_csl_outputs(
+    output_dir: str,
+    repo_id: str,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str | None = None,
+) -> dict[str, str]:
+    """Push a CSL run to the Hub: each ``round-{level}/`` to branch ``round-{level}``, the final student to ``main``.
+
+    ``main`` gets only the top-level files of ``output_dir`` (the final student's weights, ``config.json``,
+    ``preprocessor_config.json``, ``README.md``, ``csl_report.json``, ``pgr.png``), never ``round-*/``, ``teachers/``,
+    ``cache/`` or other folders. A round branch holds exactly its round directory: files left there by an earlier push
+    or inherited from ``main`` are deleted (``.gitattributes`` is kept). Re-pushing is safe (``exist_ok`` everywhere).
+
+    Returns:
+        ``{branch: huggingface_hub.CommitInfo}`` for ``main`` and every ``round-{level}``.
+
+    Raises:
+        `CSLError`: ``output_dir`` holds neither round checkpoints nor a final student.
+    """
+    if not os.path.isdir(output_dir):
+        raise CSLError(f"{output_dir} is not a directory; pass the output_dir of a CSL run")
+    rounds = round_directories(output_dir)
+    top_files = [n for n in os.listdir(output_dir) if os.path.isfile(os.path.join(output_dir, n))]
+    if not rounds and "config.json" not in top_files:
+        raise CSLError(f"{output_dir} holds neither round-*/ checkpoints nor a final student (config.json); run CoSupervisedTrainer.train() with save_round_checkpoints first")
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
+    results: dict[str, Any] = {}
+    for level, path in rounds:
+        branch = f"round-{level}"
+        api.create_branch(repo_id, branch=branch, revision="main", exist_ok=True, repo_type="model")
+        message = f"{commit_message} ({branch})" if commit_message else f"CSL student after round {level}"
+        info = api.upload_folder(
+            repo_id=repo_id, folder_path=path, revision=branch, repo_type="model", commit_message=message,
+            ignore_patterns=list(ROUND_IGNORE_PATTERNS), delete_patterns=["*"],
+        )
+        results[branch] = info
+        logger.info(f"pushed {path} to {repo_id}@{branch}: {getattr(info, 'commit_url', info)}")
+    if "config.json" in top_files or any(n.endswith(".safetensors") for n in top_files):
+        final_level = rounds[-1][0] if rounds else None
+        message = commit_message or ("CSL final student" + (f" (after round {final_level})" if final_level is not None else ""))
+        info = api.upload_folder(
+            repo_id=repo_id, folder_path=output_dir, revision="main", repo_type="model", commit_message=message,
+            allow_patterns=list(MAIN_ALLOW_PATTERNS), ignore_patterns=list(MAIN_IGNORE_PATTERNS),
+        )
+        results["main"] = info
+        logger.info(f"pushed the final student in {output_dir} to {repo_id}@main: {getattr(info, 'commit_url', info)}")
+    else:
+        logger.warning(f"{output_dir} holds no final student at its top level (no config.json); only the round branches were pushed")
+    return results

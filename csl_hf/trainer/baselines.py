@@ -1,0 +1,102 @@
+"""Baseline chains trained in the same CSL run, so that every gain is visible beside what it is measured against:
+
+* ``oracle``: each specialist level routed by the true class (or domain): what perfect routing would give, an upper
+  reference that uses ground truth (not a method);
+* ``ensemble``: no routing, the level's teachers averaged: what routing buys.
+
+The single teacher is the run's own level 0. A chain starts from the run's level-0 student and goes on with its own
+students, level by level, exactly as the CSL chain does (same seeds, same filter, same epochs rule). Probe mode
+only: a chain costs one head trained per level. Each chain's head after every level is kept in
+``OUTPUT_DIR/csl_baselines.safetensors`` so that a resumed run continues the chains from the level the progress file
+records, whatever moment the interruption came at.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..cache import TRAIN_SPLIT, CSLCache
+from ..method import rounds as R
+from ..utils import atomic_write
+
+__all__ = ["BaselineChains", "BASELINE_HEADS_NAME"]
+
+BASELINE_HEADS_NAME = "csl_baselines.safetensors"
+
+
+class BaselineChains:
+    """The baseline chains of one probe-mode run (see the module docstring): their records and each one's head
+    after every level. They train through the run's own round body (`CoSupervisedTrainer.train_round`) on the
+    run's classifier module, whose weights they swap in and out.
+
+    Args:
+        names: the chains, e.g. ``["oracle", "ensemble"]``.
+        cache: the run's cache (the oracle needs the ground truth a level routes by).
+    """
+
+    def __init__(self, names: list[str], cache: CSLCache):
+        self.names, self.cache = list(names), cache
+        self.records: dict[str, list[dict[str, Any]]] = {name: [] for name in self.names}
+        self.heads: dict[str, dict[str, torch.Tensor]] = {}
+        self.saved: dict[tuple[str, int], dict[str, torch.Tensor]] = {}  # (chain, level) -> its head after it
+
+    def usable(self, level: int) -> list[str]:
+        """The chains that can run at ``level``: the oracle needs the ground truth the level routes by."""
+        rows = self.cache.rows(TRAIN_SPLIT)
+        return [n for n in self.names if n != "oracle" or R.oracle_assignment(self.cache, level, rows) is not None]
+
+    def start(self, level0: dict[str, Any], head: nn.Module) -> None:
+        """After level 0: every chain starts from the run's level-0 student (``head``, the classifier as trained)."""
+        state = _copy(head)
+        for name in self.names:
+            self.records[name] = [level0]
+            self.heads[name] = self.saved[(name, 0)] = {k: v.clone() for k, v in state.items()}
+
+    def run_level(self, level: int, mode, train_round: Callable[..., dict[str, Any]]) -> None:
+        """Train every usable chain's round of ``level``: its head goes into ``mode.head``, and
+        ``train_round(level, previous, assignment, label_suffix)`` trains and records the round from its student.
+        ``mode.head`` is left as it was (the CSL student)."""
+        csl_head = _copy(mode.head)
+        try:
+            for name in self.usable(level):
+                mode.head.load_state_dict(self.heads[name])
+                self.records[name].append(train_round(level, mode.student_logits(), name, f"{name} baseline"))
+                self.heads[name] = self.saved[(name, level)] = _copy(mode.head)
+        finally:
+            mode.head.load_state_dict(csl_head)
+
+    # ------------------------------------------------------------------------------------------------ resume
+    def save(self, directory: str) -> None:
+        """Every chain's head after every level so far, in one file written atomically."""
+        if self.saved:
+            state = {f"{name}/{level}/{k}": v.contiguous() for (name, level), head in self.saved.items()
+                     for k, v in head.items()}
+            atomic_write(os.path.join(directory, BASELINE_HEADS_NAME), lambda tmp: save_file(state, tmp))
+
+    def restore(self, directory: str, records: dict[str, list[dict[str, Any]]], last_level: int) -> None:
+        """The chains of an interrupted run, as they were after ``last_level`` (the progress file's last round): its
+        records up to that level and each chain's head after its last record. The heads file may be a level ahead of
+        the progress file (written just before it); that level is simply trained again."""
+        path = os.path.join(directory, BASELINE_HEADS_NAME)
+        if not records or not os.path.isfile(path):
+            return
+        state = load_file(path)
+        for name in self.names:
+            kept = [r for r in records.get(name) or [] if r["level"] <= last_level]
+            heads = {}
+            for r in kept:
+                prefix = f"{name}/{r['level']}/"
+                heads[r["level"]] = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if kept and heads[kept[-1]["level"]]:
+                self.records[name], self.heads[name] = kept, heads[kept[-1]["level"]]
+                self.saved.update({(name, level): head for level, head in heads.items()})
+
+
+def _copy(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
