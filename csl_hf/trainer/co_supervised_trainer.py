@@ -106,9 +106,8 @@ class CoSupervisedTrainer(StudentTrainer):
         callbacks: list[TrainerCallback] | None = None,
         peft_config: Any = None,
     ):
-        super().__init__(model=model, args=args, teachers=teachers, train_dataset=train_dataset,
-                         eval_dataset=eval_dataset, cache=cache, processing_class=processing_class, callbacks=callbacks,
-                         peft_config=peft_config)
+        super().__init__(model, args, teachers, train_dataset, eval_dataset, cache, processing_class, callbacks,
+                         peft_config)
         self.current_phase: Phase | None = None  # set by `Phase.active` while a phase trains
         self._steps_before_phase = 0
         self._phase_losses: list[tuple[int, float]] = []

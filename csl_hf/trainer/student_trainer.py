@@ -9,9 +9,8 @@ import os
 import time
 from typing import Any
 
-import datasets
 from torch import nn
-from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import PredictionOutput, speed_metrics
 
 from ..cache import TEST_SPLIT, CSLCache
@@ -38,18 +37,8 @@ class StudentTrainer(Trainer):
         report: the run report once `train` has run (``csl_report.json``), else ``None``.
     """
 
-    def __init__(
-        self,
-        model: PreTrainedModel | None = None,
-        args: CoSupervisedConfig | None = None,
-        teachers: TeacherMixture | None = None,
-        train_dataset: datasets.Dataset | datasets.IterableDataset | None = None,
-        eval_dataset: datasets.Dataset | datasets.IterableDataset | None = None,
-        cache: CSLCache | None = None,
-        processing_class: Any = None,
-        callbacks: list[TrainerCallback] | None = None,
-        peft_config: Any = None,
-    ):
+    def __init__(self, model: PreTrainedModel | None, args: CoSupervisedConfig | None, teachers: TeacherMixture | None,
+                 train_dataset, eval_dataset, cache: CSLCache | None, processing_class: Any, callbacks, peft_config):
         args = CoSupervisedConfig() if args is None else args
         self.images = check_inputs(model, args, teachers, train_dataset, eval_dataset, cache, processing_class,
                                    peft_config)
