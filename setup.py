@@ -1,10 +1,15 @@
 """csl_hf: co-supervised learning for weak-to-strong generalization, Hugging Face native."""
 
+import re
+
 from setuptools import find_packages, setup
+
+# One version, csl_hf.__version__, read without importing the package (its dependencies are not installed yet).
+VERSION = re.search(r'^__version__ = "([^"]+)"', open("csl_hf/__init__.py", encoding="utf-8").read(), re.M).group(1)
 
 setup(
     name="csl_hf",
-    version="0.2.0",
+    version=VERSION,
     description="Co-supervised learning (hierarchical mixture of weak teachers) for weak-to-strong generalization, "
     "built on transformers, accelerate and datasets",
     long_description=open("README.md", encoding="utf-8").read(),
@@ -43,6 +48,7 @@ setup(
         "tensorboard": ["tensorboard>=2.21"],
         "peft": ["peft>=0.21"],  # LoRA for large students (--use_peft)
     },
+    entry_points={"console_scripts": ["csl-hf=csl_hf.cli.main:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -1,103 +1,34 @@
 #!/usr/bin/env python
-"""Train a hierarchy of weak teachers for co-supervised learning and save it as one TeacherMixture.
-
-    python examples/train_teachers.py --dataset_name animal_mnist --output_dir out
-    python examples/train_teachers.py --dataset_name digits_domains --teacher_domain_level --output_dir out_digits
-    python examples/run_csl.py --teachers_name_or_path out/teachers          # reuse them (same --seed and sizes)
-
-The dataset is cut into teacher / train / test splits exactly as examples/run_csl.py cuts it (same flags, same
-defaults, same seed), and the teachers learn from the labels of the teacher split only: a generalist over all
-classes, then levels of class-block specialists (--teachers_per_level 1,2,4,5) or one specialist per domain
-(--teacher_domain_level), every one trained for the same number of steps; with --specialty_gates, also a gate teacher
-per class specialist (for run_csl.py --assignment oos_gate). The mixture is saved to
-OUTPUT_DIR/teachers (safetensors) with the rows it was trained on, so that run_csl.py refuses a run whose test or
-weak-to-strong split overlaps them. Each teacher's test accuracy inside its specialty is printed next to the
-generalist's on the same images: the gap co-supervision exploits.
-"""
+"""Train a hierarchy of weak teachers and save it as one TeacherMixture: ``python examples/train_teachers.py
+[--flag value ...]`` is the same command as ``csl-hf teachers`` (`csl_hf.cli.teachers`); ``--help`` explains every
+flag."""
 
 from __future__ import annotations
 
-import os
 import sys
-import time
-from dataclasses import dataclass, field
 
 try:  # a checkout run before the package is installed gets one line, not a traceback
-    import csl_hf  # noqa: F401
+    from csl_hf.cli import teachers as _teachers
+    from csl_hf.cli.teachers import HELP_GROUPS, NOT_HERE, RunArguments  # noqa: F401
 except ModuleNotFoundError as err:
     print(f"error: {err}; install the package first, from the repository root: pip install -e . (see README.md)",
           file=sys.stderr)
     sys.exit(2)
 
-from csl_hf import DataArguments, TeacherTrainingArguments, evaluate_teachers_detailed, load_weak_to_strong_data
-from csl_hf import train_teacher_hierarchy
-from csl_hf.cli.console import run_command
-from csl_hf.errors import CSLError
-from csl_hf.utils import changed_fields
-from csl_hf.cli.arguments import CSLArgumentParser, parse_run_args
+PROG = "python examples/train_teachers.py"
 
 
-@dataclass
-class RunArguments:
-    """Where the teachers go, and the split seed (the same default as run_csl.py's --seed)."""
-
-    output_dir: str = field(default="teachers_output", metadata={"help": "The mixture is saved to OUTPUT_DIR/teachers."})
-    seed: int = field(default=42, metadata={"help": "Seed of the teacher/train/test split (run_csl.py's --seed)."})
-
-
-HELP_GROUPS = [
-    ("Data (the same flags and defaults as run_csl.py)", ["dataset_name", "teacher_size", "test_size", "train_size"]),
-    ("Teachers", ["teachers_per_level", "specialties", "teacher_domain_level", "teacher_steps",
-                  "teacher_architecture", "teacher_backbone", "teacher_learning_rate", "teacher_batch_size",
-                  "teacher_image_size", "teacher_seed", "teacher_feature_batch_size", "specialty_gates"]),
-    ("Teacher architecture (tiny models built from a config)",
-     ["teacher_patch_size", "teacher_hidden_sizes", "teacher_depths", "teacher_hidden_size", "teacher_num_layers",
-      "teacher_num_heads", "teacher_weight_decay"]),
-    ("Run", ["output_dir", "seed"]),
-]
-
-
-#: run_csl.py's data flags that mean nothing here: refused by name rather than ignored.
-NOT_HERE = ("cache_dir", "max_train_samples", "max_eval_samples", "streaming", "shuffle_buffer_size")
-
-
-def build_parser() -> CSLArgumentParser:
-    return CSLArgumentParser((DataArguments, TeacherTrainingArguments, RunArguments), description=__doc__,
-                             help_groups=HELP_GROUPS, prog="python examples/train_teachers.py")
+def build_parser():
+    return _teachers.build_parser(PROG)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    data_args, teacher_args, run_args = parse_run_args(parser, argv)
-    given = [name for name in changed_fields(data_args) if name in NOT_HERE]
-    if given:
-        raise CSLError(f"--{given[0]} does not apply to train_teachers.py: the teachers learn from the teacher split "
-                       "only, read whole; drop it (it belongs to run_csl.py)")
-    data = load_weak_to_strong_data(data_args.dataset_name, seed=run_args.seed, teacher_size=data_args.teacher_size,
-                                    test_size=data_args.test_size, train_size=data_args.train_size)
-    start = time.time()
-    mixture = train_teacher_hierarchy(data.teacher, teacher_args,
-                                      domain_level=teacher_args.teacher_domain_level or data.domain_column is not None)
-    mixture.config.training_data = {**mixture.config.training_data, **data.teacher_provenance()}
-    elapsed = time.time() - start
-    path = os.path.join(run_args.output_dir, "teachers")
-    mixture.save_pretrained(path)
-    results = evaluate_teachers_detailed(mixture, data.test)
-    gates = f" (+ {mixture.config.num_gates} gate teachers)" if mixture.has_gates else ""
-    print(f"trained {mixture.config.num_teachers} teachers{gates} x {teacher_args.teacher_steps} steps on "
-          f"{len(data.teacher)} images in {elapsed:.1f}s; saved to {path}")
-    print(f"test accuracy inside each specialty ({len(data.test)} test images); generalist on the same images:")
-    for level, members in enumerate(mixture.config.levels):
-        for k in members:
-            r = results[k]
-            acc = "   n/a" if r["accuracy"] is None else f"{r['accuracy']:6.3f}"
-            gen = "" if level == 0 or r["generalist_accuracy"] is None else f"  (generalist {r['generalist_accuracy']:.3f})"
-            member = "" if r.get("membership_accuracy") is None else \
-                f"  gate: in/out of specialty {r['membership_accuracy']:.3f}"
-            print(f"  level {level}  {r['name']:<24} n={r['num_samples']:<5} accuracy {acc}{gen}{member}")
-    print(f"reuse: python examples/run_csl.py --dataset_name {data_args.dataset_name} --seed {run_args.seed} "
-          f"--teachers_name_or_path {path}")
+    return _teachers.main(argv, prog=PROG)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    return _teachers.cli(argv, prog=PROG)
 
 
 if __name__ == "__main__":
-    sys.exit(run_command(main))
+    sys.exit(cli())

@@ -76,7 +76,7 @@ def test_train_teachers_refuses_the_data_flags_it_would_ignore(tmp_path, capsys,
     value = {"--cache_dir": str(tmp_path), "--max_train_samples": "10", "--streaming": "True"}[flag]
     rc = run_command(scripts.train_teachers.main, [flag, value, "--output_dir", str(tmp_path / "t")])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and err.startswith(f"error: {flag} does not apply to train_teachers.py") and "\n" not in err
+    assert rc == 2 and err.startswith(f"error: {flag} does not apply to python examples/train_teachers.py") and "\n" not in err
     assert not (tmp_path / "t").exists()
 
 

@@ -21,7 +21,7 @@ from .report import REPORT_NAME
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["push_csl_outputs", "MAIN_ALLOW_PATTERNS", "MAIN_IGNORE_PATTERNS", "ROUND_IGNORE_PATTERNS"]
+__all__ = ["check_repo_id", "push_csl_outputs", "MAIN_ALLOW_PATTERNS", "MAIN_IGNORE_PATTERNS", "ROUND_IGNORE_PATTERNS"]
 
 # What goes to `main`: the final student and the run's summary, top-level files only.
 MAIN_ALLOW_PATTERNS = [
@@ -38,6 +38,25 @@ MAIN_ALLOW_PATTERNS = [
 # Never to `main`: anything inside a folder (round-*/, teachers/, cache/, checkpoint-*/, runs/), hidden/temp files.
 MAIN_IGNORE_PATTERNS = ["*/*", "round-*", "teachers/*", "cache/*", "checkpoint-*", "runs/*", ".*", "*.tmp"]
 ROUND_IGNORE_PATTERNS = [".*", "*.tmp", "*/.*"]
+
+
+def check_repo_id(repo_id: str) -> str:
+    """Refuse a repo id the Hub would reject, in one line, before anything is pushed (or trained):
+    `huggingface_hub.utils.validate_repo_id`'s rules (``name`` or ``namespace/name``; letters, digits, ``-``, ``_``,
+    ``.``; no ``--`` or ``..``; at most 96 characters).
+
+    Raises:
+        `CSLError`: naming the id, what is wrong with it and the flag that sets it.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        first = str(err).strip().splitlines()[0]
+        raise CSLError(f"the Hub repo id {repo_id!r} is not valid ({first}); pass --hub_model_id user/name with "
+                       "letters, digits, '-', '_' or '.' only") from None
+    return repo_id
 
 
 def push_csl_outputs(
