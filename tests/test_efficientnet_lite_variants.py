@@ -132,7 +132,7 @@ def test_real_weights_match_the_reference(variant, tmp_path):
         if HAS_REFERENCE:
             from efficientnet_lite_pytorch import EfficientNet
 
-            reference = EfficientNet.from_pretrained(variant, weights_path=convert_mod.default_lite_weights_path(variant),
-                                                     image_size=None).eval()
+            weights = convert_mod.default_lite_weights_path(variant)
+            reference = EfficientNet.from_pretrained(variant, weights_path=weights, image_size=None).eval()
             for x in (x64, x256):
                 assert (lite(pixel_values=x).logits - reference(x)).abs().max().item() < 1e-4

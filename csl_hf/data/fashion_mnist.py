@@ -121,7 +121,8 @@ def _read_split(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     images_stem, labels_stem = _FILES[split]
     images, labels = read_idx(_find(folder, images_stem)), read_idx(_find(folder, labels_stem))
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise CSLError(f"Fashion-MNIST {split} files in {folder} disagree: images {images.shape}, labels {labels.shape}")
+        raise CSLError(f"Fashion-MNIST {split} files in {folder} disagree: images {images.shape}, "
+                       f"labels {labels.shape}")
     if len(labels) and labels.max() >= len(FASHION_MNIST_CLASSES):
         raise CSLError(f"Fashion-MNIST {split} labels in {folder} go up to {labels.max()}, expected 0..9")
     return images, labels.astype(np.int64)
@@ -186,7 +187,8 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> datasets.Da
 # The shifted domain: corrupted copies
 
 
-def shifted_assignment(labels: np.ndarray, seed: int = SHIFT_SEED, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+def shifted_assignment(labels: np.ndarray, seed: int = SHIFT_SEED,
+                       split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """Which rows of a split are corrupted, and how: ``(domain, corruption)``, int64 arrays of ``len(labels)``.
 
     ``domain`` is 1 for half of the rows of every class (``floor(n_c / 2)`` clean, the rest corrupted, chosen by

@@ -68,7 +68,8 @@ def load_csl_dataset(
             not exist or is not a directory, or a Hub dataset that cannot be loaded (e.g. offline).
     """
     name = os.fspath(name_or_path)
-    single_split = name in _BUNDLED_LOADERS and name not in _BUNDLED_WITH_SPLITS or os.path.isdir(os.path.expanduser(name))
+    bundled_single = name in _BUNDLED_LOADERS and name not in _BUNDLED_WITH_SPLITS
+    single_split = bundled_single or os.path.isdir(os.path.expanduser(name))
     if single_split and split not in (None, "train", "all"):
         raise ValueError(
             f"{name!r} has a single split (use split=None); make teacher/train/test splits with make_weak_to_strong_splits"
@@ -80,9 +81,11 @@ def load_csl_dataset(
         if name in _BUNDLED_WITH_SPLITS:
             if split is not None and split not in ds:
                 raise ValueError(f"{name!r} has the splits {', '.join(ds)} (or split=None for both), not {split!r}")
+            if split is None and not streaming:
+                return ds
             if split is None:
                 return datasets.IterableDatasetDict(
-                    {k: v.to_iterable_dataset(num_shards=min(len(v), 1024)) for k, v in ds.items()}) if streaming else ds
+                    {k: v.to_iterable_dataset(num_shards=min(len(v), 1024)) for k, v in ds.items()})
             ds = ds[split]
         # Many small shards: the bundled sets are sorted by class, and a streaming shuffle permutes shards.
         return ds.to_iterable_dataset(num_shards=min(len(ds), 1024)) if streaming else ds
