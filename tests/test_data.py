@@ -106,7 +106,7 @@ def test_digits_domains_contents(digits):
 
 
 def test_load_csl_dataset_dispatch(tmp_path, animals):
-    assert BUNDLED_DATASETS == ("animal_mnist", "digits_domains")
+    assert BUNDLED_DATASETS == ("animal_mnist", "digits_domains", "fashion_mnist", "fashion_mnist_shifted")
     ds = load_csl_dataset("animal_mnist")
     assert isinstance(ds, datasets.Dataset) and len(ds) == len(animals)
     stream = load_csl_dataset("digits_domains", streaming=True)

@@ -3,7 +3,9 @@
 ``load_csl_dataset(name_or_path)`` resolves, in this order:
 
 1. a bundled name (:data:`BUNDLED_DATASETS`): ``animal_mnist`` (10 animal classes) or
-   ``digits_domains`` (10 digits x 2 domains), built offline from installed PyPI packages;
+   ``digits_domains`` (10 digits x 2 domains), built offline from installed PyPI packages; ``fashion_mnist`` and
+   ``fashion_mnist_shifted`` (+ a corrupted domain), from Debian's files or the Hub, with their own test split
+   (a ``DatasetDict``; see :mod:`csl_hf.data.fashion_mnist`);
 2. an existing local directory: an image folder, ``path/<class>/<image>`` or
    ``path/<domain>/<class>/<image>`` (see :mod:`csl_hf.data.image_folder`);
 3. anything else: ``datasets.load_dataset(name_or_path, ...)`` (a Hub dataset id, or a dataset
@@ -21,12 +23,16 @@ import datasets
 
 from .animal_mnist import load_animal_mnist
 from .digits_domains import load_digits_domains
+from .fashion_mnist import load_fashion_mnist, load_fashion_mnist_shifted
 from .image_folder import load_image_folder
 
 __all__ = ["BUNDLED_DATASETS", "load_csl_dataset", "infer_columns", "class_names", "is_local_source"]
 
-BUNDLED_DATASETS = ("animal_mnist", "digits_domains")
-_BUNDLED_LOADERS = {"animal_mnist": load_animal_mnist, "digits_domains": load_digits_domains}
+BUNDLED_DATASETS = ("animal_mnist", "digits_domains", "fashion_mnist", "fashion_mnist_shifted")
+_BUNDLED_LOADERS = {"animal_mnist": load_animal_mnist, "digits_domains": load_digits_domains,
+                    "fashion_mnist": load_fashion_mnist, "fashion_mnist_shifted": load_fashion_mnist_shifted}
+#: Bundled sets that come as a ``DatasetDict`` with their own ``train`` and ``test`` splits.
+_BUNDLED_WITH_SPLITS = ("fashion_mnist", "fashion_mnist_shifted")
 
 IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values")
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label")
@@ -62,7 +68,8 @@ def load_csl_dataset(
             not exist or is not a directory, or a Hub dataset that cannot be loaded (e.g. offline).
     """
     name = os.fspath(name_or_path)
-    single_split = name in _BUNDLED_LOADERS or os.path.isdir(os.path.expanduser(name))
+    bundled_single = name in _BUNDLED_LOADERS and name not in _BUNDLED_WITH_SPLITS
+    single_split = bundled_single or os.path.isdir(os.path.expanduser(name))
     if single_split and split not in (None, "train", "all"):
         raise ValueError(
             f"{name!r} has a single split (use split=None); make teacher/train/test splits with make_weak_to_strong_splits"
@@ -71,6 +78,15 @@ def load_csl_dataset(
         if kwargs:
             raise ValueError(f"bundled dataset {name!r} takes no loading options, got {sorted(kwargs)}")
         ds = _named(_BUNDLED_LOADERS[name](), name)
+        if name in _BUNDLED_WITH_SPLITS:
+            if split is not None and split not in ds:
+                raise ValueError(f"{name!r} has the splits {', '.join(ds)} (or split=None for both), not {split!r}")
+            if split is None and not streaming:
+                return ds
+            if split is None:
+                return datasets.IterableDatasetDict(
+                    {k: v.to_iterable_dataset(num_shards=min(len(v), 1024)) for k, v in ds.items()})
+            ds = ds[split]
         # Many small shards: the bundled sets are sorted by class, and a streaming shuffle permutes shards.
         return ds.to_iterable_dataset(num_shards=min(len(ds), 1024)) if streaming else ds
     if os.path.isdir(os.path.expanduser(name)):

