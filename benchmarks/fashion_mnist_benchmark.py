@@ -122,7 +122,7 @@ def patch_labeling_timer() -> Timed | None:
     """Time `build_cache` where the trainer calls it (``csl_hf.run_cache``; None if that module moved)."""
     import importlib
 
-    for module_name in ("csl_hf.run_cache", "csl_hf.cache.run_cache", "csl_hf.trainer.run_cache"):
+    for module_name in ("csl_hf.cache.reuse",):
         try:
             module = importlib.import_module(module_name)
         except ImportError:

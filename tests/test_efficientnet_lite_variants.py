@@ -97,7 +97,7 @@ def test_fake_lite2_weights_convert_to_a_native_checkpoint(tmp_path):
 
 
 def test_missing_wheel_is_one_line(tmp_path, monkeypatch):
-    from csl_hf.student import StudentUnavailable, load_student
+    from csl_hf.models.student import StudentUnavailable, load_student
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
