@@ -106,6 +106,8 @@ def jsonable(value: Any) -> Any:
         return value
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
     return str(getattr(value, "value", value))
 
 

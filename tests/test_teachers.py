@@ -45,7 +45,9 @@ def test_hierarchy_structure(mixture):
     assert cfg.specialties[0] == {"classes": list(range(10))}
     assert cfg.specialties[1:3] == [{"classes": [0, 1, 2, 3, 4]}, {"classes": [5, 6, 7, 8, 9]}]
     assert cfg.specialties[3] == {"classes": [0, 1]}
-    assert cfg.teacher_names[:3] == ["generalist", "classes 0-4", "classes 5-9"]
+    # Teachers are named by their classes' names, as the console and the card name them.
+    assert cfg.teacher_names[:4] == ["generalist", "bear, bird, cat, cow +1", "elephant, giraffe, horse, sheep +1",
+                                     "bear, bird"]
     assert cfg.num_labels == 10 and len(cfg.preprocessing) == cfg.num_teachers
     assert cfg.preprocessing[0]["size"] == [28, 28]
     assert cfg.teacher_configs[0]["model_type"] == "convnext"

@@ -173,7 +173,8 @@ class CSLArgumentParser(HfArgumentParser):
 
     def __init__(self, dataclass_types, description: str = "", help_groups: list[tuple[str, list[str]]] | None = None,
                  prog: str | None = None):
-        super().__init__(dataclass_types, description=description, prog=prog, add_help=False)
+        # No prefix matching: `--learning_rat 7e-4` is an unknown flag, not --learning_rate (argparse's allow_abbrev).
+        super().__init__(dataclass_types, description=description, prog=prog, add_help=False, allow_abbrev=False)
         self.help_groups = help_groups or []
         # HfArgumentParser adds --no_FLAG only for booleans that default to True; an optional boolean (None: decided
         # by the mode) gets it too, so every boolean flag can be turned off the same way.
@@ -201,7 +202,10 @@ class CSLArgumentParser(HfArgumentParser):
         width = 100
         lines = [f"usage: {self.prog} [CONFIG.yaml|CONFIG.json] [--flag value ...]", ""]
         for paragraph in self.description.strip().split("\n\n"):
-            lines += [textwrap.fill(" ".join(paragraph.split()), width), ""]
+            if all(line.startswith("    ") for line in paragraph.splitlines()):
+                lines += [*paragraph.splitlines(), ""]  # an indented block (example commands): as written
+            else:
+                lines += [textwrap.fill(" ".join(paragraph.split()), width), ""]
         shown = set()
         for title, names in self.help_groups:
             lines += [f"{title}:"]
@@ -217,15 +221,27 @@ class CSLArgumentParser(HfArgumentParser):
                 lines += textwrap.wrap(f.metadata.get("help", "").replace("%%", "%"), width, initial_indent=" " * 6,
                                        subsequent_indent=" " * 6)
             lines.append("")
+        from ..trainer.arguments_audit import REFUSED, REFUSED_IN_PROBE
+
         rest = sorted(n for n in fields if n not in shown)
+        if not rest:
+            return "\n".join(lines) + "\n"
+        refused = [n for n in rest if n in REFUSED]
+        probe_only = [n for n in rest if n in REFUSED_IN_PROBE]
+        honoured = [n for n in rest if n not in REFUSED and n not in REFUSED_IN_PROBE]
         pointer = ("Every other transformers.TrainingArguments flag works as in transformers (see "
                    "https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments; "
-                   f"`{self.prog} --help_all` prints each one's help). Flags that do not apply to a CSL run are "
-                   "refused with one line (docs/troubleshooting.md lists which apply in which mode). Booleans take "
-                   "True/False; `--no_FLAG` is the same as `--FLAG False`.")
+                   f"`{self.prog} --help_all` prints each one's help), except those refused below, with one line "
+                   "that says why (docs/troubleshooting.md). Booleans take True/False; `--no_FLAG` is the same as "
+                   "`--FLAG False`.")
         lines += textwrap.wrap(pointer, width) + [""]
-        lines += textwrap.wrap(", ".join(rest), width, initial_indent="  ", subsequent_indent="  ")
-        return "\n".join(lines) + "\n"
+        for title, names in (("Honoured:", honoured), ("Honoured with --student_mode full, refused in probe mode:",
+                                                        probe_only), ("Refused (they do not apply to a CSL run):",
+                                                                      refused)):
+            if names:
+                lines += [title] + textwrap.wrap(", ".join(names), width, initial_indent="  ",
+                                                 subsequent_indent="  ") + [""]
+        return "\n".join(lines)
 
     def format_help_all(self) -> str:
         return super().format_help()
@@ -317,26 +333,40 @@ def parse_run_args(parser: CSLArgumentParser, argv: list[str] | None = None) -> 
     except ValueError as err:
         if isinstance(err, CSLError):
             raise
+        unknown = [a.split("=", 1)[0] for a in argv if a.startswith("--") and a.split("=", 1)[0][2:] not in
+                   {n for f in parser._fields() for n in (f, f"no_{f}")} | {"help", "help_all"}]
+        if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0][2:], list(parser._fields()), n=1)
+            hint = f" (did you mean --{close[0]}?)" if close else ""
+            raise CSLError(f"unknown flag {unknown[0]}{hint}; see {parser.prog} --help") from None
         raise CSLError(f"{str(err).strip().splitlines()[0]}; see {parser.prog} --help") from None
     return tuple(p for p in parsed if dataclasses.is_dataclass(p))
 
 
 def resolved_config(parser: CSLArgumentParser) -> dict[str, Any]:
-    """The settings of the run `parse_run_args` last parsed: every flag given on the command line or in a config
-    file (or recorded by the run being resumed) that differs from its declared default, as plain JSON values, secrets
-    left out. Written as ``OUTPUT_DIR/run_config.yaml``, it reruns the run: ``python examples/run_csl.py
-    run_config.yaml``. Taken from the parsed command line, not from the dataclasses, whose ``__post_init__`` turns
-    some values into objects (``accelerator_config``) that would not parse back."""
+    """The settings of the run `parse_run_args` last parsed, as plain JSON values: every setting that shapes the
+    results, whatever its value (every CSL, data, model and teacher flag, and the training settings in
+    `csl_hf.trainer.arguments_audit.RESULT_SETTINGS`), so that a rerun means the same run after a default changes;
+    any other flag only where it was set (given on the command line or in a config file, or recorded by the run being
+    resumed); secrets and per-invocation switches left out. Written as ``OUTPUT_DIR/run_config.yaml``, it reruns the
+    run: ``csl-hf run run_config.yaml``. Taken from the parsed command line, not from the dataclasses, whose
+    ``__post_init__`` turns some values into objects (``accelerator_config``) that would not parse back."""
+    from transformers import TrainingArguments
+
+    from ..trainer.arguments_audit import RESULT_SETTINGS, is_set
+
     namespace = getattr(parser, "last_namespace", None)
     if namespace is None:
         raise ValueError("resolved_config needs a parser that parse_run_args has used")
     fields = parser._fields()
+    stock = {f.name for f in dataclasses.fields(TrainingArguments)}
     out: dict[str, Any] = {}
     for name, value in vars(namespace).items():
         f = fields.get(name)
         if f is None or name in _NOT_RECORDED:
             continue
-        default = field_default(f)
-        if name == "output_dir" or default is dataclasses.MISSING or jsonable(value) != jsonable(default):
+        if name not in stock or name in RESULT_SETTINGS or name == "output_dir" or is_set(value, f):
             out[name] = jsonable(value)
     return out

@@ -6,7 +6,8 @@
 
 The dataset is cut into teacher / train / test splits exactly as csl-hf run cuts it (same flags, same
 defaults, same seed), and the teachers learn from the labels of the teacher split only: a generalist over all
-classes, then levels of class-block specialists (--teachers_per_level 1,2,4,5) or one specialist per domain
+classes, then levels of class specialists (--teachers_per_level 1,2,4,5; the classes the generalist confuses share one,
+--specialties auto, or contiguous id blocks, --specialties blocks) or one specialist per domain
 (--teacher_domain_level), every one trained for the same number of steps; with --specialty_gates, also a gate teacher
 per class specialist (for csl-hf run --assignment oos_gate). The mixture is saved to
 OUTPUT_DIR/teachers (safetensors) with the rows it was trained on, so that csl-hf run refuses a run whose test or

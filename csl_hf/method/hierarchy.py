@@ -181,9 +181,12 @@ def describe_classes(classes: Sequence[int] | None) -> str:
     return ",".join(map(str, classes[:10])) + ("..." if len(classes) > 10 else "")
 
 
-def specialty_names(specialties: Sequence[dict], num_labels: int) -> list[str]:
-    """Display names of teachers: ``generalist`` (all classes), ``classes 0-4`` / ``class 3`` (class specialists),
-    ``domain sketch`` (domain specialists)."""
+def specialty_names(specialties: Sequence[dict], num_labels: int, id2label: dict[int, str] | None = None,
+                    max_names: int = 4) -> list[str]:
+    """Display names of teachers: ``generalist`` (all classes), ``domain sketch`` (domain specialists) and, for class
+    specialists, their class names as the console and the card show them (``cat, dog``; past ``max_names`` names
+    the first ones and the count: ``cat, dog, fox, owl +3``), or without ``id2label`` their ids (``classes 0-4``,
+    ``class 3``)."""
     names = []
     for spec in specialties:
         classes = spec.get("classes")
@@ -191,6 +194,9 @@ def specialty_names(specialties: Sequence[dict], num_labels: int) -> list[str]:
             names.append(f"domain {spec['domain']}")
         elif classes is not None and sorted(classes) == list(range(num_labels)):
             names.append("generalist")
+        elif id2label is not None and classes is not None:
+            shown = ", ".join(str(id2label[int(c)]) for c in list(classes)[:max_names])
+            names.append(shown + (f" +{len(classes) - max_names}" if len(classes) > max_names else ""))
         elif classes is not None and len(classes) == 1:
             names.append(f"class {classes[0]}")
         else:

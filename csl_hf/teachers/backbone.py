@@ -214,7 +214,7 @@ def train_backbone_heads(
             heads[k] = fit(k, list(spec["classes"]))
     mixture = TeacherMixture.from_backbone(
         backbone, [heads[k] for k in range(len(specialties))], specialties, levels, id2label=id2label,
-        teacher_names=specialty_names(specialties, num_labels), preprocessing=preprocessing)
+        teacher_names=specialty_names(specialties, num_labels, id2label), preprocessing=preprocessing)
     mixture.config.training_data = {"num_images": int(len(y)), "specialties": "auto (generalist confusions)" if auto
                                     else "blocks" if args.specialties == "blocks" else "given"}
     return mixture

@@ -151,7 +151,7 @@ def _train_independent_teachers(
                     per_level, _confusion(teachers[0], split.pixel_values, split.labels, num_labels), present)
                 _log_specialties(specialties, levels, names)
             spec = specialties[k]
-            teacher_names = specialty_names(specialties, num_labels)
+            teacher_names = specialty_names(specialties, num_labels, id2label)
             bar.set_description(f"teacher {k + 1}/{len(specialties)} ({teacher_names[k]})")
             x, y, class_subset = split.pixel_values, split.labels, None
             if "domain" in spec:
@@ -173,7 +173,7 @@ def _train_independent_teachers(
         bar.close()
         torch.set_num_threads(threads)
     mixture = TeacherMixture.from_teachers(
-        teachers, specialties, levels, teacher_names=specialty_names(specialties, num_labels),
+        teachers, specialties, levels, teacher_names=specialty_names(specialties, num_labels, id2label),
         preprocessing=[preprocessing] * len(teachers),
         domain_names=split.domain_names if any("domain" in s for s in specialties) else None,
         gate_teachers=gates or None, gate_specialists=gated or None,

@@ -13,7 +13,7 @@ import dataclasses
 from ..errors import CSLError
 from ..utils import field_default, jsonable
 
-__all__ = ["HONOURED", "RANGES", "REFUSED", "REFUSED_IN_PROBE", "audit_table", "check_training_arguments"]
+__all__ = ["DERIVED", "HONOURED", "RESULT_SETTINGS", "is_set", "RANGES", "REFUSED", "REFUSED_IN_PROBE", "audit_table", "check_training_arguments"]
 
 _EVAL = ("every round's student is evaluated on the test split (its accuracy and PGR are in the report); "
          "call trainer.evaluate() for more")
@@ -78,6 +78,15 @@ HONOURED = {
     "do_train": "the script always trains",
 }
 
+#: The stock `TrainingArguments` that shape a run's results: recorded in ``run_config.yaml`` whatever their value, so
+#: that a rerun means the same run after a default changes (every CSL, data, model and teacher setting is too).
+RESULT_SETTINGS = (
+    "seed", "full_determinism", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "weight_decay",
+    "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "optim", "optim_args", "label_smoothing_factor",
+    "bf16", "fp16", "use_cpu",
+)
+
 #: Numeric fields and the values they accept (``field -> (test, wording)``): TrainingArguments checks only a few of
 #: them itself, and a run with a batch of 0 or a negative learning rate would otherwise fail late or train nothing.
 RANGES = {
@@ -92,8 +101,21 @@ RANGES = {
 }
 
 
-def _is_set(value, field: dataclasses.Field) -> bool:
-    """``value`` differs from the field's default (the config class's own, e.g. ``save_strategy="no"``)."""
+#: Settings that `TrainingArguments.__post_init__` derives from others: ``field -> what it derives, given the config``
+#: (``None``: nothing). A config rebuilt from another (``dataclasses.replace``, a resumed or compared run) carries
+#: these derived values as if they were given; the audit judges what the *user* set, so a value equal to the derived
+#: one is not the user's.
+DERIVED = {
+    "dataloader_pin_memory": lambda config: False if getattr(config, "use_cpu", False) else None,
+}
+
+
+def is_set(value, field: dataclasses.Field, config=None) -> bool:
+    """``value`` differs from the field's default (the config class's own, e.g. ``save_strategy="no"``) and from what
+    transformers derives for it from the other settings (`DERIVED`)."""
+    derive = DERIVED.get(field.name)
+    if config is not None and derive is not None and derive(config) is not None and value == derive(config):
+        return False
     default = field_default(field)
     default = None if default is dataclasses.MISSING else default
     off = (None, False, "", "no", "none", [], {})  # the command line may give False for a default of "no"
@@ -116,7 +138,7 @@ def check_training_arguments(config) -> None:
     fields = {f.name: f for f in dataclasses.fields(config)}
     probe = getattr(config, "student_mode", "probe") == "probe"
     for name, why in (*REFUSED.items(), *(REFUSED_IN_PROBE.items() if probe else ())):
-        if name in fields and _is_set(getattr(config, name, None), fields[name]):
+        if name in fields and is_set(getattr(config, name, None), fields[name], config):
             raise CSLError(f"--{name} does not apply to a CSL run: {why}; drop it")
 
 

@@ -1,15 +1,16 @@
-"""Console output of a CSL run: a progress bar per training phase that says which phase it is, and loss logs as
-one readable line instead of a dict of strings. They replace the Trainer's `ProgressCallback` (or, with
-``disable_tqdm``, its `PrinterCallback`) in `CoSupervisedTrainer`."""
+"""Console output of a CSL run: a progress bar per training phase that says which phase it is, loss logs as one
+readable line instead of a dict of strings, and one line per finished round (its keep rate, precision, test accuracy
+and PGR). They replace the Trainer's `ProgressCallback` (or, with ``disable_tqdm``, its `PrinterCallback`) in
+`CoSupervisedTrainer` and print as those do, on the main process, whatever the logging setup: a run from Python says
+per round what the command line says."""
 
 from __future__ import annotations
 
 from transformers import ProgressCallback, TrainerCallback
-from transformers.utils import logging
 
-__all__ = ["PhaseProgressCallback", "PhaseLogCallback", "format_log_line"]
+from ..outputs.report import format_round_line
 
-logger = logging.get_logger("csl_hf")
+__all__ = ["PhaseProgressCallback", "PhaseLogCallback", "format_log_line", "console_line"]
 
 # Per-phase summary keys the Trainer logs at the end of each train(); the run prints its own per-round summary.
 _SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss", "total_flos")
@@ -35,8 +36,18 @@ def _phase_step(trainer, state) -> int:
     return state.global_step - (trainer.phase_step_offset if trainer.phase_label else 0)
 
 
+def console_line(trainer, state, logs: dict) -> str | None:
+    """What the console prints for one ``on_log``: a finished round's line (`format_round_line` of the trainer's
+    last round record) for round metrics, a progress line for a phase's loss logs, ``None`` for anything else."""
+    if "csl/level" in logs:
+        records = trainer.round_records
+        return format_round_line(records[-1]) if records else None
+    return format_log_line(trainer.phase_label, logs, _phase_step(trainer, state), state.max_steps)
+
+
 class PhaseProgressCallback(ProgressCallback):
-    """The Trainer's progress bar, described by the phase it trains (``ceiling``, ``level 0 (1 teacher)``, ...)."""
+    """The Trainer's progress bar, described by the phase it trains (``ceiling``, ``level 0 (1 teacher)``, ...), with
+    the loss logs and each finished round's line written above it."""
 
     def __init__(self, trainer):
         super().__init__()
@@ -48,20 +59,23 @@ class PhaseProgressCallback(ProgressCallback):
             self.training_bar.set_description(self._trainer.phase_label or "train")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and self.training_bar is not None and logs:
-            line = format_log_line(self._trainer.phase_label, logs, _phase_step(self._trainer, state), state.max_steps)
-            if line:
+        if state.is_world_process_zero and logs:
+            line = console_line(self._trainer, state, logs)
+            if line and self.training_bar is not None:
                 self.training_bar.write(line)
+            elif line:  # between phases (a round's line): no bar to write above
+                print(line, flush=True)
 
 
 class PhaseLogCallback(TrainerCallback):
-    """With ``disable_tqdm``: the loss logs as readable lines through the ``csl_hf`` logger (main process only)."""
+    """With ``disable_tqdm``: the loss logs and each round's line as printed lines (main process only), as the
+    Trainer's `PrinterCallback` prints its logs."""
 
     def __init__(self, trainer):
         self._trainer = trainer
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
-            line = format_log_line(self._trainer.phase_label, logs, _phase_step(self._trainer, state), state.max_steps)
+            line = console_line(self._trainer, state, logs)
             if line:
-                logger.info(line)
+                print(line, flush=True)

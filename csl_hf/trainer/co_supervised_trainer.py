@@ -27,7 +27,7 @@ from ..metrics import pgr_of
 from ..models.student import parameter_groups
 from ..models.teacher_mixture import TeacherMixture
 from ..outputs import checkpoints
-from ..outputs.report import build_report, format_round_line, train_output
+from ..outputs.report import build_report, train_output
 from .baselines import BaselineChains
 from .callbacks import PhaseLogCallback, PhaseProgressCallback
 from .co_supervised_config import CoSupervisedConfig
@@ -113,6 +113,7 @@ class CoSupervisedTrainer(StudentTrainer):
         self._phase_losses: list[tuple[int, float]] = []
         self._run_log: list[dict[str, Any]] = []  # the whole run's log history (each phase's state starts empty)
         self._weak = self._ceiling = None
+        self.round_records: list[dict[str, Any]] = []  # this run's round records so far (the report's "rounds")
         # Progress bars and printed logs that name the phase (ceiling, level 0, ...) instead of raw dicts.
         for stock in (ProgressCallback, PrinterCallback):
             self.remove_callback(stock)
@@ -207,13 +208,14 @@ class CoSupervisedTrainer(StudentTrainer):
         test_rows = cache.rows(TEST_SPLIT)
         num_levels = len(cache.levels) if args.max_levels is None else min(args.max_levels, len(cache.levels))
         self._steps_before_phase, self._phase_losses, self._run_log = 0, [], []
-        rounds: list[dict[str, Any]] = []
+        rounds = self.round_records = []
         previous = None
         chains = BaselineChains(args.baseline_list(), cache) if args.baseline_list() else None
         if resume_from_checkpoint:
             directory = resume_directory(args, resume_from_checkpoint)
             progress = load_progress(args, cache, directory)
-            self._weak, self._ceiling, rounds = progress["weak_accuracy"], progress["ceiling_accuracy"], progress["rounds"]
+            self._weak, self._ceiling = progress["weak_accuracy"], progress["ceiling_accuracy"]
+            rounds = self.round_records = progress["rounds"]
             if chains is not None:
                 chains.restore(directory, progress.get("baselines") or {}, rounds[-1]["level"] if rounds else -1)
             if rounds:
@@ -230,8 +232,7 @@ class CoSupervisedTrainer(StudentTrainer):
             record = self.train_round(level, previous)
             previous = self._mode.student_logits()
             rounds.append(record)
-            self._log_round(record)
-            logger.info(format_round_line(record))
+            self._log_round(record)  # the console callbacks print the round's line
             if args.save_round_checkpoints:
                 self.save_round(level, record)
             if chains is not None:
@@ -245,8 +246,10 @@ class CoSupervisedTrainer(StudentTrainer):
                                    chains.records if chains is not None else None, teacher_data)
         if args.should_save:
             checkpoints.write_report(args.output_dir, self.report)
-        # The trainer's state after train() describes the whole run, as after a plain Trainer.train().
+        # The trainer's state after train() describes the whole run, as after a plain Trainer.train(); no epoch (the
+        # phases' epochs add up to nothing meaningful, so evaluate() reports none).
         self.state.global_step, self.state.log_history = self._steps_before_phase, self._run_log
+        self.state.epoch = None
         return train_output(start, self._phase_losses, self.report)
 
     def train_round(self, level: int, previous: R.StudentLogits | None, assignment: str | None = None,
