@@ -1,6 +1,7 @@
 """Small helpers shared across csl_hf: atomic writes and dataclass settings as plain values.
 
-**Atomic writes**: every file and directory csl_hf writes is whole at any time. A run can be killed at any point
+**Atomic writes**: every file and directory csl_hf writes is whole at any time, with the mode a plain write would
+give it under the process's umask (not the owner-only mode of the temporary names). A run can be killed at any point
 (Ctrl-C, a preempted node, a full disk). Everything it writes goes to a temporary name in the same directory first
 and is renamed into place (``os.replace`` is atomic on one filesystem), so a reader sees either the previous version
 or the new one, never half of either.
@@ -22,6 +23,29 @@ __all__ = ["atomic_write", "atomic_write_json", "atomic_write_text", "staged_dir
            "field_default", "changed_fields"]
 
 
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it: the only way the OS offers)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _as_created(path: str, directory: bool = False) -> None:
+    """Give a temporary file or directory the mode a plain ``open`` / ``mkdir`` would: ``mkstemp`` and ``mkdtemp``
+    create them owner-only (0600 / 0700), which would make the run's outputs unreadable to anyone else."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
+def _as_created_tree(directory: str) -> None:
+    """`_as_created` for a directory and everything in it (writers such as safetensors' create owner-only files)."""
+    _as_created(directory, directory=True)
+    for root, dirs, files in os.walk(directory):
+        for name in dirs:
+            _as_created(os.path.join(root, name), directory=True)
+        for name in files:
+            _as_created(os.path.join(root, name))
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = "") -> str:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
 
@@ -34,6 +58,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: 
     os.close(fd)
     try:
         write(tmp)
+        _as_created(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -70,6 +95,7 @@ def staged_directory(final: str | os.PathLike) -> Iterator[str]:
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=parent)
     try:
         yield tmp
+        _as_created_tree(tmp)
         if os.path.isdir(final):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.old-", dir=parent)
             os.rmdir(old)
@@ -91,6 +117,7 @@ def publish_files(source_dir: str, target_dir: str) -> list[str]:
     time; used where the target directory holds other things that must stay, e.g. the final student in
     ``OUTPUT_DIR``). Returns the moved names."""
     os.makedirs(target_dir, exist_ok=True)
+    _as_created_tree(source_dir)
     names = sorted(os.listdir(source_dir))
     for name in names:
         os.replace(os.path.join(source_dir, name), os.path.join(target_dir, name))

@@ -50,11 +50,13 @@ from csl_hf import (
 )
 from csl_hf.cli.arguments import CSLArgumentParser, parse_run_args
 from csl_hf.cli.console import run_command, setup_logging
-from csl_hf.cli.steps import OutputDirectory, other_label_run
+from csl_hf.cli.output_dir import OutputDirectory
+from csl_hf.cli.steps import local_dataset_path, other_label_run
 from csl_hf.data.named_splits import load_named_splits
 from csl_hf.outputs.report import format_report_table
 from csl_hf.teachers import cache_teacher_accuracies
 
+PROG = "python examples/imagenet_recipe.py"
 # The paper's reference PGR (%) by number of teachers 1, 2, 4, 8 (AlexNet -> DINOv2 ViT-S/14, ImageNet).
 PAPER_PGR = {"hard labels": [49.7, 63.8, 67.0, 69.4], "soft labels": [56.8, 69.0, 73.4, 75.5]}
 
@@ -102,7 +104,7 @@ HELP_GROUPS = [
 
 def build_parser() -> CSLArgumentParser:
     return CSLArgumentParser((RecipeDataArguments, ModelArguments, TeacherTrainingArguments, CoSupervisedConfig),
-                             description=__doc__, help_groups=HELP_GROUPS, prog="python examples/imagenet_recipe.py")
+                             description=__doc__, help_groups=HELP_GROUPS, prog=PROG)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not teacher_args.teacher_backbone and not model_args.teachers_name_or_path:
         raise CSLError("the ImageNet recipe trains heads on a frozen backbone: pass --teacher_backbone (or start from "
                        "examples/configs/imagenet_recipe.yaml)")
-    with OutputDirectory(args):
+    with OutputDirectory(args, data_path=local_dataset_path(data_args.dataset_name), prog=PROG):
         data = load_named_splits(data_args.dataset_name, data_args.teacher_split, data_args.w2s_split,
                                  data_args.teacher_train_size, data_args.w2s_train_size, data_args.test_size,
                                  args.seed, data_args.streaming, data_args.shuffle_buffer_size,

@@ -17,7 +17,6 @@ cache rows (features, teacher probabilities, label, split per image).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +26,9 @@ from transformers import PreTrainedModel
 from transformers.utils import logging
 
 from .format import TRAIN_SPLIT, TEST_SPLIT, CSLCache
-from .sharding import INDEX_COLUMN, gather_rows, shard_split
-from ..data.images import preprocess_images
+from .decoding import DecodeBatches, Decoded, decoded_batches
+from .partial import PartialLabels
+from .sharding import gather_rows, shard_membership, shard_split
 from ..data.targets import raw_images
 from ..errors import CSLError
 from ..models.teacher_mixture.modeling_teacher_mixture import TeacherMixture
@@ -152,77 +152,22 @@ class _Rows:
 _STREAM_TEST_OFFSET = 1 << 50  # a streamed test split's provisional first index (above any train index)
 
 
-def _iter_batches(dataset, batch_size: int, base: int) -> Iterable[tuple[dict[str, list], list[int]]]:
-    """``(batch, global indices)``: a map-style shard is sliced (its rows are ``base, base+1, ...``), a stream is read
-    with `IterableDataset.iter` and carries its index column."""
-    if isinstance(dataset, datasets.IterableDataset):
-        for batch in dataset.iter(batch_size=batch_size):
-            yield batch, list(batch[INDEX_COLUMN])
-    else:
-        for start in range(0, len(dataset), batch_size):
-            batch = dataset[start : start + batch_size]
-            n = len(next(iter(batch.values()))) if batch else 0
-            yield batch, list(range(base + start, base + start + n))
-
-
-@dataclass
-class _Decoded:
-    """One batch, decoded: the pixels per preprocessing of the usable images, their global indices and the other
-    columns' values, how many images the batch had, and a bad image's message when they must not be skipped."""
-
-    batch: Any
-    indices: list[int]
-    columns: dict[str, list]
-    size: int
-    fatal: str | None = None
-
-
-class _DecodeBatches(torch.utils.data.Dataset):
-    """Map-style data as decoded batches: item ``i`` is batch ``i``, so that ``DataLoader`` workers
-    (``dataloader_num_workers``) decode and resize while the main process runs the models."""
-
-    def __init__(self, dataset, batch_size: int, base: int, image_col: str, columns: list[str],
-                 preprocessings: list[Preprocessing], min_size: int, skip_bad: bool):
-        self.dataset, self.batch_size, self.base, self.image_col = dataset, batch_size, base, image_col
-        self.columns, self.preprocessings, self.min_size, self.skip_bad = columns, preprocessings, min_size, skip_bad
-
-    def __len__(self) -> int:
-        return -(-len(self.dataset) // self.batch_size)
-
-    def __getitem__(self, i: int) -> _Decoded:
-        start = i * self.batch_size
-        raw = self.dataset[start : start + self.batch_size]
-        return _decode(raw, list(range(self.base + start, self.base + start + len(raw[self.image_col]))), self)
-
-
-def _decode(raw: dict[str, list], indices: list[int], spec) -> _Decoded:
-    try:
-        batch = preprocess_images(raw[spec.image_col], spec.preprocessings, spec.min_size, skip_bad=spec.skip_bad)
-    except ValueError as err:  # returned, not raised: a worker's exception would reach the user as a traceback
-        return _Decoded(None, [], {}, len(indices), fatal=str(err))
-    columns = {c: [raw[c][i] for i in batch.kept] for c in spec.columns if c in raw}
-    return _Decoded(batch, [indices[i] for i in batch.kept], columns, len(indices))
-
-
-def _decoded_batches(dataset, batch_size: int, base: int | None, spec: _DecodeBatches,
-                     num_workers: int, loader_kwargs: dict | None = None) -> Iterable[_Decoded]:
-    """Decoded batches of one shard: in ``num_workers`` DataLoader workers for map-style data, in this process for a
-    stream (which is read once, in order)."""
-    if isinstance(dataset, datasets.IterableDataset):
-        for raw, indices in _iter_batches(dataset, batch_size, 0):
-            yield _decode(raw, indices, spec)
-        return
-    spec.dataset, spec.base = dataset, base
-    if num_workers <= 0:
-        yield from (spec[i] for i in range(len(spec)))
-        return
-    yield from torch.utils.data.DataLoader(spec, batch_size=None, num_workers=num_workers, collate_fn=_as_is,
-                                           **(loader_kwargs or {}))
-
-
-def _as_is(item):
-    """The DataLoader's collate function: a decoded batch is already a batch (module level: workers pickle it)."""
-    return item
+def _batch_rows(batch, decoded: Decoded, new: list[int], split_id: int, labels, domain_col, teachers, student,
+                student_preprocessing, capture, device, dtype) -> dict[str, torch.Tensor]:
+    """The cache rows of one decoded batch's images at positions ``new`` (those no earlier pass labeled)."""
+    probs, feats, in_specialty = label_batch(batch.pixel_values, teachers, student, student_preprocessing, capture,
+                                             device, dtype)
+    pick = torch.tensor(new, dtype=torch.long)
+    out = {"index": torch.tensor(decoded.indices, dtype=torch.long)[pick], "probs": probs[pick],
+           "features": feats[pick]}
+    if in_specialty is not None:
+        out["in_specialty"] = in_specialty[pick]
+    labels = labels if labels is not None else [-1] * len(decoded.indices)
+    out["labels"] = torch.tensor([-1 if y is None else int(y) for y in labels], dtype=torch.long)[pick]
+    out["split"] = torch.full((len(new),), split_id, dtype=torch.int8)
+    if domain_col and domain_col in decoded.columns:
+        out["domains"] = torch.tensor(decoded.columns[domain_col], dtype=torch.long)[pick]
+    return out
 
 
 def build_cache(
@@ -244,6 +189,7 @@ def build_cache(
     source: dict[str, Any] | None = None,
     num_workers: int = 0,
     dataloader_kwargs: dict | None = None,
+    partial: PartialLabels | None = None,
 ) -> tuple[CSLCache, LabelingStats]:
     """Label the ``train`` and ``test`` splits (map-style or streaming datasets) into one `CSLCache`.
 
@@ -261,6 +207,8 @@ def build_cache(
             (``dataloader_num_workers``; a stream is decoded as it is read).
         dataloader_kwargs: more ``torch.utils.data.DataLoader`` arguments for those workers (``prefetch_factor``,
             ``multiprocessing_context``); used only with ``num_workers > 0``.
+        partial: write the rows in chunks as the pass goes (`csl_hf.cache.partial.PartialLabels`), and start after
+            the images its chunks already hold (an interrupted pass over the same teachers, student and data).
     Returns:
         ``(cache, stats)``. Under several processes every process returns the same gathered cache.
     """
@@ -279,6 +227,18 @@ def build_cache(
     from transformers.utils.logging import tqdm
 
     is_main = accelerator is None or accelerator.is_main_process
+    world = 1 if accelerator is None else accelerator.num_processes
+    rank = 0 if accelerator is None else accelerator.process_index
+    done: set[int] = set()
+    if partial is not None:  # an interrupted pass: its rows, and which images it did
+        loaded, done, skipped = partial.load(shard_membership(splits, world, rank))
+        for name, value in loaded.items():
+            rows.add(name, value)
+        for split_name, split_id in SPLIT_IDS.items():
+            stats.labeled[split_name] = int((loaded["split"] == split_id).sum()) if loaded else 0
+            stats.skipped[split_name] = len(skipped[split_name])
+        if done and is_main:
+            logger.info(f"labeling: resuming after {len(done)} images an interrupted pass labeled")
     try:
         for split_name in ("train", "test"):
             dataset = splits[split_name]
@@ -286,43 +246,40 @@ def build_cache(
             dataset = raw_images(dataset, image_col)
             # A global index per sample, so shards gathered from several processes can be put back in order.
             size = len(dataset) if isinstance(dataset, datasets.Dataset) else None
-            world = 1 if accelerator is None else accelerator.num_processes
-            rank = 0 if accelerator is None else accelerator.process_index
             dataset, base = shard_split(dataset, offset, world, rank)
-            stats.labeled[split_name] = stats.skipped[split_name] = 0
+            stats.labeled.setdefault(split_name, 0)
+            stats.skipped.setdefault(split_name, 0)
             bar = tqdm(total=size, desc=f"labeling {split_name}", unit="img", disable=not (show_progress and is_main))
             columns = [c for c in (label_col, domain_col) if c]
-            spec = _DecodeBatches(None, batch_size, 0, image_col, columns, preprocessings, min_image_size,
+            spec = DecodeBatches(None, batch_size, 0, image_col, columns, preprocessings, min_image_size,
                                   skip_bad=on_bad_image == "skip")
-            for decoded in _decoded_batches(dataset, batch_size, base, spec, num_workers, dataloader_kwargs):
+            for decoded in decoded_batches(dataset, batch_size, base, spec, num_workers, dataloader_kwargs, done):
                 if decoded.fatal is not None:
                     raise CSLError(f"{decoded.fatal} (in the {split_name} split); remove or fix the file, or pass "
                                    "--on_bad_image skip to skip and count bad images")
-                batch = decoded.batch
-                stats.skipped[split_name] += len(batch.errors)
-                stats.first_error = stats.first_error or next(iter(batch.errors), None)
                 bar.update(decoded.size * world)
-                keep = batch.kept
-                if not keep:
+                if decoded.done:
                     continue
-                probs, feats, in_specialty = label_batch(batch.pixel_values, teachers, student, student_preprocessing,
-                                                         capture, device, dtype)
-                rows.add("index", torch.tensor(decoded.indices, dtype=torch.long))
-                rows.add("probs", probs)
-                if in_specialty is not None:
-                    rows.add("in_specialty", in_specialty)
-                rows.add("features", feats)
-                labels = decoded.columns.get(label_col) if label_col else None
-                labels = labels if labels is not None else [-1] * len(keep)
-                rows.add("labels", torch.tensor([-1 if y is None else int(y) for y in labels], dtype=torch.long))
-                rows.add("split", torch.full((len(keep),), split_id, dtype=torch.int8))
-                if domain_col and domain_col in decoded.columns:
-                    rows.add("domains", torch.tensor(decoded.columns[domain_col], dtype=torch.long))
-                stats.labeled[split_name] += len(keep)
+                batch = decoded.batch
+                skipped = [j for j in decoded.skipped if j not in done]
+                stats.skipped[split_name] += len(skipped)
+                stats.first_error = stats.first_error or next(iter(batch.errors), None)
+                new = [i for i, j in enumerate(decoded.indices) if j not in done]
+                if new:
+                    labels = decoded.columns.get(label_col) if label_col else None
+                    batch_rows = _batch_rows(batch, decoded, new, split_id, labels, domain_col, teachers, student,
+                                             student_preprocessing, capture, device, dtype)
+                    for name, value in batch_rows.items():
+                        rows.add(name, value)
+                    stats.labeled[split_name] += len(new)
+                if partial is not None:
+                    partial.add(batch_rows if new else {}, {split_name: skipped}, decoded.size)
             bar.close()
             offset += size if size is not None else _STREAM_TEST_OFFSET  # a stream's length is known at its end
     finally:
         capture.remove()
+        if partial is not None:
+            partial.flush()  # whatever happened, the rows labeled so far are kept (interrupted: for the resume)
 
     local = {k: rows.pop(k) for k in ("index", "probs", "features", "labels", "split", "domains", "in_specialty")}
     merged = gather_rows(local, accelerator)

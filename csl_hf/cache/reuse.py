@@ -17,15 +17,19 @@ from ..utils import staged_directory
 from .format import CSLCache
 from ..errors import CacheError
 from .labeling import build_cache
+from .partial import PartialLabels
 from ..models.teacher_mixture.modeling_teacher_mixture import TeacherMixture
 from ..models.student import find_classifier
 
-__all__ = ["CACHE_DIR_NAME", "TEACHERS_DIR_NAME", "label_or_reuse", "labeling_fingerprint", "teachers_fingerprint"]
+__all__ = ["CACHE_DIR_NAME", "PARTIAL_DIR_NAME", "TEACHERS_DIR_NAME", "label_or_reuse", "labeling_fingerprint",
+           "save_teachers", "teachers_fingerprint"]
 
 logger = logging.get_logger(__name__)
 
 CACHE_DIR_NAME = "cache"
 TEACHERS_DIR_NAME = "teachers"
+#: A labeling pass in progress (`csl_hf.cache.partial`): its chunks, until the cache is saved.
+PARTIAL_DIR_NAME = "cache.partial"
 
 
 def _hash_tensors(module: torch.nn.Module, skip_prefix: str | None = None) -> str:
@@ -60,7 +64,8 @@ def teachers_fingerprint(teachers: TeacherMixture) -> str:
 def labeling_fingerprint(images, teachers: TeacherMixture, student: PreTrainedModel,
                          compact_topk: int | None, dtype: torch.dtype | None = None) -> dict[str, Any] | None:
     """What a cache's content depends on: the teachers (config and weights, gate teachers included), the student's
-    weights outside its classifier (the features are that classifier's input) and preprocessing, the two datasets
+    weights outside its classifier (the features are that classifier's input), its preprocessing and image processor
+    (class and settings), the two datasets
     (``datasets`` fingerprints) and the compact top-k. ``None`` when a dataset has no fingerprint (a stream): then it
     cannot be told whether an existing cache holds the same images."""
     train, test = (dataset_fingerprint(images.datasets[k]) for k in ("train", "test"))
@@ -71,6 +76,9 @@ def labeling_fingerprint(images, teachers: TeacherMixture, student: PreTrainedMo
         "teachers": teachers_fingerprint(teachers),
         "student": _hash_tensors(student, skip_prefix=head_name + "."),
         "preprocessing": images.preprocessing.to_dict(),
+        # The processor too (its class: transformers 5's fast and slow processors give slightly different pixels):
+        # a reused cache is never one labeled under another preprocessing.
+        "processor": images.processor,
         "train": train,
         "test": test,
         "compact_topk": compact_topk,
@@ -82,10 +90,33 @@ def labeling_fingerprint(images, teachers: TeacherMixture, student: PreTrainedMo
     return key
 
 
+def save_teachers(teachers: TeacherMixture, output_dir: str) -> str:
+    """Where the run's teachers are: the directory they were loaded from, or ``OUTPUT_DIR/teachers`` where they are
+    saved now (teachers trained by this run: saved as soon as they exist, so that an interrupted labeling pass keeps
+    them). Returns the path recorded in the cache's ``source.teachers`` (``"teachers"``: the run's own)."""
+    teachers_path = getattr(teachers, "name_or_path", "") or ""
+    if os.path.isdir(teachers_path):
+        return os.path.abspath(teachers_path)
+    path = os.path.join(output_dir, TEACHERS_DIR_NAME)
+    if not os.path.isfile(os.path.join(path, "config.json")) or _saved_fingerprint(path) != teachers_fingerprint(teachers):
+        with staged_directory(path) as tmp:
+            teachers.save_pretrained(tmp)
+    return TEACHERS_DIR_NAME
+
+
+def _saved_fingerprint(path: str) -> str | None:
+    try:
+        return teachers_fingerprint(TeacherMixture.from_pretrained(path))
+    except (OSError, ValueError):
+        return None
+
+
 def label_or_reuse(images, teachers: TeacherMixture, student: PreTrainedModel, args) -> CSLCache:
     """The cache of a `CoSupervisedTrainer` run from images: ``OUTPUT_DIR/cache`` when it was labeled from the same
-    teachers, student and data (see `labeling_fingerprint`), else a new labeling pass, saved there with the teachers
-    (in ``OUTPUT_DIR/teachers``, unless they were loaded from a directory, whose path is recorded instead).
+    teachers, student and data (see `labeling_fingerprint`), else a new labeling pass, saved there. The teachers are
+    saved first (in ``OUTPUT_DIR/teachers``, unless they were loaded from a directory, whose path is recorded
+    instead), and the pass writes its rows in chunks (``OUTPUT_DIR/cache.partial``, `csl_hf.cache.partial`): a pass
+    that is interrupted goes on, in the next run over the same teachers, student and data, after its last chunk.
 
     Under several processes every process labels its shard and returns the same gathered cache; the main process
     writes it.
@@ -96,6 +127,10 @@ def label_or_reuse(images, teachers: TeacherMixture, student: PreTrainedModel, a
     dtype = torch.bfloat16 if args.labeling_bf16 and state.device.type == "cuda" else None
     directory = os.path.join(args.output_dir, CACHE_DIR_NAME)
     key = labeling_fingerprint(images, teachers, student, args.compact_cache_topk, dtype)
+    teachers_source = TEACHERS_DIR_NAME
+    if args.should_save:
+        teachers_source = save_teachers(teachers, args.output_dir)
+    state.wait_for_everyone()
     if key is not None and os.path.isfile(os.path.join(directory, "cache.json")):
         try:
             cached = CSLCache.load(directory)
@@ -108,23 +143,25 @@ def label_or_reuse(images, teachers: TeacherMixture, student: PreTrainedModel, a
             logger.info(f"{directory} was labeled from other teachers, student or data: labeling again")
     teachers_path = getattr(teachers, "name_or_path", "") or ""
     source = {"dataset": images.dataset_name, "fingerprint": key,
-              "teachers": teachers_path if os.path.isdir(teachers_path) else TEACHERS_DIR_NAME}
+              "teachers": os.path.abspath(teachers_path) if os.path.isdir(teachers_path) else teachers_source}
+    # A stream has no fingerprint: without one, chunks of another pass could not be told apart, so none is kept.
+    partial = None if key is None else PartialLabels(os.path.join(args.output_dir, PARTIAL_DIR_NAME), key,
+                                                     rank=state.process_index)
     cache, stats = build_cache(
         images.datasets, teachers, student, images.preprocessing, image_col=images.image_column,
         label_col=images.label_column, domain_col=images.domain_column, batch_size=args.labeling_batch_size,
         accelerator=state, on_bad_image=args.on_bad_image, dtype=dtype, student_name=student.config.name_or_path or None,
         compact_topk=args.compact_cache_topk, show_progress=not args.disable_tqdm, source=source,
-        num_workers=args.dataloader_num_workers, dataloader_kwargs=labeling_loader_kwargs(args))
+        num_workers=args.dataloader_num_workers, dataloader_kwargs=labeling_loader_kwargs(args), partial=partial)
     if args.should_save:
         # Saved only once the pass succeeded: a failed pass leaves the output directory as it was.
-        if source["teachers"] == TEACHERS_DIR_NAME:
-            with staged_directory(os.path.join(args.output_dir, TEACHERS_DIR_NAME)) as tmp:
-                teachers.save_pretrained(tmp)
         cache.save(directory)
         logger.info(f"cache: {cache.num_samples} images x {cache.num_teachers} teachers in {directory} "
                     f"({cache.bytes_per_image_per_teacher():.0f} bytes per image per teacher); labeled {stats.labeled}, "
                     f"skipped {stats.skipped}")
     state.wait_for_everyone()
+    if partial is not None and args.should_save:
+        partial.remove()
     return cache
 
 

@@ -4,10 +4,12 @@ them in dataset order)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import datasets
 import torch
 
-__all__ = ["INDEX_COLUMN", "gather_rows", "shard_bounds", "shard_split"]
+__all__ = ["INDEX_COLUMN", "gather_rows", "shard_bounds", "shard_membership", "shard_split"]
 
 #: The column that carries a streamed sample's global index through the labeling pass.
 INDEX_COLUMN = "__csl_index__"
@@ -52,3 +54,21 @@ def gather_rows(local: dict[str, torch.Tensor | None], accelerator) -> dict[str,
     pieces = gather_object([local])
     return {k: (torch.cat([p[k] for p in pieces if p[k] is not None]) if any(p[k] is not None for p in pieces) else None)
             for k in local}
+
+
+def shard_membership(splits: dict[str, Any], num_processes: int, process_index: int):
+    """``in_shard(index [n] long) -> [n] bool``: the global indices this process labels (`shard_split`'s shards of
+    the ``train`` split, then of the ``test`` split, whose indices start after the training split's)."""
+    if num_processes <= 1:
+        return lambda index: torch.ones(len(index), dtype=torch.bool)
+    if not all(isinstance(splits[k], datasets.Dataset) for k in ("train", "test")):  # streams: the step split
+        return lambda index: index % num_processes == process_index
+    n_train = len(splits["train"])
+    bounds = [shard_bounds(n_train, num_processes, process_index)]
+    start, end = shard_bounds(len(splits["test"]), num_processes, process_index)
+    bounds.append((n_train + start, n_train + end))
+
+    def in_shard(index: torch.Tensor) -> torch.Tensor:
+        return ((index >= bounds[0][0]) & (index < bounds[0][1])) | ((index >= bounds[1][0]) & (index < bounds[1][1]))
+
+    return in_shard

@@ -132,8 +132,10 @@ class ModelArguments:
     lora_dropout: float = field(default=0.05, metadata={"help": "With --use_peft: dropout on the LoRA input."})
     lora_target_modules: list[str] | None = field(
         default=None,
-        metadata={"help": "With --use_peft: module names to adapt (e.g. query value for a ViT; expand_conv "
-                  "project_conv for an EfficientNet). Default: every linear layer but the classifier ('all-linear')."},
+        metadata={"help": "With --use_peft: names of the student's layers to adapt (e.g. q_proj v_proj for a "
+                  "transformers ViT; expand_conv project_conv for the bundled EfficientNet-Lite); a name that matches "
+                  "no layer is refused before any work, listing the student's layer names. Default: every linear "
+                  "layer but the classifier ('all-linear')."},
     )
 
     def __post_init__(self):

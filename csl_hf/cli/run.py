@@ -17,7 +17,7 @@ import os
 
 from ..cache import CSLCache
 from ..data.weak_to_strong import load_weak_to_strong_data
-from ..models.student import load_student
+from ..models.student import check_lora_targets, load_student
 from ..outputs.report import plot_pgr
 from ..teachers.arguments import TeacherTrainingArguments
 from ..trainer import CoSupervisedConfig, CoSupervisedTrainer
@@ -25,7 +25,20 @@ from ..utils import atomic_write_text
 from .arguments import CONFIG_NAME, CSLArgumentParser, DataArguments, ModelArguments, get_peft_config, \
     parse_run_args, resolved_config
 from .console import run_command, setup_logging
-from .steps import OutputDirectory, check_flags_apply, other_label_run, prepare_teachers, run_summary, student_for_cache
+from ..outputs.hub import check_push_possible
+from ..trainer.progress import PROGRESS_NAME, resume_directory
+from .output_dir import OutputDirectory, run_state
+from .steps import (
+    check_flags_apply,
+    finished_run,
+    hub_repo_id,
+    local_dataset_path,
+    other_label_run,
+    prepare_teachers,
+    push_finished_run,
+    run_summary,
+    student_for_cache,
+)
 
 __all__ = ["HELP_GROUPS", "build_parser", "main", "cli"]
 
@@ -70,7 +83,12 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf run") -> dict:
     data_args, model_args, teacher_args, args = parse_run_args(parser, argv)
     setup_logging(args)
     check_flags_apply(data_args, model_args, teacher_args, args)
-    with OutputDirectory(args):
+    if args.push_to_hub:  # the repo id and the Hub checked now, not after the whole run
+        check_push_possible(hub_repo_id(args), args.hub_token, args.output_dir)
+    if args.resume_from_checkpoint and run_state(resume_directory(args, args.resume_from_checkpoint)) == "finished":
+        return finished_run(args, prog)
+    local_data = None if data_args.cache_dir else local_dataset_path(data_args.dataset_name)
+    with OutputDirectory(args, data_path=local_data, keep_cache=not data_args.cache_dir, prog=prog):
         if data_args.cache_dir:
             cache = CSLCache.load(data_args.cache_dir)
             if args.compact_cache_topk:
@@ -85,18 +103,23 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf run") -> dict:
                 max_train_samples=data_args.max_train_samples, max_eval_samples=data_args.max_eval_samples,
                 streaming=data_args.streaming, shuffle_buffer_size=data_args.shuffle_buffer_size)
             check_flags_apply(data_args, model_args, teacher_args, args, data.domain_column, data.dataset_name)
-            # The student before the teachers: a bad student path fails in seconds, not after teacher training.
+            # The student before the teachers: a bad student path or LoRA target fails in seconds, not after
+            # teacher training.
             student, processor = load_student(model_args.student_model_name_or_path, data.id2label,
                                               image_size=model_args.student_image_size,
                                               allow_pickle_weights=model_args.allow_pickle_weights,
                                               labels_from=f"the dataset {data_args.dataset_name}")
+            peft_config = get_peft_config(model_args)
+            check_lora_targets(student, peft_config)
             teachers = prepare_teachers(model_args, teacher_args, data, args)
             trainer = CoSupervisedTrainer(model=student, teachers=teachers, args=args, train_dataset=data.train,
-                                          eval_dataset=data.test, processing_class=processor,
-                                          peft_config=get_peft_config(model_args))
+                                          eval_dataset=data.test, processing_class=processor, peft_config=peft_config)
         if args.should_save:
-            atomic_write_text(os.path.join(args.output_dir, CONFIG_NAME), _yaml(resolved_config(parser)))
-        trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+            atomic_write_text(os.path.join(args.output_dir, CONFIG_NAME), _yaml(resolved_config(parser), prog))
+        # A resume without recorded rounds (stopped while labeling) simply runs: the teachers and the labeled chunks
+        # on disk are reused.
+        resumable = args.resume_from_checkpoint and os.path.isfile(os.path.join(args.output_dir, PROGRESS_NAME))
+        trainer.train(resume_from_checkpoint=args.resume_from_checkpoint if resumable else None)
         report = trainer.report
         reports = {("soft labels" if args.soft_labels else "hard labels"): report}
         compare = model_args.compare_label_types
@@ -106,15 +129,18 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf run") -> dict:
             title = (data.dataset_name if data else (trainer.cache.source or {}).get("dataset")) or data_args.cache_dir
             plot = plot_pgr(reports, os.path.join(args.output_dir, "pgr.png"), title=f"CSL on {title}")
             trainer.save_model()
-            trainer.push_to_hub() if args.push_to_hub else trainer.create_model_card()
+            trainer.create_model_card()
             print(run_summary(args, reports, plot))
+            if args.push_to_hub:
+                push_finished_run(trainer, args)
     return report
 
 
-def _yaml(config: dict) -> str:
+def _yaml(config: dict, prog: str) -> str:
     import yaml
 
-    header = "# The resolved settings of this run: rerun it with  csl-hf run THIS_FILE  (or python examples/run_csl.py)\n"
+    header = (f"# Every setting that shapes this run's results: rerun it with  {prog} THIS_FILE  (flags after the "
+              "file override it)\n")
     return header + yaml.safe_dump(config, sort_keys=False)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 
 from transformers.utils import logging
 
@@ -15,15 +14,14 @@ from ..trainer.co_supervised_config import CoSupervisedConfig
 from ..errors import CSLError
 from ..utils import changed_fields
 from ..models.teacher_mixture.modeling_teacher_mixture import TeacherMixture
-from ..trainer.progress import PROGRESS_NAME, resume_directory
+from ..trainer.progress import resume_directory
 from ..models.student import StudentUnavailable, check_weights_format, load_student, use_safetensors
 
 logger = logging.get_logger("csl_hf")
 
-__all__ = ["OutputDirectory", "prepare_teachers", "check_teacher_overlap", "student_for_cache", "other_label_run",
-           "run_summary", "check_flags_apply"]
+__all__ = ["prepare_teachers", "check_teacher_overlap", "student_for_cache", "other_label_run", "run_summary",
+           "check_flags_apply", "finished_run", "hub_repo_id", "local_dataset_path", "push_finished_run"]
 
-_RUN_ENTRIES = ("csl_report.json", "csl_progress.json", "cache", "teachers")
 
 
 _DATA_FLAGS = ("dataset_name", "teacher_size", "test_size", "train_size", "max_train_samples", "max_eval_samples",
@@ -68,62 +66,6 @@ def check_flags_apply(data_args, model_args, teacher_args, args: CoSupervisedCon
         raise CSLError(f"--teachers_per_level does not apply to {dataset_name or 'this dataset'}: it has a "
                        f"{domain_column!r} column, so its teachers are the generalist plus one specialist per domain; "
                        "drop it")
-
-
-class OutputDirectory:
-    """The run's output directory: refuse one that holds another run, and leave it as it was found if the run fails
-    before it can be resumed.
-
-    On entry: ``output_dir`` must not hold a run (a report, rounds, a cache or teachers) unless
-    ``overwrite_output_dir`` or ``resume_from_checkpoint``. On an exception: if the run had saved resumable progress
-    (``csl_progress.json``), everything stays and the log says how to resume; otherwise whatever this run created is
-    removed (a directory it created is removed whole), so the same command can simply be run again.
-    """
-
-    def __init__(self, args: CoSupervisedConfig):
-        self.args = args
-        self.directory = args.output_dir
-        self.existed = os.path.isdir(self.directory)
-        self.before = set(os.listdir(self.directory)) if self.existed else set()
-
-    def __enter__(self) -> "OutputDirectory":
-        a = self.args
-        if self.existed and not a.overwrite_output_dir and not a.resume_from_checkpoint:
-            taken = sorted(n for n in self.before if n in _RUN_ENTRIES or n.startswith("round-"))
-            if taken:
-                raise CSLError(f"--output_dir {self.directory} already holds a run ({', '.join(taken[:3])}); pass "
-                               "--overwrite_output_dir True to replace it, --resume_from_checkpoint "
-                               f"{self.directory} to finish it, or choose another --output_dir")
-        if os.path.exists(self.directory) and not self.existed:
-            raise CSLError(f"--output_dir {self.directory} is a file, not a directory; choose another --output_dir")
-        if a.resume_from_checkpoint:  # checked now, not after the teachers are trained and the images labeled
-            resumed = resume_directory(a, a.resume_from_checkpoint)
-            progress = os.path.join(resumed, PROGRESS_NAME)
-            if not os.path.isfile(progress):
-                raise CSLError(f"--resume_from_checkpoint: {progress} does not exist; resume needs the output "
-                               "directory of a CSL run that saved progress (drop the flag to start a new run)")
-            if os.path.realpath(resumed) != os.path.realpath(self.directory):
-                raise CSLError(f"--resume_from_checkpoint {resumed} with --output_dir {self.directory}: a resume "
-                               f"finishes the run in its own directory (its teachers, cache and rounds); drop "
-                               f"--output_dir or pass --output_dir {resumed}")
-        # No process may write into the directory before every process has checked it.
-        a.distributed_state.wait_for_everyone()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None or not self.args.should_save or not os.path.isdir(self.directory):
-            return False
-        if os.path.isfile(os.path.join(self.directory, PROGRESS_NAME)) and PROGRESS_NAME not in self.before:
-            logger.warning(f"the run stopped after saving progress in {self.directory}; finish it with the same "
-                           f"command and --resume_from_checkpoint {self.directory}")
-            return False
-        if not self.existed:
-            shutil.rmtree(self.directory, ignore_errors=True)
-        else:
-            for name in set(os.listdir(self.directory)) - self.before:
-                path = os.path.join(self.directory, name)
-                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
-        return False
 
 
 def check_teacher_overlap(teachers: TeacherMixture, data, where: str) -> None:
@@ -294,3 +236,54 @@ def run_summary(args: CoSupervisedConfig, reports: dict[str, dict], plot: str | 
             where.append((name, os.path.join(out, sub)))
     lines += ["", "outputs:"] + [f"  {k:<28} {v}" for k, v in where]
     return "\n".join(lines)
+
+
+def local_dataset_path(dataset_name: str) -> str | None:
+    """The local folder a ``--dataset_name`` reads, if it is one (not a bundled name or a Hub id)."""
+    path = os.path.expanduser(os.fspath(dataset_name))
+    return path if os.path.isdir(path) else None
+
+
+def hub_repo_id(args: CoSupervisedConfig) -> str:
+    """The repo a run pushes to: ``--hub_model_id``, else the output directory's name."""
+    return args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
+
+
+def push_finished_run(trainer, args: CoSupervisedConfig) -> None:
+    """Push a run that finished and is saved; a failure that could not be foreseen (the network dropped) is one
+    line that says the run is saved and how to push it later.
+
+    Raises:
+        `CSLError`: the push failed.
+    """
+    repo_id = hub_repo_id(args)
+    try:
+        trainer.push_to_hub()
+    except CSLError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a network or Hub failure, whatever its type: one line
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CSLError(f"the push to {repo_id} failed ({first}); the run is saved in {args.output_dir}: push it later "
+                       f"with: csl-hf push {args.output_dir} --hub_model_id {repo_id}") from None
+
+
+def finished_run(args: CoSupervisedConfig, prog: str) -> dict:
+    """``--resume_from_checkpoint`` on a run that is finished: nothing to do; say so and where its outputs are.
+    Returns its report."""
+    import json
+
+    from ..outputs.report import REPORT_NAME
+
+    directory = resume_directory(args, args.resume_from_checkpoint)
+    with open(os.path.join(directory, REPORT_NAME), encoding="utf-8") as f:
+        report = json.load(f)
+    if args.should_save:
+        plot = os.path.join(directory, "pgr.png")
+        from types import SimpleNamespace
+
+        done = SimpleNamespace(output_dir=directory)  # what run_summary reads
+        print(f"the run in {directory} is finished ({REPORT_NAME}); nothing to resume (to train it again: {prog} "
+              f"{os.path.join(directory, 'run_config.yaml')} --output_dir NEW_DIR)")
+        print(run_summary(done, {"soft labels" if report["config"].get("soft_labels") else "hard labels": report},
+                          plot if os.path.isfile(plot) else None))
+    return report

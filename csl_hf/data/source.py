@@ -11,7 +11,7 @@ import torch
 
 from ..errors import CSLError
 from .loading import class_names, infer_columns
-from .preprocessing import Preprocessing
+from .preprocessing import Preprocessing, ProcessorPreprocessing, preprocessing_for
 from .targets import ImageTargets, StreamImageTargets
 
 __all__ = ["ImageSource"]
@@ -27,7 +27,9 @@ class ImageSource:
         datasets: ``{"train": ..., "test": ...}`` map-style or streaming ``datasets``.
         image_column, label_column, domain_column: the columns (``domain_column`` is ``None`` without domains).
         class_names: the label space, in class-id order.
-        preprocessing: the student's input pipeline (read off its image processor).
+        preprocessing: the student's input pipeline: its image processor's (`preprocessing_for`), so the student
+            learns from exactly what the processor saved with it gives at inference.
+        processor: the image processor's class and settings (the cache fingerprint covers them).
         dataset_name: the data's name or path for reports and model cards (``dataset.info.dataset_name``).
     """
 
@@ -36,8 +38,9 @@ class ImageSource:
     label_column: str | None
     domain_column: str | None
     class_names: list[str]
-    preprocessing: Preprocessing
+    preprocessing: Preprocessing | ProcessorPreprocessing
     dataset_name: str | None = None
+    processor: dict | None = None
 
     @classmethod
     def from_datasets(cls, train_dataset, eval_dataset, processing_class, teachers=None, cache=None) -> "ImageSource":
@@ -70,8 +73,8 @@ class ImageSource:
         info = getattr(train_dataset, "info", None)
         return cls(datasets={"train": train_dataset, "test": eval_dataset}, image_column=image_col,
                    label_column=label_col, domain_column=domain_col, class_names=names,
-                   preprocessing=Preprocessing.from_image_processor(processing_class),
-                   dataset_name=getattr(info, "dataset_name", None) or None)
+                   preprocessing=preprocessing_for(processing_class),
+                   dataset_name=getattr(info, "dataset_name", None) or None, processor=_describe(processing_class))
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -119,3 +122,11 @@ class ImageSource:
         finally:
             student.train(was_training)
         return torch.cat(logits), labels
+
+
+def _describe(processor) -> dict:
+    """An image processor's class and settings, as plain JSON (``to_dict`` of a transformers processor)."""
+    import json
+
+    settings = json.loads(processor.to_json_string()) if hasattr(processor, "to_json_string") else {}
+    return {"class": type(processor).__name__, **settings}

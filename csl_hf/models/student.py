@@ -29,6 +29,7 @@ __all__ = [
     "ClassifierProbe",
     "StudentUnavailable",
     "check_head",
+    "check_lora_targets",
     "check_weights_format",
     "find_classifier",
     "load_student",
@@ -217,3 +218,32 @@ def load_student(
         preprocessing = preprocessing.resized(image_size)
     return student.eval(), preprocessing.to_image_processor()
 
+
+#: The layer types LoRA adapters attach to (peft's LoRA supports these module types).
+_LORA_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
+
+
+def check_lora_targets(student: nn.Module, peft_config) -> None:
+    """Refuse, before any work, LoRA ``target_modules`` that name no layer of the student (peft would fail only once
+    the first full-mode round builds its model, after the teachers and the labeling pass). peft's rule: a module
+    matches a name when its qualified name is the name or ends with ``.name``; a string (``"all-linear"`` aside) is
+    a regex matched against the whole qualified name.
+
+    Raises:
+        `CSLError` (one line): the first name that matches nothing, with the student's layer names to choose from.
+    """
+    targets = getattr(peft_config, "target_modules", None)
+    if peft_config is None or targets is None or targets == "all-linear":
+        return
+    import re
+
+    names = [n for n, m in student.named_modules() if n and isinstance(m, _LORA_LAYERS)]
+    if isinstance(targets, str):
+        missing = [] if any(re.fullmatch(targets, n) for n in names) else [targets]
+    else:
+        missing = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+        raise CSLError(f"--lora_target_modules {missing[0]!r} names no layer of the student "
+                       f"({type(student).__name__}); its linear and convolution layers are named: "
+                       f"{', '.join(leaves[:20])}{', ...' if len(leaves) > 20 else ''}")

@@ -21,7 +21,7 @@ from .report import REPORT_NAME
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["check_repo_id", "push_csl_outputs", "MAIN_ALLOW_PATTERNS", "MAIN_IGNORE_PATTERNS", "ROUND_IGNORE_PATTERNS"]
+__all__ = ["check_push_possible", "check_repo_id", "push_csl_outputs", "MAIN_ALLOW_PATTERNS", "MAIN_IGNORE_PATTERNS", "ROUND_IGNORE_PATTERNS"]
 
 # What goes to `main`: the final student and the run's summary, top-level files only.
 MAIN_ALLOW_PATTERNS = [
@@ -57,6 +57,24 @@ def check_repo_id(repo_id: str) -> str:
         raise CSLError(f"the Hub repo id {repo_id!r} is not valid ({first}); pass --hub_model_id user/name with "
                        "letters, digits, '-', '_' or '.' only") from None
     return repo_id
+
+
+def check_push_possible(repo_id: str, token: str | None = None, output_dir: str = "OUTPUT_DIR") -> None:
+    """Before any work, when a run is asked to push: the repo id is one the Hub accepts (`check_repo_id`), and the
+    Hub answers with an account for ``token`` (``HfApi.whoami``).
+
+    Raises:
+        `CSLError` (one line): a bad repo id, offline mode, no network, or no login; each says how to push the
+        finished run later instead (``csl-hf push``).
+    """
+    check_repo_id(repo_id)
+    try:
+        HfApi(token=token).whoami()
+    except Exception as err:  # noqa: BLE001 - offline mode, no network, no token or a bad one: each one line
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CSLError(f"--push_to_hub: the Hub cannot be reached or no account is logged in ({first}); log in "
+                       f"(`hf auth login` or HF_TOKEN), or run without --push_to_hub and push the finished run later "
+                       f"with: csl-hf push {output_dir} --hub_model_id {repo_id}") from None
 
 
 def push_csl_outputs(

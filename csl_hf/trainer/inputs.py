@@ -8,7 +8,7 @@ from typing import Any
 from ..data.source import ImageSource
 from ..errors import CSLError
 from ..method.rounds import check_gates_available
-from ..models.student import check_head, find_classifier
+from ..models.student import check_head, check_lora_targets, find_classifier
 from .co_supervised_config import CoSupervisedConfig
 
 __all__ = ["check_inputs"]
@@ -53,4 +53,5 @@ def check_inputs(model, args, teachers, train_dataset, eval_dataset, cache, proc
         check_head(find_classifier(model)[1], num_labels, cache.feature_dim if cache is not None else None)
         if images is not None:
             images.check_student(model)
+        check_lora_targets(model, peft_config)
     return images
