@@ -143,12 +143,12 @@ def test_flags_that_would_be_ignored_are_refused_by_name(tmp_path, capsys, argv,
 
 
 def test_a_bad_student_fails_before_any_teacher_is_trained(tmp_path, monkeypatch):
-    import csl_hf.cli.steps
+    import csl_hf.cli.run
 
     def must_not_train(*a, **k):
         raise AssertionError("teachers were trained before the student was checked")
 
-    monkeypatch.setattr(csl_hf.cli.steps, "prepare_teachers", must_not_train)
+    monkeypatch.setattr(csl_hf.cli.run, "prepare_teachers", must_not_train)
     start = time.perf_counter()
     with pytest.raises(CSLError, match="cannot load the student"):
         run_csl.main([*SMALL, "--output_dir", str(tmp_path / "out"), "--student_model_name_or_path",

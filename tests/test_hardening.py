@@ -130,7 +130,7 @@ def test_output_dir_with_another_run_is_refused(tmp_path, capsys, good_cache):
     out.mkdir()
     (out / "csl_report.json").write_text('{"previous": true}')
     rc, err = run_cli(capsys, "--cache_dir", good_cache[1], "--output_dir", out)
-    assert_one_line_error(rc, err, "already holds a run", "--overwrite_output_dir")
+    assert_one_line_error(rc, err, "holds a finished run", "--overwrite_output_dir")
     assert (out / "csl_report.json").read_text() == '{"previous": true}' and len(list(out.iterdir())) == 1
 
 

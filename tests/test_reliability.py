@@ -23,25 +23,8 @@ from csl_hf.data import load_image, load_image_folder, preprocess_images
 from csl_hf.data.targets import ImageTargets
 from csl_hf.errors import CacheError, CSLError
 from csl_hf.teachers import load_teacher_split
-from scripts import run_csl
-
-COLOURS = {"red": (220, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 220)}
-
-
-def colour_folder(root, n=30, size=32, extra=None):
-    for c, (name, rgb) in enumerate(COLOURS.items()):
-        os.makedirs(root / name, exist_ok=True)
-        for i in range(n):
-            noise = np.random.default_rng(c * 100 + i).normal(0, 25, (size, size, 3))
-            Image.fromarray(np.clip(np.array(rgb, float) + noise, 0, 255).astype(np.uint8)).save(root / name / f"{i:03d}.png")
-    return root
-
-
-def run_cli(capsys, *argv):
-    capsys.readouterr()
-    rc = run_csl.cli([str(a) for a in argv])
-    return rc, capsys.readouterr().err.strip()
-
+import csl_hf.cli.run
+from scripts import COLOURS, colour_folder, run_cli, run_csl  # noqa: F401
 
 SMALL = ["--teacher_size", 15, "--test_size", 30, "--teachers_per_level", "1,3", "--teacher_steps", 3,
          "--num_train_epochs", 1, "--student_image_size", 32, "--no_compare_label_types", "--disable_tqdm", "True"]
@@ -286,17 +269,17 @@ def test_resume_rebuilds_the_recorded_run_and_reuses_its_cache(tmp_path, capsys)
 
 def test_resume_from_a_directory_without_progress_fails_before_any_work(tmp_path, capsys, monkeypatch):
     # A resume of nothing is refused before the teachers are trained or a single image is labeled.
-    monkeypatch.setattr(run_csl, "prepare_teachers", lambda *a, **k: pytest.fail("teachers trained before the check"))
+    monkeypatch.setattr(csl_hf.cli.run, "prepare_teachers", lambda *a, **k: pytest.fail("teachers trained before the check"))
     out = tmp_path / "out"
     for target in (tmp_path / "nope", out):  # a path that does not exist; True-like: the run's own empty output_dir
         rc, err = run_cli(capsys, "--max_train_samples", 50, "--max_eval_samples", 20, "--output_dir", out,
                           "--resume_from_checkpoint", target)
-        assert rc == 2 and "\n" not in err and "csl_progress.json does not exist" in err, err
+        assert rc == 2 and "\n" not in err and "holds no run that can be resumed" in err, err
         assert not out.exists()  # nothing left behind
 
 
 def test_output_dir_that_is_a_file_or_not_the_resumed_run_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(run_csl, "prepare_teachers", lambda *a, **k: pytest.fail("teachers trained before the check"))
+    monkeypatch.setattr(csl_hf.cli.run, "prepare_teachers", lambda *a, **k: pytest.fail("teachers trained before the check"))
     a_file = tmp_path / "afile"
     a_file.write_text("notes")
     rc, err = run_cli(capsys, "--output_dir", a_file)

@@ -178,7 +178,7 @@ def test_example_script(tmp_path, capsys):
                                    "--teacher_steps", "2", "--teachers_per_level", "1,2"])
     assert rc == 0
     assert (tmp_path / "teachers" / "model.safetensors").exists()
-    assert "level 1  classes " in capsys.readouterr().out  # each teacher with its specialty
+    assert "level 1  bear, " in capsys.readouterr().out  # each teacher with its specialty (its classes' names)
     # What the teachers trained on is recorded: the run_csl.py split of the same seed and sizes.
     saved = TeacherMixture.from_pretrained(tmp_path / "teachers").config.training_data
     assert saved["dataset"] == "animal_mnist" and saved["split_seed"] == 42 and len(saved["example_ids"]) == 100

@@ -95,9 +95,10 @@ def save_teachers(teachers: TeacherMixture, output_dir: str) -> str:
     saved now (teachers trained by this run: saved as soon as they exist, so that an interrupted labeling pass keeps
     them). Returns the path recorded in the cache's ``source.teachers`` (``"teachers"``: the run's own)."""
     teachers_path = getattr(teachers, "name_or_path", "") or ""
-    if os.path.isdir(teachers_path):
-        return os.path.abspath(teachers_path)
     path = os.path.join(output_dir, TEACHERS_DIR_NAME)
+    if os.path.isdir(teachers_path):  # the run's own (a resume) is recorded relative to it: the run can move
+        same = os.path.realpath(teachers_path) == os.path.realpath(path)
+        return TEACHERS_DIR_NAME if same else os.path.abspath(teachers_path)
     if not os.path.isfile(os.path.join(path, "config.json")) or _saved_fingerprint(path) != teachers_fingerprint(teachers):
         with staged_directory(path) as tmp:
             teachers.save_pretrained(tmp)
@@ -130,6 +131,8 @@ def label_or_reuse(images, teachers: TeacherMixture, student: PreTrainedModel, a
     teachers_source = TEACHERS_DIR_NAME
     if args.should_save:
         teachers_source = save_teachers(teachers, args.output_dir)
+    elif os.path.isdir(getattr(teachers, "name_or_path", "") or ""):
+        teachers_source = os.path.abspath(teachers.name_or_path)
     state.wait_for_everyone()
     if key is not None and os.path.isfile(os.path.join(directory, "cache.json")):
         try:
@@ -141,9 +144,7 @@ def label_or_reuse(images, teachers: TeacherMixture, student: PreTrainedModel, a
                 logger.info(f"reusing the cache in {directory}: labeled from the same teachers, student and data")
                 return cached
             logger.info(f"{directory} was labeled from other teachers, student or data: labeling again")
-    teachers_path = getattr(teachers, "name_or_path", "") or ""
-    source = {"dataset": images.dataset_name, "fingerprint": key,
-              "teachers": os.path.abspath(teachers_path) if os.path.isdir(teachers_path) else teachers_source}
+    source = {"dataset": images.dataset_name, "fingerprint": key, "teachers": teachers_source}
     # A stream has no fingerprint: without one, chunks of another pass could not be told apart, so none is kept.
     partial = None if key is None else PartialLabels(os.path.join(args.output_dir, PARTIAL_DIR_NAME), key,
                                                      rank=state.process_index)

@@ -32,6 +32,8 @@ MODE_DEFAULTS = {
     "head_warmup_epochs": "20 in full mode",
     "freeze_batch_norm": "True in full mode",
 }
+#: Settings that may name a local path (recorded absolute: a rerun or resume from another directory reads the same).
+PATH_SETTINGS = ("dataset_name", "cache_dir", "teachers_name_or_path", "student_model_name_or_path")
 # Never written into a saved config: secrets and per-invocation switches.
 _NOT_RECORDED = {"hub_token", "resume_from_checkpoint", "overwrite_output_dir", "local_rank"}
 
@@ -371,4 +373,13 @@ def resolved_config(parser: CSLArgumentParser) -> dict[str, Any]:
             continue
         if name not in stock or name in RESULT_SETTINGS or name == "output_dir" or is_set(value, f):
             out[name] = jsonable(value)
+    from ..data.loading import BUNDLED_DATASETS
+    from ..models import BUNDLED_STUDENTS
+    from ..models.tiny import TINY_BACKBONE, TINY_STUDENT
+
+    named = {*BUNDLED_DATASETS, *BUNDLED_STUDENTS, TINY_BACKBONE, TINY_STUDENT}  # names that are not paths
+    for name in PATH_SETTINGS:  # a local path works from any working directory once absolute
+        value = out.get(name)
+        if isinstance(value, str) and value not in named and os.path.exists(os.path.expanduser(value)):
+            out[name] = os.path.abspath(os.path.expanduser(value))
     return out

@@ -35,8 +35,8 @@ class _AboveProgressBars(pylogging.StreamHandler):
         try:
             from tqdm import tqdm
 
-            tqdm.write(self.format(record), file=self.stream)
-            self.flush()
+            # sys.stderr as it is now (not as it was when logging was set up: it may have been replaced since).
+            tqdm.write(self.format(record), file=sys.stderr)
         except Exception:  # noqa: BLE001 - logging must never raise (logging.Handler's own contract)
             self.handleError(record)
 

@@ -8,8 +8,10 @@
   finished or can be resumed) unless ``--overwrite_output_dir`` or ``--resume_from_checkpoint``. With
   ``--overwrite_output_dir`` the old run's outputs are moved aside, put back if the new run fails before it saves any
   progress, and removed once it has: an overwritten directory holds only the new run;
-* **a failed run leaves no half-written directory**: before it saved anything resumable, what it created is removed;
-  after, everything stays and one line says how to finish it (Ctrl-C included).
+* **a failed run leaves no half-written directory**: after a user's mistake before the first round, or before the run
+  saved anything resumable, what it created is removed; after an interruption (Ctrl-C, a crash) once the teachers
+  or labeled chunks are saved, or after any failure once rounds are recorded, everything stays and one line says how
+  to finish it.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def run_state(directory: str) -> str | None:
     names = set(os.listdir(directory)) if os.path.isdir(directory) else set()
     if REPORT_NAME in names:
         return "finished"
-    if CONFIG_NAME in names and names & {PROGRESS_NAME, TEACHERS_DIR_NAME, PARTIAL_DIR_NAME}:
+    if PROGRESS_NAME in names or (CONFIG_NAME in names and names & {TEACHERS_DIR_NAME, PARTIAL_DIR_NAME}):
         return "resumable"
     return "other" if _run_entries(names) else None
 
@@ -194,7 +196,11 @@ class OutputDirectory:
             if run_state(self.directory) == "finished":  # e.g. the push failed: the run itself is whole
                 self._discard_aside()
                 return False
-            if run_state(self.directory) == "resumable":
+            # A user's mistake (a one-line error) before the first round is fixed by running the command again with
+            # the fix: it leaves nothing behind. An interruption (Ctrl-C) or a crash keeps what a resume can use.
+            mistake_before_rounds = issubclass(exc_type, CSLError) and not os.path.isfile(
+                os.path.join(self.directory, PROGRESS_NAME))
+            if run_state(self.directory) == "resumable" and not mistake_before_rounds:
                 self._discard_aside()  # the new run can be finished: the one it replaces is gone
                 how = f"{self.prog} --resume_from_checkpoint {self.directory}"
                 if issubclass(exc_type, KeyboardInterrupt):
@@ -228,8 +234,11 @@ class OutputDirectory:
             return
         for name in os.listdir(self.aside):
             target = os.path.join(self.directory, name)
-            if not os.path.exists(target):
-                os.replace(os.path.join(self.aside, name), target)
+            if os.path.isdir(target) and not os.path.islink(target):  # the failed run's own version goes
+                shutil.rmtree(target)
+            elif os.path.lexists(target):
+                os.remove(target)
+            os.replace(os.path.join(self.aside, name), target)
         shutil.rmtree(self.aside, ignore_errors=True)
         self.aside = None
 

@@ -128,11 +128,15 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf run") -> dict:
         if args.should_save:
             title = (data.dataset_name if data else (trainer.cache.source or {}).get("dataset")) or data_args.cache_dir
             plot = plot_pgr(reports, os.path.join(args.output_dir, "pgr.png"), title=f"CSL on {title}")
-            trainer.save_model()
-            trainer.create_model_card()
-            print(run_summary(args, reports, plot))
-            if args.push_to_hub:
-                push_finished_run(trainer, args)
+            if args.push_to_hub:  # saves the student and its card, then pushes (Trainer.push_to_hub's meaning)
+                try:
+                    push_finished_run(trainer, args)
+                finally:
+                    print(run_summary(args, reports, plot))
+            else:
+                trainer.save_model()
+                trainer.create_model_card()
+                print(run_summary(args, reports, plot))
     return report
 
 

@@ -139,12 +139,14 @@ def _features(dataset: Any) -> datasets.Features:
     return features
 
 
-def infer_columns(dataset: datasets.Dataset | datasets.IterableDataset) -> tuple[str, str, str | None]:
+def infer_columns(dataset: datasets.Dataset | datasets.IterableDataset,
+                  labels: bool = True) -> tuple[str, str | None, str | None]:
     """Find ``(image_col, label_col, domain_col or None)``.
 
     image: the first ``datasets.Image`` column, else the first of image/img/pixel_values present.
     label: the first of label/labels/fine_label present, else the first ``ClassLabel`` column that
-    is not a domain column.  domain: a column named ``domain``, else None.
+    is not a domain column (``None`` when there is none and ``labels=False``).  domain: a column named ``domain``,
+    else None.
 
     Raises:
         ValueError (one line, listing the columns): no image or no label column.
@@ -160,7 +162,7 @@ def infer_columns(dataset: datasets.Dataset | datasets.IterableDataset) -> tuple
     label_col = label_col or next(
         (c for c in cols if isinstance(features[c], datasets.ClassLabel) and c != domain_col), None
     )
-    if label_col is None:
+    if label_col is None and labels:
         raise ValueError(f"no label column (a ClassLabel or one named {'/'.join(LABEL_COLUMN_NAMES)}) among {cols}")
     return image_col, label_col, domain_col
 

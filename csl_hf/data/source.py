@@ -100,17 +100,32 @@ class ImageSource:
                        "csl_hf.load_student)")
 
     @torch.no_grad()
-    def student_logits(self, student, dataset, args) -> tuple[torch.Tensor, torch.Tensor]:
-        """The student's logits ``[n, C]`` (float32, CPU) on the images of ``dataset``, and its labels ``[n]``."""
+    def student_logits(self, student, dataset, args, what: str = "eval_dataset"
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The student's logits ``[n, C]`` (float32, CPU) on the images of ``dataset`` (a ``datasets`` dataset, or a
+        list of PIL images, paths or arrays), and its labels ``[n]`` (``None`` when it has no label column).
+
+        Raises:
+            `CSLError` (one line, naming ``what``): no image column, or an image that cannot be decoded.
+        """
+        dataset = as_image_dataset(dataset)
         try:
             image_col, label_col, _ = infer_columns(dataset)
         except ValueError as err:
-            raise CSLError(f"eval dataset: {err}") from None
+            if "no label column" not in str(err):
+                raise CSLError(f"{what}: {err}") from None
+            image_col, label_col = infer_columns(dataset, labels=False)[0], None
+        labels = None
         if isinstance(dataset, datasets.IterableDataset):  # one pass for the labels, one for the images
-            labels = torch.tensor([int(ex[label_col]) for ex in dataset.select_columns([label_col])])
-            images = StreamImageTargets(dataset, torch.arange(len(labels)), None, self.preprocessing, image_col)
+            if label_col is not None:
+                labels = torch.tensor([int(ex[label_col]) for ex in dataset.select_columns([label_col])])
+                count = len(labels)
+            else:
+                count = sum(1 for _ in dataset.select_columns([image_col]))
+            images = StreamImageTargets(dataset, torch.arange(count), None, self.preprocessing, image_col)
         else:
-            labels = torch.as_tensor(dataset[label_col], dtype=torch.long)
+            if label_col is not None:
+                labels = torch.as_tensor(dataset[label_col], dtype=torch.long)
             images = ImageTargets(dataset, torch.arange(len(dataset)), None, self.preprocessing, image_col)
         was_training = student.training
         student.eval()
@@ -118,10 +133,24 @@ class ImageSource:
             logits = [student(pixel_values=batch.to(args.device)).logits.float().cpu()
                       for batch in images.batches(max(1, args.per_device_eval_batch_size))]
         except ValueError as err:  # a corrupt image in a user's evaluation set
-            raise CSLError(f"eval dataset: {err}") from None
+            raise CSLError(f"{what}: {err}") from None
         finally:
             student.train(was_training)
         return torch.cat(logits), labels
+
+
+def as_image_dataset(images) -> datasets.Dataset | datasets.IterableDataset:
+    """A ``datasets`` dataset as is; a list (or tuple) of PIL images, paths or uint8 arrays as a ``Dataset`` with one
+    ``image`` column, as ``pipeline(...)`` accepts them.
+
+    Raises:
+        `CSLError`: anything else.
+    """
+    if isinstance(images, _DATASET_TYPES):
+        return images
+    if isinstance(images, (list, tuple)):
+        return datasets.Dataset.from_dict({"image": list(images)}, features=datasets.Features({"image": datasets.Image()}))
+    raise CSLError(f"expected a datasets.Dataset / IterableDataset or a list of images, got {type(images).__name__}")
 
 
 def _describe(processor) -> dict:

@@ -222,6 +222,14 @@ def label_quality(
     return accuracy, precision, recall
 
 
+def absent_classes(classes: torch.Tensor, num_labels: int) -> list[int]:
+    """The class ids in ``0..num_labels-1`` that ``classes [N]`` (long) never holds: e.g. the classes that no kept
+    label of a round reaches, or that the student never predicts. A class the first student misses can be filtered
+    out of every later round (its labels are never in the student's top-k), so a run names them."""
+    counts = torch.bincount(classes.long(), minlength=num_labels) if classes.numel() else torch.zeros(num_labels)
+    return [int(c) for c in (counts[:num_labels] == 0).nonzero(as_tuple=True)[0]]
+
+
 def accuracy(scores_or_classes: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy over the samples with a known label (``labels [N] >= 0``), as a fraction in [0, 1]: the one
     accuracy of a run (weak teacher, ceiling, every round's student, the baselines).

@@ -288,7 +288,8 @@ def round_record(cache: CSLCache, targets: RoundTargets, rows: torch.Tensor, tes
     """The round's entry in ``csl_report.json``: label quality against ground truth on the training rows ``rows [n]``
     (teacher accuracy, precision and recall of the kept labels), keep rate, the student's accuracy on the test split
     from its predicted classes ``test_predictions [m]`` (`consistency.accuracy`) and its ``pgr`` (percent), per-class
-    (and per-domain) test accuracy and, where the ground-truth routing is known, the assignment accuracy."""
+    (and per-domain) test accuracy, the classes that no kept label reaches and those the student never predicts on the
+    test split (by name), and, where the ground-truth routing is known, the assignment accuracy."""
     teacher_acc, precision, recall = C.label_quality(targets.target_class, cache.labels[rows], targets.keep)
     student_accuracy = C.accuracy(test_predictions, cache.labels[cache.rows(TEST_SPLIT)])
     record = {
@@ -308,6 +309,11 @@ def round_record(cache: CSLCache, targets: RoundTargets, rows: torch.Tensor, tes
     if oracle is not None and targets.method != "ensemble":
         record["assignment_accuracy"] = float((targets.assignment == oracle).float().mean())
     record.update(group_accuracies(cache, test_predictions))
+    # The classes this round cannot teach (no kept label) or the student does not give (no test prediction), by name.
+    record["classes_without_kept_labels"] = [cache.id2label[c] for c in C.absent_classes(
+        targets.target_class[targets.keep], cache.num_labels)]
+    record["classes_never_predicted"] = [cache.id2label[c] for c in C.absent_classes(test_predictions,
+                                                                                    cache.num_labels)]
     return record
 
 

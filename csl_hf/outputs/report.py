@@ -87,13 +87,33 @@ def train_output(start: float, phase_losses: list[tuple[int, float]], report: di
     return TrainOutput(steps, loss, {k: v for k, v in metrics.items() if v is not None})
 
 
+def _names(names: list[str], most: int = 8) -> str:
+    return ", ".join(names[:most]) + (f" (+{len(names) - most} more)" if len(names) > most else "")
+
+
+def missing_class_lines(report: dict[str, Any]) -> list[str]:
+    """One sentence per kind of class a run does not learn: the classes that no kept label reaches and those the
+    student never predicts on the test split, per round (``[]`` when every round reaches every class)."""
+    out = []
+    for key, what in (("classes_without_kept_labels", "no kept label reaches"),
+                      ("classes_never_predicted", "the student never predicts on the test split")):
+        per_round = [f"level {r['level']}: {_names(r[key])}" for r in report.get("rounds") or [] if r.get(key)]
+        if per_round:
+            out.append(f"classes {what}: " + "; ".join(per_round))
+    return out
+
+
 def format_round_line(record: dict[str, Any]) -> str:
     """One log line per finished round: ``level 2 (4 teachers, student): keep 0.860, precision 0.684, ...``."""
     n = record["num_teachers"]
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    missing = [f"{what} {_names(record[key], 4)}" for key, what in (("classes_without_kept_labels", "no kept label for"),
+                                                                   ("classes_never_predicted", "never predicts"))
+               if record.get(key)]
     return (f"level {record['level']} ({n} teacher{'s' if n > 1 else ''}, {record['assignment']}): keep "
             f"{record['keep_rate']:.3f}, precision {fmt(record['precision'])}, student "
-            f"{record['student_accuracy']:.4f}, PGR {fmt(record['pgr'])}")
+            f"{record['student_accuracy']:.4f}, PGR {fmt(record['pgr'])}" + (f" ({'; '.join(missing)})" if missing
+                                                                              else ""))
 
 
 def _fmt(x: float | None, pct: bool = True) -> str:
@@ -117,15 +137,16 @@ def format_report_table(report: dict[str, Any], markdown: bool = False) -> str:
         head[-1] = "PGR (unreliable)"
     legend = ("teacher acc: the assigned teachers' labels on the training split; student acc: on the test split; "
               "PGR (performance gap recovered) = (student acc - weak) / (ceiling - weak)")
+    missing = missing_class_lines(report)
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return title + "\n\n" + "\n".join(lines) + "\n\n" + legend
+        return title + "\n\n" + "\n".join(lines) + "\n\n" + legend + "".join(f"\n\n**{m}**" for m in missing)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     warning = pgr_reliability(report)
     return "\n".join([title, fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows), legend,
-                      *([f"note: {warning}"] if warning else [])])
+                      *([f"note: {warning}"] if warning else []), *(f"warning: {m}" for m in missing)])
 
 
 #: Stable colours: a series keeps its colour in every plot, whichever series are present.

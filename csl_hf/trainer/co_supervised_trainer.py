@@ -27,7 +27,7 @@ from ..metrics import pgr_of
 from ..models.student import parameter_groups
 from ..models.teacher_mixture import TeacherMixture
 from ..outputs import checkpoints
-from ..outputs.report import build_report, train_output
+from ..outputs.report import build_report, missing_class_lines, train_output
 from .baselines import BaselineChains
 from .callbacks import PhaseLogCallback, PhaseProgressCallback
 from .co_supervised_config import CoSupervisedConfig
@@ -233,6 +233,8 @@ class CoSupervisedTrainer(StudentTrainer):
             previous = self._mode.student_logits()
             rounds.append(record)
             self._log_round(record)  # the console callbacks print the round's line
+            for line in missing_class_lines({"rounds": [record]}):
+                logger.warning(line)
             if args.save_round_checkpoints:
                 self.save_round(level, record)
             if chains is not None:

@@ -85,13 +85,15 @@ class StudentTrainer(Trainer):
     # ================================================================================================ the student
     def predict(self, test_dataset=None, ignore_keys: list[str] | None = None,
                 metric_key_prefix: str = "test") -> PredictionOutput:
-        """The current student's logits and metrics on ``test_dataset`` (images with a label column), or on the
-        run's test split when ``None``.
+        """The current student's logits, and its metrics where the images have labels, on ``test_dataset`` (a
+        ``datasets`` dataset of images, or a list of PIL images, paths or arrays), or on the run's test split when
+        ``None``. A dataset's labels are matched to the student's classes by name.
 
         Returns:
-            `PredictionOutput`: ``predictions`` float32 ``[n, C]`` logits, ``label_ids`` ``[n]``, ``metrics`` with
-            ``{prefix}_accuracy``, ``{prefix}_loss`` (cross-entropy) and, once the run measured the weak teacher and
-            the ceiling, ``{prefix}_pgr`` (percent).
+            `PredictionOutput`: ``predictions`` float32 ``[n, C]`` logits; ``label_ids`` ``[n]`` (``None`` for
+            images without labels, as for any `Trainer`); ``metrics`` with ``{prefix}_accuracy``,
+            ``{prefix}_loss`` (cross-entropy) and, once the run measured the weak teacher and the ceiling,
+            ``{prefix}_pgr`` (percent) where there are labels, and the speed metrics.
         """
         start = time.time()
         if test_dataset is None:
@@ -102,10 +104,12 @@ class StudentTrainer(Trainer):
             if self.student is None:
                 raise CSLError("this trainer has no student model (a head trained on cached features): predict on "
                                "images needs model=")
-            logits, labels = self.images.student_logits(self.student, test_dataset, self._base_args)
-        metrics = student_metrics(logits, labels, self.report, metric_key_prefix)
-        metrics.update(speed_metrics(metric_key_prefix, start, num_samples=len(labels)))
-        return PredictionOutput(predictions=logits.numpy(), label_ids=labels.numpy(), metrics=metrics)
+            what = "eval_dataset" if metric_key_prefix == "eval" else "test_dataset"
+            logits, labels = self.images.student_logits(self.student, test_dataset, self._base_args, what)
+        metrics = {} if labels is None else student_metrics(logits, labels, self.report, metric_key_prefix)
+        metrics.update(speed_metrics(metric_key_prefix, start, num_samples=len(logits)))
+        return PredictionOutput(predictions=logits.numpy(), label_ids=None if labels is None else labels.numpy(),
+                                metrics=metrics)
 
     def evaluate(self, eval_dataset=None, ignore_keys: list[str] | None = None,
                  metric_key_prefix: str = "eval") -> dict[str, float]:
