@@ -34,12 +34,15 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
 
+    print(f"[1/2] the independent reference implementation (benchmarks/reference_csl.py) on {a.cache_dir} ...",
+          flush=True)
     ref = reference_csl.run(a.cache_dir, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=0.0,
                             denoise=a.denoise, soft_labels=a.soft_labels, seed=a.seed, assignment="student")
     with tempfile.TemporaryDirectory() as tmp:
         args = CoSupervisedConfig(output_dir=tmp, num_train_epochs=a.epochs, per_device_train_batch_size=a.batch_size,
                                   learning_rate=a.lr, denoise=a.denoise, soft_labels=a.soft_labels, seed=a.seed,
                                   save_round_checkpoints=False, disable_tqdm=True, assignment="student", baselines="none")
+        print("[2/2] the package (CoSupervisedTrainer) with the same settings; one line per round ...", flush=True)
         trainer = CoSupervisedTrainer(args=args, cache=CSLCache.load(a.cache_dir))
         trainer.train()
         ours = trainer.report

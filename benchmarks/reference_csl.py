@@ -105,6 +105,7 @@ def run(cache_dir, epochs=20, batch_size=100, lr=1e-3, weight_decay=0.0, denoise
 
     known = y_tr >= 0  # ground truth for train-split diagnostics where known
     ceiling = accuracy(fit(x_tr[known], y_tr[known], epochs), x_te, y_te)
+    print(f"  reference ceiling: {ceiling:.4f}", file=sys.stderr, flush=True)
     g = meta["levels"][0][0]
     weak = (P_te[g].argmax(1) == y_te).sum().item() / len(y_te)
     pgr = lambda s: 100.0 * (s - weak) / (ceiling - weak) if ceiling > weak else None
@@ -153,6 +154,7 @@ def run(cache_dir, epochs=20, batch_size=100, lr=1e-3, weight_decay=0.0, denoise
         with torch.no_grad():
             prev_logits = head(x_tr)  # 4. drives the next level
         student = accuracy(head, x_te, y_te)
+        print(f"  reference level {level}: keep {r:.3f}, student {student:.4f}", file=sys.stderr, flush=True)
         correct = (tgt == y_tr) & known
         rounds.append({
             "level": level, "num_teachers": len(teachers), "assignment": how,
