@@ -25,10 +25,12 @@ DOCS = [Path(ROOT) / "README.md", *sorted((Path(ROOT) / "docs").glob("*.md"))]
 PLACEHOLDERS = ("PATH_OR_HUB_ID", "NODE0_IP", "...", " [", "|")
 #: Small caps for a run on images (a run from a cache, a resume or a recorded config gets only what applies).
 CAPS = ["--teacher_size", "0.2", "--test_size", "0.2", "--max_train_samples", "120", "--max_eval_samples", "60",
-        "--teacher_steps", "3", "--num_train_epochs", "1", "--labeling_batch_size", "64", "--disable_tqdm", "True"]
+        "--teacher_steps", "3", "--num_train_epochs", "1", "--labeling_batch_size", "64", "--student_image_size", "32",
+        "--baselines", "none", "--compare_label_types", "False", "--disable_tqdm", "True"]
 FULL_CAPS = ["--image_cache_mb", "64", "--head_warmup_epochs", "1"]
 RECIPE_CAPS = ["--teacher_train_size", "60", "--w2s_train_size", "60", "--test_size", "40", "--teacher_steps", "2",
-               "--num_train_epochs", "1", "--disable_tqdm", "True"]
+               "--num_train_epochs", "1", "--baselines", "none", "--compare_label_types", "False",
+               "--disable_tqdm", "True"]
 #: Commands that need what no test has: checked (flags parsed), not run.
 NOT_RUN = ("imagenet_recipe.yaml",  # ImageNet from the Hub
            "multi_gpu_ddp.yaml", "multi_node.yaml", "fsdp.yaml",  # GPUs, machines
@@ -108,6 +110,7 @@ def run_command_line(command: str, workdir: Path, monkeypatch) -> None:
             words[words.index(next(w for w in words if w.endswith(".py")))] = os.path.join(ROOT, words[words.index(
                 next(w for w in words if w.endswith(".py")))])
         words = [w if not w.startswith("examples/configs") else os.path.join(ROOT, w) for w in words]
+        words = [str(workdir / Path(w).name) if w.startswith("/tmp/") else w for w in words]
         caps = RECIPE_CAPS if "imagenet_recipe" in command else CAPS
         launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
         done = subprocess.run([launcher, *words[1:], *caps], cwd=workdir,
@@ -117,6 +120,7 @@ def run_command_line(command: str, workdir: Path, monkeypatch) -> None:
         return
     script, argv = words[1], words[2:]
     argv = [os.path.join(ROOT, a) if a.startswith("examples/configs") else a for a in argv]
+    argv = [str(workdir / Path(a).name) if a.startswith("/tmp/") else a for a in argv]  # the test's own folder
     if "--help" in argv:
         with pytest.raises(SystemExit) as stop:
             load_example(Path(script).stem).main(argv)
