@@ -157,7 +157,7 @@ def _features(dataset: Any) -> datasets.Features:
     if features is None:
         raise ValueError(
             "the dataset's features are unknown (a streaming dataset without metadata); "
-            "cast it with .cast(features) or pass the column names explicitly"
+            "give them with .cast(features): an Image column and a ClassLabel label column"
         )
     return features
 

@@ -212,9 +212,11 @@ def weak_to_strong_indices(
     sizes["train"] = rest if train_size is None else resolve_size(train_size, n, "train_size")
     need = sizes["test"] + sizes["teacher"] + sizes["train"]
     if need > n or sizes["train"] < 1:
+        test = f" + test={sizes['test']}" if sizes["test"] else ""
         raise ValueError(
-            f"splits need teacher={sizes['teacher']} + train={max(sizes['train'], 1)} + test={sizes['test']} = "
-            f"{sizes['teacher'] + max(sizes['train'], 1) + sizes['test']} examples but the dataset has only {n}"
+            f"splits need teacher={sizes['teacher']} + train={max(sizes['train'], 1)}{test} = "
+            f"{sizes['teacher'] + max(sizes['train'], 1) + sizes['test']} examples but the "
+            f"{'training split' if not sizes['test'] else 'dataset'} has only {n}"
         )
     class_ids = _labels_of(dataset, stratify_by)
     if class_ids is not None:
