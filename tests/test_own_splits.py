@@ -14,7 +14,6 @@ import pytest
 from PIL import Image
 
 from csl_hf.data import load_csl_dataset, load_weak_to_strong_data, make_weak_to_strong_splits
-from csl_hf.data.local import read_local_dataset
 from csl_hf.errors import CSLError
 
 COLOURS = {"blue": (40, 40, 220), "green": (40, 200, 40), "red": (220, 40, 40)}
