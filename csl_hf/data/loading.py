@@ -116,9 +116,9 @@ def load_csl_dataset(
     if os.path.exists(os.path.expanduser(name)) or _looks_like_path(name):
         what = "is not a directory" if os.path.exists(os.path.expanduser(name)) else "does not exist"
         raise ValueError(
-            f"dataset path {name!r} {what}; expected a folder (images in path/<class>/<image>, "
-            f"path/<domain>/<class>/<image> or path/<split>/<class>/<image>, or a save_to_disk or Hub clone) or a "
-            f"bundled name: {', '.join(BUNDLED_DATASETS)}"
+            f"dataset path {name!r} {what}; expected an image folder (path/<class>/<image>, "
+            f"path/<domain>/<class>/<image> or path/<split>/<class>/<image>), a save_to_disk folder, a clone of a Hub "
+            f"dataset, or a bundled name: {', '.join(BUNDLED_DATASETS)}"
         )
     import difflib
 
