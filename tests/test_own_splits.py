@@ -192,6 +192,28 @@ def test_own_splits_save_to_disk_and_hub_clone(tmp_path, split_folder):
     assert one.splits is None and sorted(_ids(one.teacher) + _ids(one.train) + _ids(one.test)) == list(range(60))
 
 
+def test_own_splits_unlabeled_test_split_is_passed_over(tmp_path, split_folder):
+    # Hub-style splits: test without labels (-1, as ImageNet's), validation labeled -> validation is the test split;
+    # a test split without a label column and no validation -> all three cut from train
+    dd = load_csl_dataset(split_folder)
+    unlabeled = dd["test"].map(lambda y: {"label": [-1] * len(y)}, input_columns=["label"], batched=True)
+    datasets.DatasetDict({"train": dd["train"], "validation": dd["test"], "test": unlabeled}).save_to_disk(
+        str(tmp_path / "hub"))
+    data = load_weak_to_strong_data(str(tmp_path / "hub"), seed=0, teacher_size=15)
+    assert data.splits == {"pool": "train", "test": "validation"} and _ids(data.test) == list(range(100, 115))
+    datasets.DatasetDict({"train": dd["train"], "test": dd["test"].remove_columns("label")}).save_to_disk(
+        str(tmp_path / "nolabel"))
+    data = load_weak_to_strong_data(str(tmp_path / "nolabel"), seed=0, teacher_size=15, test_size=15)
+    assert data.splits == {"pool": "train", "test": None}
+    assert sorted(_ids(data.teacher) + _ids(data.train) + _ids(data.test)) == list(range(60))
+    # one split, whatever its name, is the pool; several without 'train' are one line
+    datasets.DatasetDict({"test": dd["test"]}).save_to_disk(str(tmp_path / "only"))
+    assert len(load_weak_to_strong_data(str(tmp_path / "only"), seed=0, teacher_size=3, test_size=3).train) == 9
+    datasets.DatasetDict({"a": dd["train"], "b": dd["test"]}).save_to_disk(str(tmp_path / "ab"))
+    with pytest.raises(CSLError, match="has the splits a, b and none is 'train'"):
+        load_weak_to_strong_data(str(tmp_path / "ab"), seed=0)
+
+
 def test_own_splits_test_split_in_another_label_order(tmp_path, split_folder):
     # a saved DatasetDict whose test split numbers the classes otherwise: matched by name
     dd = load_csl_dataset(split_folder)
@@ -320,3 +342,21 @@ def test_no_class_with_train_and_test_refused_own_test_split(tmp_path):
           {"train": 0, "test": 100})
     with pytest.raises(CSLError, match="every class has fewer than 2 images"):
         load_weak_to_strong_data(str(single), seed=0, teacher_size=1)
+
+
+def test_own_splits_streamed_hub_dataset_keeps_its_test_split(split_folder, monkeypatch):
+    # a Hub dataset read as a stream (here: the folder through the Hub path): teacher and weak-to-strong images from
+    # the train stream, the test split from its own stream
+    from csl_hf.data import weak_to_strong
+
+    monkeypatch.setattr(weak_to_strong, "is_local_source", lambda name: False)
+    data = load_weak_to_strong_data(split_folder, seed=0, teacher_size=12, train_size=30, max_eval_samples=10,
+                                    streaming=True)
+    assert data.splits == {"pool": "train", "test": "test"} and data.source_rows is None
+    assert isinstance(data.train, datasets.IterableDataset) and isinstance(data.test, datasets.IterableDataset)
+    test_ids = _ids(data.test)
+    assert len(test_ids) == 10 and set(test_ids) <= set(range(100, 115))
+    seen = _ids(data.teacher) + _ids(data.train)
+    assert len(seen) == 42 and len(set(seen)) == 42 and set(seen) <= set(range(60))
+    with pytest.raises(CSLError, match="split sizes must be counts"):
+        load_weak_to_strong_data(split_folder, seed=0, teacher_size=12, test_size=0.5, streaming=True)

@@ -27,7 +27,7 @@ import datasets
 import numpy as np
 
 from ..errors import CSLError
-from .labels import align_labels
+from .labels import align_labels, present_ids
 from .loading import class_names, infer_columns, is_local_source, load_csl_dataset
 from .splits import cap_indices, check_split_classes, resolve_size, weak_to_strong_indices
 from .streaming import _count, stream_splits
@@ -57,8 +57,8 @@ class WeakToStrongData:
             training split followed by the test split: test rows start at the training split's length.
         num_rows: the source dataset's length (``None`` for a streamed Hub dataset); with its own test split, the
             training and the test split's together.
-        splits: which of the source's splits were used: ``{"pool": name, "test": name}`` (``None`` for a single
-            split, when all three are cut from it).
+        splits: which of the source's splits were used: ``{"pool": name, "test": name or None}`` (``None`` for a
+            source of one split; ``"test"`` is ``None`` when all three splits are cut from the pool).
         seed: the split seed.
     """
 
@@ -99,28 +99,50 @@ def _size(value: float | int | None) -> int | float | None:
     return int(value) if float(value).is_integer() and value >= 1 else float(value)
 
 
-def own_splits(dataset, dataset_name: str) -> tuple[Any, Any | None, dict[str, str] | None]:
+def _has_labels(split, label_col: str) -> bool:
+    """Whether a split carries labels (Hub test splits often hold ``-1`` or no label column): a map-style split is
+    read in its label column, a stream in its first examples."""
+    if label_col not in (getattr(split, "features", None) or {}) and not isinstance(split, datasets.IterableDataset):
+        return False
+    if isinstance(split, datasets.Dataset):
+        return any(y >= 0 for y in present_ids(split, label_col)) if len(split) else False
+    try:
+        return any(ex.get(label_col) is not None and int(ex[label_col]) >= 0
+                   for ex in split.select_columns([label_col]).take(8))
+    except (KeyError, ValueError, TypeError):
+        return False
+
+
+def own_splits(dataset, dataset_name: str, label_col: str | None = None
+               ) -> tuple[Any, Any | None, dict[str, str] | None]:
     """``(pool, test, names)``: of a ``DatasetDict``, the split the teacher and weak-to-strong splits are cut from
-    (``train``), its own test split (``test``, else ``validation``; ``None`` without one) and their names; a single
-    dataset is ``(dataset, None, None)``.
+    (``train``; a dataset of one split, whatever its name, is that split), its own labeled test split (``test``, else
+    ``validation``...; ``None`` without one: a split whose labels are all missing, as many Hub test splits have, is
+    passed over) and their names; a single dataset is ``(dataset, None, None)``.
 
     Raises:
-        `CSLError` (one line): splits none of which is a training split, with a test split among them.
+        `CSLError` (one line): several splits none of which is a training split.
     """
     if not isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         return dataset, None, None
     names = list(dataset)
-    test = next((n for n in TEST_SPLIT_NAMES if n in dataset), None)
+    if len(names) == 1:
+        return dataset[names[0]], None, None
     pool = next((n for n in TRAIN_SPLIT_NAMES if n in dataset), None)
     if pool is None:
-        rest = [n for n in names if n != test]
+        rest = [n for n in names if n not in TEST_SPLIT_NAMES]
         if len(rest) != 1:
-            if not rest:
-                raise CSLError(f"--dataset_name {dataset_name} has only a {test} split, no training images; add a "
-                               "train split (e.g. a train/ folder beside test/)")
-            raise CSLError(f"--dataset_name {dataset_name} has the splits {', '.join(names)} and none is 'train'; "
-                           "name the training split 'train'")
+            raise CSLError(f"--dataset_name {dataset_name} has the splits {', '.join(names)} and none is 'train' (the "
+                           "split the teacher and weak-to-strong images come from); name the training split 'train'")
         pool = rest[0]
+    if label_col is None:
+        label_col = infer_columns(dataset[pool])[1]
+    test = None
+    for name in (n for n in TEST_SPLIT_NAMES if n in dataset and n != pool):
+        if _has_labels(dataset[name], label_col):
+            test = name
+            break
+        logger.info("--dataset_name %s: its %r split has no labels: not used as the test split", dataset_name, name)
     unused = [n for n in names if n not in (pool, test)]
     if unused:
         logger.info("--dataset_name %s: split(s) %s not used (the teacher and weak-to-strong splits come from %r%s)",
