@@ -360,3 +360,21 @@ def test_own_splits_streamed_hub_dataset_keeps_its_test_split(split_folder, monk
     assert len(seen) == 42 and len(set(seen)) == 42 and set(seen) <= set(range(60))
     with pytest.raises(CSLError, match="split sizes must be counts"):
         load_weak_to_strong_data(split_folder, seed=0, teacher_size=12, test_size=0.5, streaming=True)
+
+
+def test_own_splits_images_among_caption_files(tmp_path):
+    # more .txt captions than images: datasets would pick its text builder; the images and their splits still rule
+    root = tmp_path / "captions"
+    _make(root, {"train": dict.fromkeys(COLOURS, 4), "test": dict.fromkeys(COLOURS, 1)}, {"train": 0, "test": 100})
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            for j in range(3):
+                (root / dirpath / f"{f[:-4]}_{j}.txt").write_text("a caption")
+    assert datasets.load_dataset_builder(str(root)).name == "text"
+    data = load_weak_to_strong_data(str(root), seed=0, teacher_size=6)
+    assert _ids(data.test) == [100, 101, 102] and data.class_names == sorted(COLOURS)
+    # --folder_layout splits on a folder without split names: datasets' single split, classes from the folders
+    plain = tmp_path / "plain"
+    _make(plain, {"": dict.fromkeys(COLOURS, 2)})
+    ds = load_csl_dataset(str(plain), folder_layout="splits")
+    assert isinstance(ds, datasets.Dataset) and ds.features["label"].names == sorted(COLOURS) and len(ds) == 6

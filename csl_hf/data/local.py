@@ -197,6 +197,10 @@ def read_local_dataset(path: str, folder_layout: str = "auto", **load_kwargs: An
     images = builder.name == "imagefolder" or (_image_files(path) and _is_plain_image_folder(path))
     if not images:  # a clone of a Hub dataset (parquet, csv, json, arrow...)
         return encode_string_labels(as_datasets_reads_it(), label_columns)
+    if builder.name != "imagefolder":  # images among more caption/notes files: their split files, as imagefolder's
+        builder = datasets.load_dataset_builder("imagefolder", data_dir=path, **{
+            k: v for k, v in load_kwargs.items() if k in ("cache_dir", "token", "download_config")})
+        split_files = _split_files(builder)
     if any(os.path.basename(f) in METADATA_FILENAMES for files in split_files.values() for f in files):
         ds = as_datasets_reads_it()
         if _labelled(ds, LABEL_COLUMN_NAMES):
@@ -207,7 +211,9 @@ def read_local_dataset(path: str, folder_layout: str = "auto", **load_kwargs: An
             raise ValueError(f"{path!r}: its metadata has no label column (columns: {columns}) and its images are not "
                              "in class folders; name the metadata's class column 'label'")
         logger.info("%s: its metadata has no label column (%s): the classes are the folder names", path, columns)
-    if folder_layout != "splits" and not _named_splits(path, split_files):
+    if not _named_splits(path, split_files):
+        if folder_layout == "splits":  # no split names: datasets' one train split, its labels the folder names
+            return encode_string_labels(as_datasets_reads_it(), label_columns)
         return load_image_folder(path, **load_kwargs)
     covered = {f for files in split_files.values() for f in files}
     outside = [f for f in _image_files(path) if os.path.abspath(f) not in covered]
@@ -254,10 +260,10 @@ def _single(ds):
 def _is_plain_image_folder(path: str) -> bool:
     """Only images (and text notes) in the folder: the image-folder reader takes it even when ``datasets`` would
     pick another builder for a few stray data files."""
-    data_ext = {".parquet", ".arrow", ".csv", ".tsv", ".json", ".jsonl", ".txt", ".zip", ".tar", ".gz", ".npz"}
+    data_ext = {".parquet", ".arrow", ".csv", ".tsv", ".json", ".jsonl", ".zip", ".tar", ".gz", ".npz"}
     for root, dirs, files in os.walk(path):
         dirs[:] = [d for d in dirs if not d.startswith(".") and d not in JUNK_NAMES]
-        if any(os.path.splitext(f)[1].lower() in data_ext - {".txt"} for f in files if not f.startswith(".")):
+        if any(os.path.splitext(f)[1].lower() in data_ext for f in files if not f.startswith(".")):
             return False
     return True
 
