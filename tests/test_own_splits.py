@@ -378,3 +378,13 @@ def test_own_splits_images_among_caption_files(tmp_path):
     _make(plain, {"": dict.fromkeys(COLOURS, 2)})
     ds = load_csl_dataset(str(plain), folder_layout="splits")
     assert isinstance(ds, datasets.Dataset) and ds.features["label"].names == sorted(COLOURS) and len(ds) == 6
+
+
+def test_own_splits_integer_labels_span_both_splits(tmp_path, split_folder):
+    # a clone whose labels are plain integers: the classes are the ids of both splits (the test split may hold more)
+    dd = load_csl_dataset(split_folder)
+    ints = {k: v.cast_column("label", datasets.Value("int64")) for k, v in dd.items()}
+    ints["train"] = ints["train"].filter(lambda y: y < 2, input_columns=["label"])  # no class 2 in train
+    datasets.DatasetDict(ints).save_to_disk(str(tmp_path / "ints"))
+    data = load_weak_to_strong_data(str(tmp_path / "ints"), seed=0, teacher_size=10)
+    assert data.class_names == ["0", "1", "2"] and len(data.test) == 15

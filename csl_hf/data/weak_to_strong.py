@@ -27,7 +27,7 @@ import datasets
 import numpy as np
 
 from ..errors import CSLError
-from .labels import align_labels, present_ids
+from .labels import align_labels, label_names, present_ids
 from .loading import class_names, infer_columns, is_local_source, load_csl_dataset
 from .splits import cap_indices, check_split_classes, resolve_size, weak_to_strong_indices
 from .streaming import _count, stream_splits
@@ -180,6 +180,9 @@ def load_weak_to_strong_data(
         dataset, own_test, split_names = own_splits(loaded, dataset_name)
         image_col, label_col, domain_col = infer_columns(dataset)
         names = class_names(dataset, label_col)
+        if own_test is not None and label_names(dataset, label_col) is None and isinstance(own_test, datasets.Dataset):
+            test_names = class_names(own_test, label_col)  # integer labels: the ids of both splits
+            names = test_names if len(test_names) > len(names) else names
         if own_test is not None:
             own_test = align_labels(
                 own_test, label_col, names, f"the {split_names['test']} split of {dataset_name}",
