@@ -13,7 +13,8 @@ names of the dataset's README in label order). Where the data comes from, in thi
 
 ``load_fashion_mnist()`` returns ``DatasetDict({"train": 60,000 rows, "test": 10,000 rows})``, columns ``image``
 (``Image()``, PIL mode "L", 28x28) and ``label`` (``ClassLabel``), rows in the files' order. The official test split
-is meant to be the run's test split; teacher and weak-to-strong splits are cut from the official training split.
+is the run's test split (`load_weak_to_strong_data`; ``--max_eval_samples`` caps it); teacher and weak-to-strong
+splits are cut from the official training split.
 
 ``load_fashion_mnist_shifted()`` (bundled name ``fashion_mnist_shifted``) adds a ``domain`` column
 (:data:`SHIFTED_DOMAINS`: ``clean``, ``corrupted``): in each official split, half of the images of every class
