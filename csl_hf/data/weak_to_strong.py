@@ -104,12 +104,12 @@ def _has_labels(split, label_col: str) -> bool:
     read in its label column, a stream in its first examples."""
     if label_col not in (getattr(split, "features", None) or {}) and not isinstance(split, datasets.IterableDataset):
         return False
-    if isinstance(split, datasets.Dataset):
-        return any(y >= 0 for y in present_ids(split, label_col)) if len(split) else False
     try:
+        if isinstance(split, datasets.Dataset):
+            return any(y >= 0 for y in present_ids(split, label_col))
         return any(ex.get(label_col) is not None and int(ex[label_col]) >= 0
                    for ex in split.select_columns([label_col]).take(8))
-    except (KeyError, ValueError, TypeError):
+    except (KeyError, ValueError, TypeError):  # labels that are not class ids (strings...): not a usable test split
         return False
 
 
