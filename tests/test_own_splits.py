@@ -388,3 +388,16 @@ def test_own_splits_integer_labels_span_both_splits(tmp_path, split_folder):
     datasets.DatasetDict(ints).save_to_disk(str(tmp_path / "ints"))
     data = load_weak_to_strong_data(str(tmp_path / "ints"), seed=0, teacher_size=10)
     assert data.class_names == ["0", "1", "2"] and len(data.test) == 15
+
+
+def test_own_splits_three_classes_run_with_the_default_teachers_per_level(caplog):
+    # the folder of case 13 has 3 classes: the default 1,2,4,5 keeps the levels that fit (a warning), a level the
+    # user asked for is still refused
+    from csl_hf.method.hierarchy import parse_teachers_per_level
+
+    with caplog.at_level("WARNING"):
+        assert parse_teachers_per_level("1,2,4,5", 3) == [1, 2]
+    assert "on these 3 classes it is 1,2" in caplog.text
+    assert parse_teachers_per_level("1,2,4,5", 10) == [1, 2, 4, 5]
+    with pytest.raises(CSLError, match="asks for 4 specialists but there are only 3 classes"):
+        parse_teachers_per_level("1,4", 3)

@@ -24,6 +24,7 @@ from typing import Any
 import datasets
 
 from .animal_mnist import load_animal_mnist
+from .columns import DOMAIN_COLUMN_NAMES, IMAGE_COLUMN_NAMES, LABEL_COLUMN_NAMES
 from .digits_domains import load_digits_domains
 from .fashion_mnist import load_fashion_mnist, load_fashion_mnist_shifted
 from .local import FOLDER_LAYOUTS, read_local_dataset
@@ -36,9 +37,6 @@ _BUNDLED_LOADERS = {"animal_mnist": load_animal_mnist, "digits_domains": load_di
 #: Bundled sets that come as a ``DatasetDict`` with their own ``train`` and ``test`` splits.
 _BUNDLED_WITH_SPLITS = ("fashion_mnist", "fashion_mnist_shifted")
 
-IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values")
-LABEL_COLUMN_NAMES = ("label", "labels", "fine_label")
-DOMAIN_COLUMN_NAMES = ("domain",)
 
 
 def _first_line(e: BaseException) -> str:

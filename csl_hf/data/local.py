@@ -35,6 +35,7 @@ from typing import Any
 
 import datasets
 
+from .columns import DOMAIN_COLUMN_NAMES, LABEL_COLUMN_NAMES
 from .image_folder import IMAGE_EXTENSIONS, JUNK_NAMES, load_image_folder, load_image_folder_splits
 
 __all__ = ["FOLDER_LAYOUTS", "read_local_dataset", "is_saved_dataset", "encode_string_labels"]
@@ -157,8 +158,6 @@ def read_local_dataset(path: str, folder_layout: str = "auto", **load_kwargs: An
         ValueError (one line): an unknown ``folder_layout``, a layout that does not fit, an ambiguous folder, or
         data ``datasets`` cannot read.
     """
-    from .loading import DOMAIN_COLUMN_NAMES, LABEL_COLUMN_NAMES
-
     if folder_layout not in FOLDER_LAYOUTS:
         raise ValueError(f"folder_layout {folder_layout!r} does not exist; use one of {', '.join(FOLDER_LAYOUTS)}")
     path = os.path.abspath(path)
