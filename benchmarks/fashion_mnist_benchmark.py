@@ -42,10 +42,10 @@ pullover/coat/shirt each one specialist --, 5: 0.33). fashion_mnist_shifted: dom
 / bare forward over 2,000 images: 1.15 (Lite0, 163 vs 188 img/s), 1.03 (Lite2, 109 vs 112 img/s). A run
 (hard + baselines + soft): 62 s for both students. The full-scale numbers are still to be run.
 
-Splits: ``load_weak_to_strong_data`` does not yet take the official test split of a dataset that has one (another
-change brings that); until then `official_splits` below does it for this script. ``--library_splits`` uses
-``load_weak_to_strong_data`` instead, for checking that change against this script (``--teacher_size`` and the caps
-are passed through; it should give the same three splits).
+Splits: ``load_weak_to_strong_data`` keeps the official test split as the test split (capped by
+``--max_eval_samples``) and cuts the teacher and weak-to-strong splits from the official training split (teacher
+stratified by class and domain; weak-to-strong the rest, capped by ``--max_train_samples``), the same three splits
+this script cut by hand before.
 """
 
 from __future__ import annotations
@@ -60,7 +60,6 @@ import sys
 import time
 
 import datasets
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from offline_benchmark import mean_std, summarize  # noqa: E402  (the same tables)
@@ -139,39 +138,14 @@ def patch_labeling_timer() -> Timed | None:
 # ------------------------------------------------------------------------------------------------ data
 
 
-def official_splits(dataset_name: str, seed: int, teacher_size: int, max_train: int | None, max_eval: int | None):
-    """``(teacher, train, test)``: the official test split (capped to ``max_eval`` by a seeded subset), and teacher /
-    train cut from the official training split (teacher stratified by class and domain, proportional quotas; train the
-    rest, capped to ``max_train``). What `load_weak_to_strong_data` is expected to do for a dataset with its own test
-    split."""
-    from csl_hf.data import cap_indices, load_csl_dataset
-    from csl_hf.data.splits import _allocate
-
-    dd = load_csl_dataset(dataset_name)
-    source, test = dd["train"], dd["test"]
-    labels = np.asarray(source["label"])
-    strata = labels * 2 + (np.asarray(source["domain"]) if "domain" in source.column_names else 0)
-    perm = np.random.default_rng(seed).permutation(len(source))
-    quota = _allocate(np.bincount(strata), teacher_size)
-    rank = np.empty(len(perm), np.int64)
-    for s in np.unique(strata):  # rank of each row within its stratum, in permuted order
-        rows = perm[strata[perm] == s]
-        rank[rows] = np.arange(len(rows))
-    teacher_rows = np.flatnonzero(rank < quota[strata])
-    train_rows = np.flatnonzero(rank >= quota[strata])
-    train_rows = train_rows[cap_indices(len(train_rows), max_train, seed)]
-    test_rows = cap_indices(len(test), max_eval, seed)
-    return source.select(teacher_rows), source.select(train_rows), test.select(test_rows)
-
-
 def load_splits(a, dataset_name: str, seed: int):
-    if a.library_splits:
-        from csl_hf import load_weak_to_strong_data
+    """``(teacher, train, test)`` of ``dataset_name``: its official test split, teacher and train cut from its
+    training split (`load_weak_to_strong_data`)."""
+    from csl_hf import load_weak_to_strong_data
 
-        data = load_weak_to_strong_data(dataset_name, seed=seed, teacher_size=a.teacher_size,
-                                        max_train_samples=a.max_train_samples, max_eval_samples=a.max_eval_samples)
-        return data.teacher, data.train, data.test
-    return official_splits(dataset_name, seed, a.teacher_size, a.max_train_samples, a.max_eval_samples)
+    data = load_weak_to_strong_data(dataset_name, seed=seed, teacher_size=a.teacher_size,
+                                    max_train_samples=a.max_train_samples, max_eval_samples=a.max_eval_samples)
+    return data.teacher, data.train, data.test
 
 
 # ------------------------------------------------------------------------------------------------ one run
@@ -425,7 +399,6 @@ def main() -> None:
     p.add_argument("--throughput_images", type=int, default=2000, help="images of the labeling-vs-forward timing "
                    "(0: skip it)")
     p.add_argument("--repeats", type=int, default=1, help="repeats of the labeling-vs-forward timing (median)")
-    p.add_argument("--library_splits", action="store_true", help="cut the splits with load_weak_to_strong_data")
     p.add_argument("--output_dir", default="bench_fashion")
     a = p.parse_args()
     from transformers.utils import logging as hf_logging

@@ -148,7 +148,7 @@ def main(argv=None) -> dict:
     if args.dataset_name:
         from csl_hf.data import class_names, infer_columns, load_csl_dataset
 
-        full = load_csl_dataset(args.dataset_name).shuffle(seed=0)
+        full = load_csl_dataset(args.dataset_name, split="train").shuffle(seed=0)  # a folder with splits: train
         image_col, label_col, _ = infer_columns(full)
         if image_col != "image" or label_col != "label":
             full = full.rename_columns({image_col: "image", label_col: "label"})

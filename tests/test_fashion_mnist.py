@@ -131,12 +131,25 @@ def test_missing_data_is_one_line_naming_both_ways(tmp_path, monkeypatch):
         fm.load_fashion_mnist(empty)
     msg = str(err.value)
     assert "\n" not in msg
-    assert "apt-get install dataset-fashion-mnist" in msg and fm.FASHION_MNIST_HUB_ID in msg
-    assert empty in msg and fm.ENV_DIR in msg and "ConnectionError" in msg
-    # Through the data loader of a run: the same line.
+    assert fm.FASHION_MNIST_HUB_ID in msg and empty in msg and "ConnectionError" in msg
+    # No advice that is already followed: the folder given is where the files go; not a word of the env var.
+    assert f"put the four *-ubyte.gz files in {empty}" in msg and fm.ENV_DIR not in msg
+    # Through the data loader of a run: the same line, naming the env var that points at the empty folder.
     monkeypatch.setenv(fm.ENV_DIR, empty)
-    with pytest.raises(CSLError, match="^Fashion-MNIST not found: no idx files in"):
+    with pytest.raises(CSLError, match="^Fashion-MNIST not found: no idx files in") as err:
         load_weak_to_strong_data("fashion_mnist", seed=0)
+    assert f"in ${fm.ENV_DIR} ({empty})" in str(err.value) and "point $" not in str(err.value)
+    # Nothing given: the Debian package or the env var; the Hub only when offline.
+    monkeypatch.delenv(fm.ENV_DIR)
+    monkeypatch.setattr(fm, "_files_present", lambda folder: False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    fm._load_arrays.cache_clear()
+    msg = str(pytest.raises(CSLError, fm.load_fashion_mnist).value)
+    assert "apt-get install dataset-fashion-mnist" in msg and f"point ${fm.ENV_DIR}" in msg and "HF_HUB_OFFLINE" in msg
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    fm._load_arrays.cache_clear()
+    assert "HF_HUB_OFFLINE" not in str(pytest.raises(CSLError, fm.load_fashion_mnist).value)
+    fm._load_arrays.cache_clear()
 
 
 def test_malformed_files_are_one_line_errors(tmp_path):

@@ -45,8 +45,18 @@ class DataArguments:
     dataset_name: str = field(
         default="animal_mnist",
         metadata={"help": "The images: animal_mnist (bundled, 10 animal classes), digits_domains (bundled, MNIST-5k "
-                  "and sklearn digits as two domains), a local image folder (class/image or domain/class/image), or "
-                  "a Hub dataset id (needs network access)."},
+                  "and sklearn digits as two domains), a local folder, or a Hub dataset id (needs network access). "
+                  "A folder is read as datasets.load_dataset / load_from_disk read it: class/image or "
+                  "domain/class/image, split folders (train/class/image + test/class/image), metadata.csv/jsonl, "
+                  "a save_to_disk folder or a clone of a Hub dataset (parquet...). A dataset with its own test (or "
+                  "validation) split keeps it as the test split."},
+    )
+    folder_layout: str = field(
+        default="auto",
+        metadata={"help": "How to read a local folder: auto (as datasets reads it; an ambiguous folder is refused "
+                  "naming its readings), splits (its train/test/validation folders are splits, as "
+                  "datasets.load_dataset reads them), domains (path/<domain>/<class>/<image>, whatever the folder "
+                  "names) or classes (path/<class>/<image>).", "choices": ["auto", "splits", "domains", "classes"]},
     )
     cache_dir: str | None = field(
         default=None,
@@ -56,7 +66,11 @@ class DataArguments:
     teacher_size: float = field(
         default=1000, metadata={"help": "Images whose labels train the weak teachers (a count, or a fraction < 1)."}
     )
-    test_size: float = field(default=2000, metadata={"help": "Labeled test images (a count, or a fraction < 1)."})
+    test_size: float | None = field(
+        default=None,
+        metadata={"help": "Labeled test images (a count, or a fraction < 1). Default: 2000 cut from the data, or the "
+                  "whole of the dataset's own test split (a seeded subset of it when given)."},
+    )
     train_size: float | None = field(
         default=None,
         metadata={"help": "Weak-to-strong training images, labeled by the teachers (default: all the rest). Their "

@@ -44,8 +44,8 @@ __all__ = ["HELP_GROUPS", "build_parser", "main", "cli"]
 
 
 HELP_GROUPS = [
-    ("Data", ["dataset_name", "cache_dir", "teacher_size", "test_size", "train_size", "max_train_samples",
-              "max_eval_samples", "streaming", "shuffle_buffer_size", "labeling_batch_size", "labeling_bf16",
+    ("Data", ["dataset_name", "folder_layout", "cache_dir", "teacher_size", "test_size", "train_size",
+              "max_train_samples", "max_eval_samples", "streaming", "shuffle_buffer_size", "labeling_batch_size", "labeling_bf16",
               "on_bad_image"]),
     ("Student and teachers", ["student_model_name_or_path", "student_image_size", "teachers_name_or_path",
                               "teachers_per_level", "specialties", "teacher_domain_level", "teacher_steps",
@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf run") -> dict:
                 data_args.dataset_name, seed=args.seed, teacher_size=data_args.teacher_size,
                 test_size=data_args.test_size, train_size=data_args.train_size,
                 max_train_samples=data_args.max_train_samples, max_eval_samples=data_args.max_eval_samples,
-                streaming=data_args.streaming, shuffle_buffer_size=data_args.shuffle_buffer_size)
+                streaming=data_args.streaming, shuffle_buffer_size=data_args.shuffle_buffer_size,
+                folder_layout=data_args.folder_layout)
             check_flags_apply(data_args, model_args, teacher_args, args, data.domain_column, data.dataset_name)
             # The student before the teachers: a bad student path or LoRA target fails in seconds, not after
             # teacher training.

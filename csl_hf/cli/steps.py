@@ -24,8 +24,8 @@ __all__ = ["prepare_teachers", "check_teacher_overlap", "student_for_cache", "ot
 
 
 
-_DATA_FLAGS = ("dataset_name", "teacher_size", "test_size", "train_size", "max_train_samples", "max_eval_samples",
-               "streaming", "shuffle_buffer_size")
+_DATA_FLAGS = ("dataset_name", "folder_layout", "teacher_size", "test_size", "train_size", "max_train_samples",
+               "max_eval_samples", "streaming", "shuffle_buffer_size")
 
 
 def check_flags_apply(data_args, model_args, teacher_args, args: CoSupervisedConfig, domain_column: str | None = None,

@@ -40,7 +40,8 @@ class RunArguments:
 
 
 HELP_GROUPS = [
-    ("Data (the same flags and defaults as csl-hf run)", ["dataset_name", "teacher_size", "test_size", "train_size"]),
+    ("Data (the same flags and defaults as csl-hf run)", ["dataset_name", "folder_layout", "teacher_size", "test_size",
+                                                          "train_size"]),
     ("Teachers", ["teachers_per_level", "specialties", "teacher_domain_level", "teacher_steps",
                   "teacher_architecture", "teacher_backbone", "teacher_learning_rate", "teacher_batch_size",
                   "teacher_image_size", "teacher_seed", "teacher_feature_batch_size", "specialty_gates"]),
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf teachers") -> None:
         raise CSLError(f"--{given[0]} does not apply to {prog}: the teachers learn from the teacher split only, read "
                        "whole; drop it (it belongs to csl-hf run / examples/run_csl.py)")
     data = load_weak_to_strong_data(data_args.dataset_name, seed=run_args.seed, teacher_size=data_args.teacher_size,
-                                    test_size=data_args.test_size, train_size=data_args.train_size)
+                                    test_size=data_args.test_size, train_size=data_args.train_size,
+                                    folder_layout=data_args.folder_layout)
     start = time.time()
     mixture = train_teacher_hierarchy(data.teacher, teacher_args,
                                       domain_level=teacher_args.teacher_domain_level or data.domain_column is not None)

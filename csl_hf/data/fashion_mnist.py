@@ -13,7 +13,8 @@ names of the dataset's README in label order). Where the data comes from, in thi
 
 ``load_fashion_mnist()`` returns ``DatasetDict({"train": 60,000 rows, "test": 10,000 rows})``, columns ``image``
 (``Image()``, PIL mode "L", 28x28) and ``label`` (``ClassLabel``), rows in the files' order. The official test split
-is meant to be the run's test split; teacher and weak-to-strong splits are cut from the official training split.
+is the run's test split (`load_weak_to_strong_data`; ``--max_eval_samples`` caps it); teacher and weak-to-strong
+splits are cut from the official training split.
 
 ``load_fashion_mnist_shifted()`` (bundled name ``fashion_mnist_shifted``) adds a ``domain`` column
 (:data:`SHIFTED_DOMAINS`: ``clean``, ``corrupted``): in each official split, half of the images of every class
@@ -151,10 +152,19 @@ def _load_arrays(folder: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return _load_hub()
     except Exception as err:  # offline, no datasets cache, Hub error: say how to get the data instead
         reason = " ".join(f"{type(err).__name__}: {err}".split())[:160]
+        # Advice only of what is not already so: the folder that was searched, and the Hub only when offline.
+        files = "the four *-ubyte.gz files"
+        if folder == os.path.expanduser(DEBIAN_FASHION_MNIST_DIR):
+            where = (f"install the Debian package (apt-get install dataset-fashion-mnist), or point ${ENV_DIR} at a "
+                     f"folder with {files}")
+        elif folder == os.path.expanduser(os.environ.get(ENV_DIR) or "\0"):
+            where = f"put {files} in ${ENV_DIR} ({folder})"
+        else:
+            where = f"put {files} in {folder}"
+        hub = " or unset HF_HUB_OFFLINE to download the Hub dataset" if datasets.config.HF_HUB_OFFLINE else ""
         raise CSLError(
             f"Fashion-MNIST not found: no idx files in {folder} and the Hub dataset {FASHION_MNIST_HUB_ID} could not "
-            f"be loaded ({reason}); install the Debian package (apt-get install dataset-fashion-mnist), or point "
-            f"${ENV_DIR} at a folder with the four *-ubyte.gz files, or go online for the Hub dataset"
+            f"be loaded ({reason}); {where}{',' if hub else ''}{hub}"
         ) from None
 
 

@@ -5,7 +5,10 @@ evaluation of the student) goes through `load_image` (one image to ``uint8 [3, H
 (a batch, each image decoded once and resized right away to every input size that is needed, so a batch of 12-MP
 photos never sits in memory at full resolution). Decoding matches ``datasets.Image`` and transformers'
 ``load_image``: the EXIF Orientation tag is applied (phone photos stored sideways come out upright), every PIL mode
-becomes 8-bit RGB, and a corrupt or degenerate file is a one-line ``ValueError`` naming it.
+becomes 8-bit RGB, and a corrupt or degenerate file is a one-line ``ValueError`` naming it. High-bit-depth images are
+scaled by their mode's range, the same for every image (:data:`MODE_RANGES`: 16-bit data 0..65535 whether stored as
+"I;16" or as 32-bit "I", floats 0..1), where PIL's own ``convert("L")`` would clip them at 255 (white); values
+outside the range are refused like a corrupt file.
 
 Typical use on a column cast to ``datasets.Image(decode=False)``::
 
@@ -114,17 +117,34 @@ def check_image(img: Image.Image, min_size: int = 2) -> Image.Image:
     return img
 
 
+#: The value range each high-bit-depth PIL mode is read in: its top maps to 255, the same for every image of the mode
+#: (never the image's own maximum, which would make two equally dark exposures black and white). 16-bit data, stored
+#: as "I;16" (16-bit PNG) or as "I" (32-bit integer TIFF, PNGs on some Pillow versions), spans 0..65535; floats
+#: ("F") are intensities in 0..1.
+MODE_RANGES = {"I;16": 65535.0, "I": 65535.0, "F": 1.0}
+#: Floats this far outside 0..1 (under half an 8-bit step) are rounding, clipped; farther out they are refused.
+_FLOAT_SLACK = 0.5 / 255
+
+
 def _to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
-    """Rescale a high-bit-depth / float single-channel array to uint8."""
+    """A single-channel 16/32-bit integer or float array as uint8, by its mode's range (:data:`MODE_RANGES`).
+
+    Raises:
+        ValueError (one line): values outside the mode's range (they have no fixed meaning to scale by).
+    """
+    top = MODE_RANGES["I;16" if mode.startswith("I;16") else mode]
     arr = arr.astype(np.float64)
-    if mode == "F":
-        # float images: [0, 1] is taken as normalised intensities, anything else is clipped to 0..255
-        if arr.size and np.nanmin(arr) >= 0.0 and np.nanmax(arr) <= 1.0:
-            arr = arr * 255.0
-    elif mode.startswith("I;16") or (arr.size and arr.max() > 255):
-        # 16-bit data (PIL opens 16-bit PNGs as "I;16" or "I"): map 0..65535 onto 0..255
-        arr = arr / 257.0
-    return np.clip(np.nan_to_num(arr), 0, 255).round().astype(np.uint8)
+    if arr.size:
+        low, high = float(np.nanmin(arr)), float(np.nanmax(arr))
+        slack = _FLOAT_SLACK if mode == "F" else 0.0
+        nan = bool(np.isnan(arr).any())
+        if nan or low < -slack or high > top + slack:
+            what = "float (mode F) pixels as intensities in 0..1" if mode == "F" else \
+                f"{'16' if mode.startswith('I;16') else '32'}-bit integer (mode {mode}) pixels as 16-bit data 0..65535"
+            values = "NaN pixel values" if nan else f"pixel values {low:g}..{high:g}"
+            raise ValueError(f"{values} out of range: csl_hf reads {what}; save the image rescaled to that range, or "
+                             "as 8-bit")
+    return np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -133,19 +153,22 @@ def to_rgb(img: Image.Image) -> Image.Image:
     - ``RGB``: returned as is;
     - ``L``/``1``/``CMYK``/``YCbCr``/...: PIL's conversion;
     - ``RGBA``/``LA``/``PA``/``La``/``RGBa`` and ``P`` with transparency: alpha-composited on white;
-    - ``I;16*``/``I`` (16/32-bit integer) and ``F`` (float): rescaled to 0..255 (16-bit values
-      divided by 257; floats in [0, 1] multiplied by 255), then grey → RGB.
+    - ``I;16*``/``I`` (16/32-bit integer) and ``F`` (float): scaled by the mode's range (:data:`MODE_RANGES`: 16-bit
+      values 0..65535 divided by 257, floats 0..1 multiplied by 255), the same for every image, then grey → RGB.
+
+    Raises:
+        ValueError (one line): a 16/32-bit or float image with values outside its mode's range.
     """
     mode = img.mode
     if mode == "RGB":
         return img
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        return Image.fromarray(_to_uint8(np.asarray(img), mode), mode="L").convert("RGB")
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         mode = img.mode
         if mode == "RGB":
             return img
-    if mode in ("I", "F") or mode.startswith("I;16"):
-        return Image.fromarray(_to_uint8(np.asarray(img), mode), mode="L").convert("RGB")
     if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, _WHITE + (255,))
@@ -157,9 +180,14 @@ def load_image(value: Any, min_size: int = 2) -> torch.Tensor:
     """Decode one stored image (anything `decode_image` accepts) into ``uint8 [3, H, W]`` RGB.
 
     Raises:
-        ValueError (one line, naming the file): corrupt or undecodable, or smaller than ``min_size`` pixels.
+        ValueError (one line, naming the file): corrupt or undecodable, smaller than ``min_size`` pixels, or a
+        high-bit-depth image with values outside its mode's range (`to_rgb`).
     """
-    image = to_rgb(check_image(decode_image(value), min_size))
+    image = check_image(decode_image(value), min_size)
+    try:
+        image = to_rgb(image)
+    except ValueError as err:  # a high-bit-depth image outside its mode's range
+        raise ValueError(f"image {_describe(value)}: {err}") from None
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 

@@ -6,8 +6,10 @@
    ``digits_domains`` (10 digits x 2 domains), built offline from installed PyPI packages; ``fashion_mnist`` and
    ``fashion_mnist_shifted`` (+ a corrupted domain), from Debian's files or the Hub, with their own test split
    (a ``DatasetDict``; see :mod:`csl_hf.data.fashion_mnist`);
-2. an existing local directory: an image folder, ``path/<class>/<image>`` or
-   ``path/<domain>/<class>/<image>`` (see :mod:`csl_hf.data.image_folder`);
+2. an existing local directory, read the way ``datasets`` reads it (:mod:`csl_hf.data.local`): a ``save_to_disk``
+   folder, a clone of a Hub dataset (parquet, csv...), an image folder with metadata or with split folders
+   (``path/train/<class>/<image>``, ``path/test/<class>/<image>``: a ``DatasetDict``), else an image folder
+   ``path/<class>/<image>`` or ``path/<domain>/<class>/<image>`` (see :mod:`csl_hf.data.image_folder`);
 3. anything else: ``datasets.load_dataset(name_or_path, ...)`` (a Hub dataset id, or a dataset
    already in the local ``datasets`` cache when offline).
 
@@ -22,9 +24,10 @@ from typing import Any
 import datasets
 
 from .animal_mnist import load_animal_mnist
+from .columns import DOMAIN_COLUMN_NAMES, IMAGE_COLUMN_NAMES, LABEL_COLUMN_NAMES
 from .digits_domains import load_digits_domains
 from .fashion_mnist import load_fashion_mnist, load_fashion_mnist_shifted
-from .image_folder import load_image_folder
+from .local import FOLDER_LAYOUTS, read_local_dataset
 
 __all__ = ["BUNDLED_DATASETS", "load_csl_dataset", "infer_columns", "class_names", "is_local_source"]
 
@@ -34,9 +37,6 @@ _BUNDLED_LOADERS = {"animal_mnist": load_animal_mnist, "digits_domains": load_di
 #: Bundled sets that come as a ``DatasetDict`` with their own ``train`` and ``test`` splits.
 _BUNDLED_WITH_SPLITS = ("fashion_mnist", "fashion_mnist_shifted")
 
-IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values")
-LABEL_COLUMN_NAMES = ("label", "labels", "fine_label")
-DOMAIN_COLUMN_NAMES = ("domain",)
 
 
 def _first_line(e: BaseException) -> str:
@@ -50,7 +50,7 @@ def _looks_like_path(name: str) -> bool:
 
 
 def load_csl_dataset(
-    name_or_path: str, streaming: bool = False, split: str | None = None, **kwargs: Any
+    name_or_path: str, streaming: bool = False, split: str | None = None, folder_layout: str = "auto", **kwargs: Any
 ) -> datasets.Dataset | datasets.IterableDataset | datasets.DatasetDict | datasets.IterableDatasetDict:
     """Load a dataset for CSL by bundled name, local image folder, or Hub id (resolution order in
     the module docstring).
@@ -59,18 +59,23 @@ def load_csl_dataset(
         name_or_path: ``"animal_mnist"``, ``"digits_domains"``, a local directory, or a Hub id.
         streaming: return an ``IterableDataset`` (bundled sets via ``.to_iterable_dataset(num_shards=...)``; split
             it with `csl_hf.data.streaming.stream_splits`).
-        split: for Hub datasets, forwarded to ``load_dataset`` (``None`` gives a ``DatasetDict``).
-            Bundled sets and image folders are a single split: ``None``, ``"train"`` or ``"all"``.
-        **kwargs: forwarded to ``datasets.load_dataset`` for image folders and Hub datasets.
+        split: one split (``None`` gives a ``DatasetDict`` for a source with named splits). Hub datasets: forwarded to
+            ``load_dataset``. Single-split sources (animal_mnist, digits_domains, a plain image folder): ``None``,
+            ``"train"`` or ``"all"``.
+        folder_layout: how to read a local folder (:data:`csl_hf.data.local.FOLDER_LAYOUTS`): ``"auto"`` as
+            ``datasets`` does (see :mod:`csl_hf.data.local`), ``"splits"``, ``"domains"`` or ``"classes"``.
+        **kwargs: forwarded to ``datasets.load_dataset`` for local folders and Hub datasets.
 
     Raises:
-        ValueError (one line): an unknown split for a single-split source, a local path that does
-            not exist or is not a directory, or a Hub dataset that cannot be loaded (e.g. offline).
+        ValueError (one line): an unknown split, a local path that does not exist, is not a directory or cannot be
+            read (an ambiguous layout names its readings), or a Hub dataset that cannot be loaded (e.g. offline).
     """
     name = os.fspath(name_or_path)
-    bundled_single = name in _BUNDLED_LOADERS and name not in _BUNDLED_WITH_SPLITS
-    single_split = bundled_single or os.path.isdir(os.path.expanduser(name))
-    if single_split and split not in (None, "train", "all"):
+    if folder_layout not in FOLDER_LAYOUTS:
+        raise ValueError(f"folder_layout {folder_layout!r} does not exist; use one of {', '.join(FOLDER_LAYOUTS)}")
+    if folder_layout != "auto" and not os.path.isdir(os.path.expanduser(name)):
+        raise ValueError(f"--folder_layout {folder_layout} applies to a local folder, and {name!r} is not one; drop it")
+    if name in _BUNDLED_LOADERS and name not in _BUNDLED_WITH_SPLITS and split not in (None, "train", "all"):
         raise ValueError(
             f"{name!r} has a single split (use split=None); make teacher/train/test splits with make_weak_to_strong_splits"
         )
@@ -90,12 +95,28 @@ def load_csl_dataset(
         # Many small shards: the bundled sets are sorted by class, and a streaming shuffle permutes shards.
         return ds.to_iterable_dataset(num_shards=min(len(ds), 1024)) if streaming else ds
     if os.path.isdir(os.path.expanduser(name)):
-        return _named(load_image_folder(os.path.expanduser(name), streaming=streaming, **kwargs), name)
+        ds = read_local_dataset(os.path.expanduser(name), folder_layout=folder_layout, **kwargs)
+        if isinstance(ds, datasets.DatasetDict):
+            if split is not None and split not in ds:
+                raise ValueError(f"{name!r} has the splits {', '.join(ds)} (or split=None for all), not {split!r}")
+            ds = ds[split] if split is not None else ds
+        elif split not in (None, "train", "all"):
+            raise ValueError(f"{name!r} has a single split (use split=None); make teacher/train/test splits with "
+                             "make_weak_to_strong_splits")
+        ds = _named(ds, name)
+        if not streaming:
+            return ds
+        if isinstance(ds, datasets.DatasetDict):
+            return datasets.IterableDatasetDict(
+                {k: v.to_iterable_dataset(num_shards=max(1, min(len(v), 1024))) for k, v in ds.items()})
+        return ds.to_iterable_dataset(num_shards=max(1, min(len(ds), 1024))) if isinstance(ds, datasets.Dataset) \
+            else ds
     if os.path.exists(os.path.expanduser(name)) or _looks_like_path(name):
         what = "is not a directory" if os.path.exists(os.path.expanduser(name)) else "does not exist"
         raise ValueError(
-            f"dataset path {name!r} {what}; expected an image folder (path/<class>/<image> or "
-            f"path/<domain>/<class>/<image>) or a bundled name: {', '.join(BUNDLED_DATASETS)}"
+            f"dataset path {name!r} {what}; expected an image folder (path/<class>/<image>, "
+            f"path/<domain>/<class>/<image> or path/<split>/<class>/<image>), a save_to_disk folder, a clone of a Hub "
+            f"dataset, or a bundled name: {', '.join(BUNDLED_DATASETS)}"
         )
     import difflib
 
@@ -116,7 +137,7 @@ def load_csl_dataset(
 
 
 def is_local_source(name_or_path: str) -> bool:
-    """A bundled dataset or a local image folder: data whose length and labels are known without reading images."""
+    """A bundled dataset or a local folder: data whose length and labels are known without reading images."""
     return os.fspath(name_or_path) in _BUNDLED_LOADERS or os.path.isdir(os.path.expanduser(os.fspath(name_or_path)))
 
 
@@ -134,7 +155,7 @@ def _features(dataset: Any) -> datasets.Features:
     if features is None:
         raise ValueError(
             "the dataset's features are unknown (a streaming dataset without metadata); "
-            "cast it with .cast(features) or pass the column names explicitly"
+            "give them with .cast(features): an Image column and a ClassLabel label column"
         )
     return features
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datasets
 
 from ..errors import CSLError
+from .labels import align_labels
 from .loading import class_names, infer_columns, load_csl_dataset
 from .weak_to_strong import WeakToStrongData
 
@@ -55,6 +56,10 @@ def load_named_splits(dataset_name: str, teacher_split: str, w2s_split: str, tea
         names = class_names(teacher_source, label_col)
     except ValueError as err:
         raise CSLError(f"--dataset_name {dataset_name}: {err}") from None
+    if w2s_source is not teacher_source:  # the same classes, perhaps numbered otherwise: matched by name
+        w2s_source = align_labels(w2s_source, label_col, names, f"the {w2s_split} split of {dataset_name}",
+                                  f"its {teacher_split} split", fix=f"add {teacher_split} images of those classes, or "
+                                  "leave their images out")
     return WeakToStrongData(_take(teacher_source, 0, teacher_size), _take(w2s_source, start, train_size),
                             _take(w2s_source, start + train_size, test_size), image_col, label_col, domain_col, names,
                             dataset_name, seed=seed)

@@ -10,6 +10,7 @@ import datasets
 import torch
 
 from ..errors import CSLError
+from .labels import align_label_ids, align_labels, label_id_map, label_names, present_ids
 from .loading import class_names, infer_columns
 from .preprocessing import Preprocessing, ProcessorPreprocessing, preprocessing_for
 from .targets import ImageTargets, StreamImageTargets
@@ -46,9 +47,14 @@ class ImageSource:
     def from_datasets(cls, train_dataset, eval_dataset, processing_class, teachers=None, cache=None) -> "ImageSource":
         """Check and describe the two splits.
 
+        Class ids are matched by name (`csl_hf.data.labels`): a split whose ``ClassLabel`` lists the teachers' (or
+        the cache's; without either, ``train_dataset``'s) classes in another order, or only some of them (as
+        ``datasets`` gives a test folder that misses a class), is renumbered to theirs.
+
         Raises:
             `CSLError` (one line): a split missing or not a ``datasets`` dataset, no image or label column, no
-            ``processing_class``, or class names that differ from the teachers' or the cache's.
+            ``processing_class``, a class the teachers (or the cache) do not know, or integer labels beyond their
+            classes.
         """
         for name, ds in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             if not isinstance(ds, _DATASET_TYPES):
@@ -67,9 +73,18 @@ class ImageSource:
             reference = ("the teachers", [teachers.config.id2label[i] for i in range(teachers.config.num_labels)])
         elif cache is not None:
             reference = ("the cache", [cache.id2label[i] for i in range(cache.num_labels)])
-        if reference is not None and reference[1] != names:
-            raise CSLError(f"the dataset's classes {names[:5]}... differ from {reference[0]}' {reference[1][:5]}...; "
-                           "use teachers trained on this dataset (same classes in the same order)")
+        if reference is not None and label_names(train_dataset, label_col) is None and len(names) > len(reference[1]):
+            raise CSLError(f"train_dataset has integer labels up to {len(names) - 1} and {reference[0]} know "
+                           f"{len(reference[1])} classes; use teachers trained on this dataset")
+        reference_what, names = reference if reference is not None else ("train_dataset", names)
+        aligned = {}
+        for key, what, ds in (("train", "train_dataset", train_dataset), ("test", "eval_dataset", eval_dataset)):
+            try:
+                split_label = infer_columns(ds)[1] if key == "test" else label_col
+            except ValueError as err:
+                raise CSLError(f"{what}: {err}") from None
+            aligned[key] = align_labels(ds, split_label, names, what, reference_what)
+        train_dataset, eval_dataset = aligned["train"], aligned["test"]
         info = getattr(train_dataset, "info", None)
         return cls(datasets={"train": train_dataset, "test": eval_dataset}, image_column=image_col,
                    label_column=label_col, domain_column=domain_col, class_names=names,
@@ -103,10 +118,13 @@ class ImageSource:
     def student_logits(self, student, dataset, args, what: str = "eval_dataset"
                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The student's logits ``[n, C]`` (float32, CPU) on the images of ``dataset`` (a ``datasets`` dataset, or a
-        list of PIL images, paths or arrays), and its labels ``[n]`` (``None`` when it has no label column).
+        list of PIL images, paths or arrays), and its labels ``[n]`` in the model's class ids (a ``ClassLabel`` of
+        the same classes in another order, or of some of them, is matched by name; ``None`` when it has no label
+        column).
 
         Raises:
-            `CSLError` (one line, naming ``what``): no image column, or an image that cannot be decoded.
+            `CSLError` (one line, naming ``what``): no image column, a class the model does not know, an image that
+            cannot be decoded.
         """
         dataset = as_image_dataset(dataset)
         try:
@@ -115,7 +133,11 @@ class ImageSource:
             if "no label column" not in str(err):
                 raise CSLError(f"{what}: {err}") from None
             image_col, label_col = infer_columns(dataset, labels=False)[0], None
-        labels = None
+        labels, mapping = None, None
+        if label_col is not None:
+            names = label_names(dataset, label_col)  # the same classes in another order are matched by name
+            present = present_ids(dataset, label_col) if isinstance(dataset, datasets.Dataset) and names else None
+            mapping = label_id_map(names, self.class_names, f"the {what}", "the model", present=present)
         if isinstance(dataset, datasets.IterableDataset):  # one pass for the labels, one for the images
             if label_col is not None:
                 labels = torch.tensor([int(ex[label_col]) for ex in dataset.select_columns([label_col])])
@@ -127,6 +149,12 @@ class ImageSource:
             if label_col is not None:
                 labels = torch.as_tensor(dataset[label_col], dtype=torch.long)
             images = ImageTargets(dataset, torch.arange(len(dataset)), None, self.preprocessing, image_col)
+        if labels is not None:
+            labels = align_label_ids(labels, mapping)
+        if labels is not None and len(labels) and int(labels.max()) >= len(self.class_names):
+            raise CSLError(f"the evaluation dataset has label id {int(labels.max())}, and the model has "
+                           f"{len(self.class_names)} classes; cast its label column to a ClassLabel of the model's "
+                           "class names")
         was_training = student.training
         student.eval()
         try:

@@ -61,7 +61,7 @@ def stream_splits(
     stream: datasets.IterableDataset,
     seed: int,
     teacher_size: int,
-    test_size: int,
+    test_size: int | None,
     train_size: int | None = None,
     buffer_size: int = 1000,
 ) -> dict[str, datasets.Dataset | datasets.IterableDataset]:
@@ -71,7 +71,7 @@ def stream_splits(
         stream: a ``datasets.IterableDataset`` (e.g. ``load_csl_dataset(name, streaming=True)``).
         seed: seed of the streaming shuffle; the splits depend only on the stream, ``seed`` and ``buffer_size``.
         teacher_size: examples of the teacher split (read now and materialised).
-        test_size: examples of the labeled test split.
+        test_size: examples of the labeled test split; ``None`` cuts none (a dataset with its own test split).
         train_size: examples of the weak-to-strong split; ``None`` takes the rest of the stream.
         buffer_size: the shuffle buffer (examples held in memory while shuffling).
 
@@ -86,7 +86,7 @@ def stream_splits(
         raise TypeError("stream_splits needs a datasets.IterableDataset; split a map-style Dataset with "
                         "make_weak_to_strong_splits")
     teacher_size = _count(teacher_size, "teacher_size")
-    test_size = _count(test_size, "test_size")
+    test_size = _count(test_size, "test_size", allow_none=True)
     train_size = _count(train_size, "train_size", allow_none=True)
     buffer_size = _count(buffer_size, "buffer_size")
 
@@ -96,8 +96,8 @@ def stream_splits(
     source = stream.cast(raw) if raw is not None and raw != features else stream
     rows = list(source.shuffle(seed=seed, buffer_size=buffer_size).take(teacher_size))
     if len(rows) < teacher_size:
-        raise ValueError(f"the stream has only {len(rows)} examples, fewer than teacher_size={teacher_size} (and "
-                         f"test_size={test_size} more are needed)")
+        more = f" (and test_size={test_size} more are needed)" if test_size else ""
+        raise ValueError(f"the stream has only {len(rows)} examples, fewer than teacher_size={teacher_size}{more}")
     teacher = datasets.Dataset.from_list(rows, features=raw)
     for col, feature in (features or {}).items():
         if isinstance(feature, datasets.Image) and raw[col] != feature:
@@ -105,8 +105,8 @@ def stream_splits(
     _warn_missing_classes(teacher, features, buffer_size)
 
     shuffled = stream.shuffle(seed=seed, buffer_size=buffer_size)
-    test = shuffled.skip(teacher_size).take(test_size)
-    train = shuffled.skip(teacher_size + test_size)
+    test = shuffled.skip(teacher_size).take(test_size) if test_size else None
+    train = shuffled.skip(teacher_size + (test_size or 0))
     if train_size is not None:
         train = train.take(train_size)
     return {"teacher": teacher, "test": test, "train": train}

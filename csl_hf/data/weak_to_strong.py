@@ -1,10 +1,19 @@
 """The data of a weak-to-strong run in one call: load a dataset, find its columns, cut the teacher / train / test
 splits, cap them, and remember which source rows each split holds.
 
-Bundled sets and local image folders are always split as map-style datasets (their length and labels are known
+A dataset with its own test split (a ``DatasetDict`` with ``test``, else ``validation``: Fashion-MNIST, a folder
+with ``train/`` and ``test/`` folders, a ``save_to_disk`` or Hub clone with those splits) keeps it: that split is the
+test split (its classes matched to the training split's by name; ``test_size`` takes a seeded subset of it when
+given, ``max_eval_samples`` caps it), and the teacher and weak-to-strong splits are cut from ``train``, stratified
+as usual. Other splits are not used; the log says which splits were used for what.
+
+Bundled sets and local folders are always split as map-style datasets (their length and labels are known
 without decoding an image), so ``streaming=True`` reads *the same samples* as a map-style run with the same seed
 and sizes, lazily. Only a Hub dataset is split as a stream, with a shuffle buffer (`csl_hf.data.streaming`), which
 draws another sample.
+
+Before any teacher is trained, data in which no class can have teacher, weak-to-strong and test images is refused
+(`csl_hf.data.splits.check_classes_can_be_split`).
 """
 
 from __future__ import annotations
@@ -12,15 +21,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import logging
+
 import datasets
 import numpy as np
 
 from ..errors import CSLError
+from .labels import align_labels, label_names, present_ids
 from .loading import class_names, infer_columns, is_local_source, load_csl_dataset
-from .splits import cap_indices, weak_to_strong_indices
-from .streaming import stream_splits
+from .splits import cap_indices, check_split_classes, resolve_size, weak_to_strong_indices
+from .streaming import _count, stream_splits
 
-__all__ = ["WeakToStrongData", "load_weak_to_strong_data"]
+__all__ = ["WeakToStrongData", "load_weak_to_strong_data", "own_splits"]
+
+logger = logging.getLogger(__name__)
+
+#: Split names (``datasets``' own keywords) whose split is the test split, in order of preference, and the training
+#: split's.
+TEST_SPLIT_NAMES = ("test", "testing", "eval", "evaluation", "validation", "valid", "val", "dev")
+TRAIN_SPLIT_NAMES = ("train", "training")
 
 
 @dataclass
@@ -34,8 +53,12 @@ class WeakToStrongData:
         class_names: the label space in class-id order.
         dataset_name: the source's name or path.
         source_rows: ``{"teacher": rows, "train": rows, "test": rows}`` int64 rows of the source dataset (``None``
-            for a streamed Hub dataset, whose rows have no stable index).
-        num_rows: the source dataset's length (``None`` for a streamed Hub dataset).
+            for a streamed Hub dataset, whose rows have no stable index). With its own test split the source is the
+            training split followed by the test split: test rows start at the training split's length.
+        num_rows: the source dataset's length (``None`` for a streamed Hub dataset); with its own test split, the
+            training and the test split's together.
+        splits: which of the source's splits were used: ``{"pool": name, "test": name or None}`` (``None`` for a
+            source of one split; ``"test"`` is ``None`` when all three splits are cut from the pool).
         seed: the split seed.
     """
 
@@ -51,6 +74,7 @@ class WeakToStrongData:
     num_rows: int | None = None
     seed: int = 0
     sizes: dict[str, int] = field(default_factory=dict)
+    splits: dict[str, str] | None = None
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -75,54 +99,149 @@ def _size(value: float | int | None) -> int | float | None:
     return int(value) if float(value).is_integer() and value >= 1 else float(value)
 
 
+def _has_labels(split, label_col: str) -> bool:
+    """Whether a split carries labels (Hub test splits often hold ``-1`` or no label column): a map-style split is
+    read in its label column, a stream in its first examples."""
+    if label_col not in (getattr(split, "features", None) or {}) and not isinstance(split, datasets.IterableDataset):
+        return False
+    try:
+        if isinstance(split, datasets.Dataset):
+            return any(y >= 0 for y in present_ids(split, label_col))
+        return any(ex.get(label_col) is not None and int(ex[label_col]) >= 0
+                   for ex in split.select_columns([label_col]).take(8))
+    except (KeyError, ValueError, TypeError):  # labels that are not class ids (strings...): not a usable test split
+        return False
+
+
+def own_splits(dataset, dataset_name: str, label_col: str | None = None
+               ) -> tuple[Any, Any | None, dict[str, str] | None]:
+    """``(pool, test, names)``: of a ``DatasetDict``, the split the teacher and weak-to-strong splits are cut from
+    (``train``; a dataset of one split, whatever its name, is that split), its own labeled test split (``test``, else
+    ``validation``...; ``None`` without one: a split whose labels are all missing, as many Hub test splits have, is
+    passed over) and their names; a single dataset is ``(dataset, None, None)``.
+
+    Raises:
+        `CSLError` (one line): several splits none of which is a training split.
+    """
+    if not isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        return dataset, None, None
+    names = list(dataset)
+    if len(names) == 1:
+        return dataset[names[0]], None, None
+    pool = next((n for n in TRAIN_SPLIT_NAMES if n in dataset), None)
+    if pool is None:
+        rest = [n for n in names if n not in TEST_SPLIT_NAMES]
+        if len(rest) != 1:
+            raise CSLError(f"--dataset_name {dataset_name} has the splits {', '.join(names)} and none is 'train' (the "
+                           "split the teacher and weak-to-strong images come from); name the training split 'train'")
+        pool = rest[0]
+    if label_col is None:
+        label_col = infer_columns(dataset[pool])[1]
+    test = None
+    for name in (n for n in TEST_SPLIT_NAMES if n in dataset and n != pool):
+        if _has_labels(dataset[name], label_col):
+            test = name
+            break
+        logger.info("--dataset_name %s: its %r split has no labels: not used as the test split", dataset_name, name)
+    unused = [n for n in names if n not in (pool, test)]
+    if unused:
+        logger.info("--dataset_name %s: split(s) %s not used (the teacher and weak-to-strong splits come from %r%s)",
+                    dataset_name, ", ".join(unused), pool, f", the test split is {test!r}" if test else "")
+    return dataset[pool], (dataset[test] if test else None), {"pool": pool, "test": test}
+
+
 def load_weak_to_strong_data(
     dataset_name: str,
     seed: int,
     teacher_size: float = 1000,
-    test_size: float = 2000,
+    test_size: float | None = None,
     train_size: float | None = None,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     streaming: bool = False,
     shuffle_buffer_size: int = 1000,
+    folder_layout: str = "auto",
 ) -> WeakToStrongData:
-    """Load ``dataset_name`` (bundled name, image folder or Hub id) and cut it into teacher / train / test splits.
+    """Load ``dataset_name`` (bundled name, local folder or Hub id) and cut it into teacher / train / test splits.
 
-    Sizes are counts or fractions in (0, 1) of the dataset (counts only for a streamed Hub dataset). The train and
-    test splits are then capped to ``max_train_samples`` / ``max_eval_samples`` (a seeded subset).
+    Sizes are counts or fractions in (0, 1) of the dataset (counts only for a streamed Hub dataset); ``test_size``
+    defaults to 2000 images cut from the data, or to the whole of the dataset's own test split (module docstring).
+    The train and test splits are then capped to ``max_train_samples`` / ``max_eval_samples`` (a seeded subset).
+    ``folder_layout`` says how to read a local folder (`csl_hf.data.local`).
 
     Raises:
         `CSLError` (one line, naming the dataset): a source that cannot be loaded, missing columns, sizes that do not
-        fit the dataset.
+        fit the dataset, a test split with classes the training split does not have, data in which no class can have
+        teacher, weak-to-strong and test images.
     """
     try:
         local = is_local_source(dataset_name)
-        dataset = load_csl_dataset(dataset_name, streaming=streaming and not local)
-        if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
-            dataset = dataset["train"] if "train" in dataset else next(iter(dataset.values()))
+        loaded = load_csl_dataset(dataset_name, streaming=streaming and not local, folder_layout=folder_layout)
+        dataset, own_test, split_names = own_splits(loaded, dataset_name)
         image_col, label_col, domain_col = infer_columns(dataset)
         names = class_names(dataset, label_col)
+        if own_test is not None and label_names(dataset, label_col) is None and isinstance(own_test, datasets.Dataset):
+            test_names = class_names(own_test, label_col)  # integer labels: the ids of both splits
+            names = test_names if len(test_names) > len(names) else names
+        if own_test is not None:
+            own_test = align_labels(
+                own_test, label_col, names, f"the {split_names['test']} split of {dataset_name}",
+                f"its {split_names['pool']} split", fix=f"add {split_names['pool']} images of those classes, or "
+                "leave their test images out")
         sizes = {"teacher": _size(teacher_size), "test": _size(test_size), "train": _size(train_size)}
+        if own_test is None and sizes["test"] is None:
+            sizes["test"] = 2000
         if isinstance(dataset, datasets.IterableDataset):
-            splits = stream_splits(dataset, seed=seed, teacher_size=sizes["teacher"], test_size=sizes["test"],
-                                   train_size=sizes["train"], buffer_size=shuffle_buffer_size)
-            return WeakToStrongData(splits["teacher"], splits["train"].take(max_train_samples) if max_train_samples
-                                    else splits["train"], splits["test"].take(max_eval_samples) if max_eval_samples
-                                    else splits["test"], image_col, label_col, domain_col, names, dataset_name,
-                                    seed=seed)
+            return _stream_data(dataset, own_test, sizes, seed, shuffle_buffer_size, max_train_samples,
+                                max_eval_samples, (image_col, label_col, domain_col), names, dataset_name, split_names)
         stratify = (label_col, domain_col) if domain_col else label_col
-        rows = weak_to_strong_indices(dataset, seed=seed, teacher_size=sizes["teacher"], test_size=sizes["test"],
+        rows = weak_to_strong_indices(dataset, seed=seed, teacher_size=sizes["teacher"],
+                                      test_size=None if own_test is not None else sizes["test"],
                                       train_size=sizes["train"], stratify_by=stratify)
+        if own_test is not None:
+            rows["test"] = np.arange(len(own_test))
+            if sizes["test"] is not None:
+                rows["test"] = cap_indices(len(own_test), resolve_size(sizes["test"], len(own_test), "test_size"), seed)
     except (ValueError, TypeError) as err:
         if isinstance(err, CSLError):
             raise
         raise CSLError(f"--dataset_name {dataset_name}: {err}") from None
     rows["train"] = rows["train"][cap_indices(len(rows["train"]), max_train_samples, seed)]
     rows["test"] = rows["test"][cap_indices(len(rows["test"]), max_eval_samples, seed)]
-    parts = {name: dataset.select(rows[name]) for name in ("teacher", "train", "test")}
+    parts = {name: dataset.select(rows[name]) for name in ("teacher", "train")}
+    parts["test"] = (own_test if own_test is not None else dataset).select(rows["test"])
+    if own_test is not None:
+        labels = {k: np.asarray(v.select_columns([label_col]).with_format("numpy")[label_col]) for k, v in parts.items()}
+        check_split_classes(labels, names, own_test=split_names["test"])
+        logger.info("--dataset_name %s: test split = its own %r split (%d of %d images); teacher (%d) and "
+                    "weak-to-strong (%d) images cut from its %r split (%d images)", dataset_name, split_names["test"],
+                    len(rows["test"]), len(own_test), len(rows["teacher"]), len(rows["train"]), split_names["pool"],
+                    len(dataset))
+        rows["test"] = rows["test"] + len(dataset)  # rows of the source: the training split, then the test split
     if streaming:  # the same samples, read lazily
         for name in ("train", "test"):
             parts[name] = parts[name].to_iterable_dataset()
+    num_rows = len(dataset) + (len(own_test) if own_test is not None else 0)
     return WeakToStrongData(parts["teacher"], parts["train"], parts["test"], image_col, label_col, domain_col, names,
-                            dataset_name, source_rows=rows, num_rows=len(dataset), seed=seed,
-                            sizes={k: len(v) for k, v in rows.items()})
+                            dataset_name, source_rows=rows, num_rows=num_rows, seed=seed,
+                            sizes={k: len(v) for k, v in rows.items()}, splits=split_names)
+
+
+def _stream_data(stream, own_test, sizes, seed, buffer_size, max_train, max_eval, columns, names, dataset_name,
+                 split_names) -> WeakToStrongData:
+    """A Hub dataset read as a stream: `stream_splits`, or, with its own test split, the teacher and weak-to-strong
+    splits from the training stream and the test split from its own stream (counts only)."""
+    if own_test is None:
+        splits = stream_splits(stream, seed=seed, teacher_size=sizes["teacher"], test_size=sizes["test"],
+                               train_size=sizes["train"], buffer_size=buffer_size)
+        test = splits["test"]
+    else:
+        splits = stream_splits(stream, seed=seed, teacher_size=sizes["teacher"], test_size=None,
+                               train_size=sizes["train"], buffer_size=buffer_size)
+        test = own_test.take(_count(sizes["test"], "test_size")) if sizes["test"] is not None else own_test
+        logger.info("--dataset_name %s: test split = its own %r split (streamed); teacher and weak-to-strong images "
+                    "from its %r split", dataset_name, split_names["test"], split_names["pool"])
+    train = splits["train"].take(max_train) if max_train else splits["train"]
+    test = test.take(max_eval) if max_eval else test
+    return WeakToStrongData(splits["teacher"], train, test, *columns, names, dataset_name, seed=seed,
+                            splits=split_names)

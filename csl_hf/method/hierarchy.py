@@ -14,9 +14,15 @@ Builders here:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from ..errors import CSLError
+
+logger = logging.getLogger(__name__)
+
+#: ``--teachers_per_level``'s default (suits 10 classes); on fewer classes it keeps the levels that fit.
+DEFAULT_TEACHERS_PER_LEVEL = "1,2,4,5"
 
 __all__ = [
     "validate_hierarchy",
@@ -152,7 +158,8 @@ def parse_int_list(spec: str | Sequence[int], name: str) -> list[int]:
 
 def parse_teachers_per_level(spec: str | Sequence[int], num_labels: int) -> list[int]:
     """``"1,2,4,5"`` -> ``[1, 2, 4, 5]``, validated against ``num_labels``; ``"auto"`` -> 1, 2, 4, ... doubling up to
-    ``num_labels // 2`` (ending on ``num_labels // 2``: blocks of two or three classes)."""
+    ``num_labels // 2`` (ending on ``num_labels // 2``: blocks of two or three classes). The default ``"1,2,4,5"``
+    on fewer than 5 classes keeps the levels that fit (with a warning): a small dataset runs with default flags."""
     if isinstance(spec, str) and spec.strip().lower() == "auto":
         levels, n = [1], 2
         while n <= num_labels // 2:
@@ -165,6 +172,11 @@ def parse_teachers_per_level(spec: str | Sequence[int], num_labels: int) -> list
     if levels[0] != 1:
         raise CSLError(f"teachers_per_level={spec!r} must start with 1 (level 0 is one generalist), e.g. '1,2,4'")
     too_many = [n for n in levels if n > num_labels]
+    if too_many and isinstance(spec, str) and spec.replace(" ", "") == DEFAULT_TEACHERS_PER_LEVEL:
+        fit = [n for n in levels if n <= num_labels]
+        logger.warning(f"the default teachers_per_level {DEFAULT_TEACHERS_PER_LEVEL} suits 10 classes; on these "
+                       f"{num_labels} classes it is {','.join(map(str, fit))} (set --teachers_per_level to choose)")
+        return fit
     if too_many:
         raise CSLError(f"teachers_per_level={spec!r} asks for {too_many[0]} specialists but there are only {num_labels} "
                        f"classes; use at most {num_labels} per level (or 'auto')")

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-
-from transformers.utils import logging
+from dataclasses import dataclass, field
 
 from ..errors import CSLError
-from ..method.hierarchy import parse_int_list, parse_teachers_per_level
-from ..utils import field_default
+from ..method.hierarchy import parse_int_list
 from ..data.preprocessing import Preprocessing
 
 __all__ = ["TeacherTrainingArguments", "teacher_preprocessing", "ARCHITECTURES"]
-
-logger = logging.get_logger(__name__)
 
 ARCHITECTURES = ("convnext", "vit")
 
@@ -145,23 +140,6 @@ class TeacherTrainingArguments:
             self.teachers_per_level = ",".join(str(n) for n in self.teachers_per_level)
 
     # ------------------------------------------------------------------------------------------------ helpers
-    def levels_for(self, num_labels: int) -> list[int]:
-        """The specialists per level for ``num_labels`` classes (`csl_hf.method.hierarchy.parse_teachers_per_level`).
-        The default ``1,2,4,5`` (made for 10 classes) is cut to the levels that fit fewer classes, with a log line;
-        a value the user gave is taken as given (and refused when it does not fit).
-
-        Raises:
-            `CSLError`: a given value that does not fit ``num_labels``.
-        """
-        default = field_default(next(f for f in fields(self) if f.name == "teachers_per_level"))
-        if self.teachers_per_level == default:
-            fitting = [n for n in parse_int_list(default, "teachers_per_level") if n <= num_labels]
-            if len(fitting) < len(parse_int_list(default, "teachers_per_level")):
-                logger.info(f"the default --teachers_per_level {default} asks for more specialists than the "
-                            f"{num_labels} classes: using {','.join(map(str, fitting))}")
-                return fitting
-        return parse_teachers_per_level(self.teachers_per_level, num_labels)
-
     def convnext_stages(self) -> tuple[list[int], list[int]]:
         """``(hidden_sizes, depths)`` parsed from the comma-separated flags."""
         hidden = parse_int_list(self.teacher_hidden_sizes, "teacher_hidden_sizes")

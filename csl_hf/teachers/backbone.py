@@ -36,7 +36,7 @@ from ..data.loading import class_names, infer_columns
 from ..data.preprocessing import Preprocessing
 from ..data.targets import raw_images
 from ..errors import CSLError
-from ..method.hierarchy import class_hierarchy, specialty_names
+from ..method.hierarchy import class_hierarchy, parse_teachers_per_level, specialty_names
 from ..method.specialties import confusion_matrix, hierarchy_from_confusion
 from ..models.teacher_mixture.modeling_teacher_mixture import TeacherMixture, pooled_features
 from .arguments import TeacherTrainingArguments
@@ -189,7 +189,7 @@ def train_backbone_heads(
     present = sorted(set(y[(y >= 0) & (y < num_labels)].tolist()))
     auto = False
     if specialties is None:
-        per_level = args.levels_for(num_labels)
+        per_level = parse_teachers_per_level(args.teachers_per_level, num_labels)
         specialties, levels = class_hierarchy(num_labels, per_level, present=present)
         auto = args.specialties == "auto" and len(per_level) > 1
     specialties, levels = [dict(s) for s in specialties], [list(level) for level in levels]

@@ -26,7 +26,7 @@ from torch import nn
 from transformers.utils import logging
 
 from ..errors import CSLError
-from ..method.hierarchy import class_hierarchy, domain_hierarchy, specialty_names
+from ..method.hierarchy import class_hierarchy, domain_hierarchy, parse_teachers_per_level, specialty_names
 from ..method.specialties import confusion_matrix, hierarchy_from_confusion
 from ..models.teacher_mixture.modeling_teacher_mixture import TeacherMixture
 from .arguments import TeacherTrainingArguments, teacher_preprocessing
@@ -126,7 +126,7 @@ def _train_independent_teachers(
             missing = [names[c] for c in range(num_labels) if c not in set(present)]
             logger.warning(f"the teacher split has no image of {len(missing)} class(es) ({', '.join(missing[:10])}): "
                            "they join the smallest group of each level, and no teacher can predict them")
-        per_level = args.levels_for(num_labels)
+        per_level = parse_teachers_per_level(args.teachers_per_level, num_labels)
         # With --specialties auto these blocks are placeholders: the groups are chosen once the generalist is trained.
         specialties, levels = class_hierarchy(num_labels, per_level, present=present)
         auto = args.specialties == "auto" and len(per_level) > 1
