@@ -231,3 +231,24 @@ def test_help_marks_refused_flags_and_keeps_example_lines(capsys):
     text = capsys.readouterr().out
     assert "\n    csl-hf teachers --dataset_name animal_mnist --output_dir out\n" in text
     assert "class-block" not in text
+
+
+# ------------------------------------------------------------------------------------------------ defaults fit the data
+@pytest.mark.parametrize("per_class", [40, 300])
+def test_the_default_sizes_fit_a_small_folder(tmp_path, per_class, caplog):
+    from csl_hf import load_weak_to_strong_data
+
+    colour_folder(tmp_path / "data", n=per_class, size=8)
+    data = load_weak_to_strong_data(str(tmp_path / "data"), seed=0)
+    total = 3 * per_class
+    assert len(data.teacher) + len(data.train) + len(data.test) == total
+    assert len(data.teacher) == pytest.approx(0.2 * total, abs=3) and len(data.test) == pytest.approx(0.2 * total, abs=3)
+    assert "fewer than the default --teacher_size 1000 + --test_size 2000" in caplog.text
+
+
+def test_given_sizes_that_do_not_fit_name_the_flags_that_would(tmp_path):
+    from csl_hf import load_weak_to_strong_data
+
+    colour_folder(tmp_path / "data", n=40, size=8)
+    with pytest.raises(CSLError, match=r"--teacher_size 0\.2 --test_size 0\.2"):
+        load_weak_to_strong_data(str(tmp_path / "data"), seed=0, teacher_size=100, test_size=50)

@@ -190,7 +190,8 @@ def load_weak_to_strong_data(
                 "leave their test images out")
         sizes = {"teacher": _size(teacher_size), "test": _size(test_size), "train": _size(train_size)}
         if own_test is None and sizes["test"] is None:
-            sizes["test"] = 2000
+            sizes["test"] = DEFAULT_TEST_SIZE
+        sizes = _fit_default_sizes(sizes, dataset, own_test is not None, dataset_name)
         if isinstance(dataset, datasets.IterableDataset):
             return _stream_data(dataset, own_test, sizes, seed, shuffle_buffer_size, max_train_samples,
                                 max_eval_samples, (image_col, label_col, domain_col), names, dataset_name, split_names)
@@ -205,7 +206,11 @@ def load_weak_to_strong_data(
     except (ValueError, TypeError) as err:
         if isinstance(err, CSLError):
             raise
-        raise CSLError(f"--dataset_name {dataset_name}: {err}") from None
+        in_force = (_size(teacher_size), _size(test_size)) == (SMALL_DATA_FRACTIONS["teacher"],
+                                                              SMALL_DATA_FRACTIONS["test"])
+        fix = ("; pass sizes that fit, e.g. fractions: --teacher_size 0.2 --test_size 0.2"
+               if "splits need" in str(err) and not in_force else "")  # never advise what is already in force
+        raise CSLError(f"--dataset_name {dataset_name}: {err}{fix}") from None
     rows["train"] = rows["train"][cap_indices(len(rows["train"]), max_train_samples, seed)]
     rows["test"] = rows["test"][cap_indices(len(rows["test"]), max_eval_samples, seed)]
     parts = {name: dataset.select(rows[name]) for name in ("teacher", "train")}
@@ -225,6 +230,35 @@ def load_weak_to_strong_data(
     return WeakToStrongData(parts["teacher"], parts["train"], parts["test"], image_col, label_col, domain_col, names,
                             dataset_name, source_rows=rows, num_rows=num_rows, seed=seed,
                             sizes={k: len(v) for k, v in rows.items()}, splits=split_names)
+
+
+#: The default split sizes (counts), made for the bundled sets; `_fit_default_sizes` turns them into fractions for
+#: data too small for them.
+DEFAULT_TEACHER_SIZE, DEFAULT_TEST_SIZE = 1000, 2000
+#: The fractions the defaults become on small data: 20 % teacher, 20 % test, the rest weak-to-strong training images.
+SMALL_DATA_FRACTIONS = {"teacher": 0.2, "test": 0.2}
+
+
+def _fit_default_sizes(sizes: dict, dataset, own_test: bool, dataset_name: str) -> dict:
+    """The default counts (1,000 teacher and 2,000 test images) on a map-style dataset too small for them become
+    fractions (`SMALL_DATA_FRACTIONS`), with a log line: a folder of a few hundred images runs with default flags.
+    Sizes the user gave are kept as they are (and refused when they do not fit)."""
+    if not isinstance(dataset, datasets.Dataset) or sizes["teacher"] != DEFAULT_TEACHER_SIZE:
+        return sizes
+    if own_test:
+        if len(dataset) > DEFAULT_TEACHER_SIZE:
+            return sizes
+        logger.warning("--dataset_name %s: %d training images, fewer than the default --teacher_size %d: using "
+                       "--teacher_size %s (a fraction) instead", dataset_name, len(dataset), DEFAULT_TEACHER_SIZE,
+                       SMALL_DATA_FRACTIONS["teacher"])
+        return {**sizes, "teacher": SMALL_DATA_FRACTIONS["teacher"]}
+    if sizes["test"] != DEFAULT_TEST_SIZE or len(dataset) > DEFAULT_TEACHER_SIZE + DEFAULT_TEST_SIZE:
+        return sizes
+    logger.warning("--dataset_name %s: %d images, fewer than the default --teacher_size %d + --test_size %d: using "
+                   "--teacher_size %s --test_size %s (fractions) instead", dataset_name, len(dataset),
+                   DEFAULT_TEACHER_SIZE, DEFAULT_TEST_SIZE, SMALL_DATA_FRACTIONS["teacher"],
+                   SMALL_DATA_FRACTIONS["test"])
+    return {**sizes, **SMALL_DATA_FRACTIONS}
 
 
 def _stream_data(stream, own_test, sizes, seed, buffer_size, max_train, max_eval, columns, names, dataset_name,
