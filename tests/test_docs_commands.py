@@ -69,11 +69,18 @@ CHECK_BENCHMARKS = """
 import argparse, json, runpy, sys
 class Parsed(Exception):
     pass
-original = argparse.ArgumentParser.parse_args
-def parse_then_stop(self, args=None, namespace=None):
-    original(self, args, namespace)
+parse_args, parse_known_args = argparse.ArgumentParser.parse_args, argparse.ArgumentParser.parse_known_args
+def parse_args_then_stop(self, args=None, namespace=None):
+    self.inside_parse_args = True  # parse_args calls parse_known_args, then refuses what is left over
+    parse_args(self, args, namespace)
     raise Parsed
-argparse.ArgumentParser.parse_args = parse_then_stop
+def parse_known_args_then_stop(self, args=None, namespace=None):
+    result = parse_known_args(self, args, namespace)
+    if not getattr(self, "inside_parse_args", False):
+        raise Parsed
+    return result
+argparse.ArgumentParser.parse_args = parse_args_then_stop
+argparse.ArgumentParser.parse_known_args = parse_known_args_then_stop
 for script, argv in json.loads(sys.argv[1]):
     sys.argv = [script, *argv]
     try:
@@ -84,7 +91,7 @@ for script, argv in json.loads(sys.argv[1]):
 """
 
 
-def check_flags(checks: list[tuple[str, list[str]]]) -> None:
+def check_flags(checks: list[tuple[str, list[str]]], workdir: Path) -> None:
     """Parse each command's flags with the script's own parser, then stop: the flags and values are valid.
     Example scripts are parsed here; benchmarks in one subprocess (they set up their own process when imported)."""
     import json
@@ -98,7 +105,7 @@ def check_flags(checks: list[tuple[str, list[str]]]) -> None:
         else:
             benchmarks.append((os.path.join(ROOT, script), argv))
     if benchmarks:
-        done = subprocess.run([sys.executable, "-c", CHECK_BENCHMARKS, json.dumps(benchmarks)], cwd=ROOT,
+        done = subprocess.run([sys.executable, "-c", CHECK_BENCHMARKS, json.dumps(benchmarks)], cwd=workdir,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
 
@@ -173,4 +180,4 @@ def test_every_command_line_runs_as_written_in_order(doc, tmp_path, monkeypatch)
             checks.append((script, argv))
             continue
         run_command_line(" ".join(shlex.quote(w) for w in words), tmp_path, monkeypatch)
-    check_flags(checks)
+    check_flags(checks, tmp_path)
