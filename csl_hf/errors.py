@@ -7,13 +7,11 @@ and print ``error: <message>`` without a traceback (`csl_hf.cli.console.run_comm
 
 from __future__ import annotations
 
+# Defined beside the teacher hierarchy's rules, in the one csl_hf file that a saved `TeacherMixture` ships with its
+# modeling code (it must import nothing from csl_hf); csl_hf raises and catches this very class everywhere.
+from .models.teacher_mixture.hierarchy_rules import CSLError
 
-
-class CSLError(ValueError):
-    """A user-facing error: bad input, a bad flag, an inconsistent cache. The message is one line."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+__all__ = ["CSLError", "CacheError"]
 
 
 class CacheError(CSLError):

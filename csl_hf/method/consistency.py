@@ -8,34 +8,16 @@ Shapes: ``N`` samples, ``C`` classes (the global label space), ``T`` teachers of
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import CSLError
+# Shipped with every saved TeacherMixture (its specialists' softmax), so defined there and used here.
+from ..models.teacher_mixture.hierarchy_rules import class_masks, masked_softmax  # noqa: F401
 
 ASSIGNMENTS = ("auto", "student", "agreement", "soft_gate", "oos_gate", "oracle", "ensemble")
 DENOISE_MODES = ("top1", "top2", "top3", "all")
-
-
-def class_masks(specialties: Sequence[dict], num_labels: int) -> torch.Tensor:
-    """Boolean class sets of teachers, ``[T, C]``. A domain specialist (or a generalist) covers every class."""
-    masks = torch.zeros(len(specialties), num_labels, dtype=torch.bool)
-    for t, spec in enumerate(specialties):
-        classes = spec.get("classes")
-        if classes is None:
-            masks[t] = True
-        else:
-            masks[t, torch.as_tensor(list(classes), dtype=torch.long)] = True
-    return masks
-
-
-def masked_softmax(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Softmax of ``logits [..., C]`` over the classes in ``mask [C]`` only (exactly zero elsewhere)."""
-    if mask is None or bool(mask.all()):
-        return logits.softmax(dim=-1)
-    return logits.masked_fill(~mask, float("-inf")).softmax(dim=-1)
 
 
 # --------------------------------------------------------------------------------------------------------------

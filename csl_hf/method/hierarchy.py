@@ -18,6 +18,8 @@ import logging
 from collections.abc import Sequence
 
 from ..errors import CSLError
+# The rules live with the teacher mixture, whose saved checkpoints ship them (csl_hf/models/teacher_mixture/).
+from ..models.teacher_mixture.hierarchy_rules import validate_hierarchy
 
 logger = logging.getLogger(__name__)
 
@@ -35,66 +37,6 @@ __all__ = [
     "specialty_names",
 ]
 
-
-def validate_hierarchy(
-    levels: list[list[int]],
-    specialties: list[dict],
-    num_labels: int,
-    num_teachers: int,
-    error: type[CSLError] = CSLError,
-) -> None:
-    """Check that the levels and specialties describe a valid teacher hierarchy.
-
-    Rules: level 0 is exactly one generalist (all classes, no domain); every teacher index exists and appears in one
-    level only; a class level's class sets partition ``range(num_labels)`` (any sizes, not necessarily contiguous);
-    a domain level names distinct domains. Raises ``error`` with a one-line message naming the level and the fix.
-    """
-    if len(specialties) != num_teachers:
-        raise error(f"{len(specialties)} specialties for {num_teachers} teachers; give exactly one specialty per teacher")
-    if not levels:
-        raise error("the hierarchy has no levels; level 0 must hold one generalist teacher, e.g. levels=[[0], [1, 2]]")
-    seen: set[int] = set()
-    everything = set(range(num_labels))
-    for lvl, members in enumerate(levels):
-        if not members:
-            raise error(f"level {lvl} holds no teacher; remove it or add teachers")
-        for t in members:
-            if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < num_teachers:
-                raise error(f"level {lvl} references teacher {t!r}, but there are only {num_teachers} teachers (0..{num_teachers - 1}); fix the levels")
-            if t in seen:
-                raise error(f"teacher {t} appears in more than one level (again in level {lvl}); list each teacher once")
-            seen.add(t)
-        specs = [specialties[t] for t in members]
-        for t, spec in zip(members, specs):
-            if not isinstance(spec, dict) or (("classes" in spec) == ("domain" in spec) and lvl > 0):
-                raise error(f"teacher {t}'s specialty must be {{\"classes\": [...]}} or {{\"domain\": name}}, got {spec!r}")
-            if "classes" in spec:
-                bad = [c for c in spec["classes"] if not isinstance(c, int) or not 0 <= c < num_labels]
-                if bad:
-                    raise error(f"teacher {t}'s specialty lists class {bad[0]!r}, outside 0..{num_labels - 1}; fix its classes")
-        if lvl == 0:
-            spec = specs[0]
-            if len(members) != 1 or "domain" in spec or set(spec.get("classes", everything)) != everything:
-                raise error("level 0 must be a single generalist over all classes; put specialists in later levels")
-            continue
-        kinds = {"domain" if "domain" in s else "classes" for s in specs}
-        if len(kinds) > 1:
-            raise error(f"level {lvl} mixes class and domain specialists; put them in separate levels")
-        if kinds == {"domain"}:
-            names = [s["domain"] for s in specs]
-            if len(set(names)) != len(names):
-                raise error(f"level {lvl} names the domain(s) {sorted({n for n in names if names.count(n) > 1})} twice; give each domain one specialist per level")
-            continue
-        counts: dict[int, int] = {}
-        for s in specs:
-            for c in s["classes"]:
-                counts[c] = counts.get(c, 0) + 1
-        overlap = sorted(c for c, k in counts.items() if k > 1)
-        if overlap:
-            raise error(f"level {lvl}'s specialties overlap on classes {overlap[:10]}; each class must belong to exactly one specialist of a level")
-        missing = sorted(everything - set(counts))
-        if missing:
-            raise error(f"level {lvl}'s specialties leave classes {missing[:10]} uncovered; the class sets of a level must partition all {num_labels} classes")
 
 
 def class_blocks(num_labels: int, num_blocks: int) -> list[list[int]]:

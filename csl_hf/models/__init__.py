@@ -8,7 +8,8 @@
 
 ``import csl_hf.models`` is enough for ``AutoConfig`` / ``AutoModel`` / ``AutoModelForImageClassification`` /
 ``pipeline("image-classification")`` to load ``csl_efficientnet_lite`` and ``teacher_mixture`` checkpoints. Every checkpoint saved from these
-classes also carries its modeling code (``auto_map``), so without csl_hf it loads with ``trust_remote_code=True``.
+classes also carries its modeling code (``auto_map``), so without csl_hf it loads with ``trust_remote_code=True``
+(the shipped files import only torch, transformers, huggingface_hub and their own folder).
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ def register_models() -> None:
     EfficientNetLiteConfig.register_for_auto_class()
     EfficientNetLiteModel.register_for_auto_class("AutoModel")
     EfficientNetLiteForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+    # The teacher mixture too: a saved or pushed mixture carries configuration_teacher_mixture.py,
+    # modeling_teacher_mixture.py, hierarchy_rules.py and hub_teacher_mixture.py, which import nothing from csl_hf.
+    TeacherMixtureConfig.register_for_auto_class()
+    TeacherMixture.register_for_auto_class("AutoModel")
 
 
 def resolve_student_name_or_path(name_or_path: str, cache_dir: str | None = None) -> str:

@@ -1,4 +1,8 @@
-"""`TeacherMixtureConfig`: the configuration of a hierarchy of weak teachers (see docs/teachers.md)."""
+"""`TeacherMixtureConfig`: the configuration of a hierarchy of weak teachers (see docs/teachers.md).
+
+Shipped with every saved mixture (``auto_map``): it imports only transformers and its own folder, so that
+``AutoConfig.from_pretrained(repo, trust_remote_code=True)`` works without csl_hf.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,7 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
-from ...errors import CSLError
-from ...method.hierarchy import validate_hierarchy
+from .hierarchy_rules import CSLError, validate_hierarchy
 
 
 class TeacherMixtureConfig(PreTrainedConfig):

@@ -13,10 +13,16 @@ classes and renormalised, exactly zero elsewhere.
 Optionally, a class specialist has a *gate teacher*: an independent classifier with one extra output, "out of
 specialty", whose ``1 - p(other)`` says whether an image belongs to the specialist's classes (``in_specialty``; used
 by ``--assignment oos_gate``, docs/routing_research.md §5).
+
+This file ships with every saved mixture, beside ``configuration_teacher_mixture.py``, ``hierarchy_rules.py`` and
+``hub_teacher_mixture.py`` (``auto_map``), so that ``AutoModel.from_pretrained(repo, trust_remote_code=True)`` loads and runs it without csl_hf:
+it imports only torch, transformers, huggingface_hub and its own folder. Building a mixture (`from_teachers`,
+`from_backbone`) and `preprocessings()` are csl_hf's API and import csl_hf's `Preprocessing` when called.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,9 +32,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageClassification,
 from transformers.utils import ModelOutput
 
 from .configuration_teacher_mixture import TeacherMixtureConfig
-from ...method.consistency import class_masks, masked_softmax
-from ...errors import CSLError
-from ...data.preprocessing import Preprocessing
+from .hierarchy_rules import CSLError, class_masks, masked_softmax
+from .hub_teacher_mixture import push_with_card, write_model_card
 
 
 @dataclass
@@ -132,11 +137,11 @@ class TeacherMixture(TeacherMixturePreTrainedModel):
         specialties: Sequence[dict],
         levels: Sequence[Sequence[int]],
         teacher_names: Sequence[str] | None = None,
-        preprocessing: Sequence[Preprocessing | dict | object] | None = None,
+        preprocessing: Sequence[object] | None = None,
         domain_names: Sequence[str] | None = None,
         gate_teachers: Sequence[PreTrainedModel] | None = None,
         gate_specialists: Sequence[int] | None = None,
-        gate_preprocessing: Sequence[Preprocessing | dict | object] | None = None,
+        gate_preprocessing: Sequence[object] | None = None,
     ) -> "TeacherMixture":
         """Gather independent image classifiers into one mixture (their weights are copied).
 
@@ -188,11 +193,11 @@ class TeacherMixture(TeacherMixturePreTrainedModel):
         levels: Sequence[Sequence[int]],
         id2label: dict[int, str],
         teacher_names: Sequence[str] | None = None,
-        preprocessing: Preprocessing | dict | object | None = None,
+        preprocessing: object | None = None,
         domain_names: Sequence[str] | None = None,
         gate_teachers: Sequence[PreTrainedModel] | None = None,
         gate_specialists: Sequence[int] | None = None,
-        gate_preprocessing: Sequence[Preprocessing | dict | object] | None = None,
+        gate_preprocessing: Sequence[object] | None = None,
     ) -> "TeacherMixture":
         """Teachers as linear heads on one shared frozen backbone (an ``AutoModel``); the backbone runs once per batch.
 
@@ -227,20 +232,38 @@ class TeacherMixture(TeacherMixturePreTrainedModel):
         for target, source in zip(getattr(self, "gate_teachers", None) or [], gate_teachers or []):
             target.load_state_dict(source.state_dict())
 
+    # ------------------------------------------------------------------------------------------------ saving
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """`PreTrainedModel.save_pretrained` (safetensors, ``config.json``, the modeling code named in ``auto_map``),
+        plus the model card ``README.md``: teachers, specialties, levels, the data they saw (``training_data``)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_model_card(self.config, save_directory)
+
+    def push_to_hub(self, repo_id: str, *, max_shard_size: int | str | None = "50GB", **kwargs):
+        """`PreTrainedModel.push_to_hub`'s arguments; pushes what `save_pretrained` writes, with the model card
+        written for ``repo_id`` in place of transformers' generic one (`hub_teacher_mixture.push_with_card`).
+        ``AutoModel.from_pretrained(repo_id, trust_remote_code=True)`` then loads it without csl_hf."""
+        return push_with_card(lambda d: self.save_pretrained(d, max_shard_size=max_shard_size), self.config,
+                              repo_id, **kwargs)
+
     # ------------------------------------------------------------------------------------------------ inputs
     @property
     def has_gates(self) -> bool:
         """Whether the mixture holds gate teachers (its output then has ``in_specialty``)."""
         return self.config.num_gates > 0
 
-    def preprocessings(self) -> list[Preprocessing | None]:
-        """Per teacher, its `Preprocessing` (``None``: the caller's ``pixel_values`` are used as they are)."""
+    def preprocessings(self) -> list:
+        """Per teacher, its csl_hf `Preprocessing` (``None``: the caller's ``pixel_values`` are used as they are).
+        Without csl_hf, ``config.preprocessing`` holds the same settings (size, mean, std, rescale factor)."""
+        Preprocessing = _preprocessing_class()
         specs = self.config.preprocessing or [None] * self.config.num_teachers
         return [None if s is None else Preprocessing.from_dict(s) for s in specs]
 
-    def gate_preprocessings(self) -> list[Preprocessing | None]:
+    def gate_preprocessings(self) -> list:
         """Per gate teacher, its `Preprocessing`: its own, else that of the specialist it gates (``None``: the
         caller's ``pixel_values`` are used as they are)."""
+        Preprocessing = _preprocessing_class()
         specs = self.config.gate_preprocessing or [None] * self.config.num_gates
         teachers = self.preprocessings()
         return [teachers[k] if s is None else Preprocessing.from_dict(s)
@@ -339,9 +362,25 @@ def _gate_fields(gate_teachers, gate_specialists, gate_preprocessing, id2label: 
             "gate_preprocessing": _preprocessing_dicts(gate_preprocessing, len(gate_teachers))}
 
 
+def _preprocessing_class():
+    """csl_hf's `Preprocessing` (``csl_hf.data.preprocessing``), which the builders and `preprocessings()` use.
+
+    Imported here, inside a ``try``, rather than at the top: transformers checks a remote-code file's imports before
+    loading it and skips those in ``try`` blocks, so a mixture loads and runs with ``trust_remote_code=True`` where
+    csl_hf is not installed, and only these csl_hf helpers ask for it.
+    """
+    try:
+        from csl_hf.data.preprocessing import Preprocessing
+    except ImportError as err:
+        raise ImportError("building a TeacherMixture and TeacherMixture.preprocessings() need csl_hf (pip install "
+                          "csl_hf); loading a saved mixture and calling it do not") from err
+    return Preprocessing
+
+
 def _preprocessing_dicts(preprocessing, num_teachers: int) -> list[dict] | None:
     if preprocessing is None:
         return None
+    Preprocessing = _preprocessing_class()
     if len(preprocessing) != num_teachers:
         raise CSLError(f"{len(preprocessing)} preprocessing specs for {num_teachers} teachers; give one per teacher")
     out = []
