@@ -11,6 +11,8 @@ from __future__ import annotations
 # modeling code (it must import nothing from csl_hf); csl_hf raises and catches this very class everywhere.
 from .models.teacher_mixture.hierarchy_rules import CSLError
 
+CSLError.__module__ = __name__  # shown as csl_hf.errors.CSLError, where users import it from
+
 __all__ = ["CSLError", "CacheError"]
 
 

@@ -7,8 +7,9 @@ allow/ignore/delete patterns with `huggingface_hub.utils.filter_repo_objects` ex
 loading goes through real `hf_hub_download` in offline mode.
 
 Storage is a Hub *cache* (the documented layout ``models--{org}--{name}/refs/{branch}`` holding a commit sha, and
-``snapshots/{sha}/`` holding that commit's files), and `huggingface_hub.constants.HF_HUB_CACHE` points at it. So
-``from_pretrained(repo_id, revision="round-1")``, ``pipeline(model=repo_id)`` and ``ModelCard.load(repo_id)`` read
+``snapshots/{sha}/`` holding that commit's files; ``datasets--{org}--{name}`` for ``repo_type="dataset"``), and
+`huggingface_hub.constants.HF_HUB_CACHE` points at it. So ``from_pretrained(repo_id, revision="round-1")``,
+``pipeline(model=repo_id)``, ``ModelCard.load(repo_id)`` and ``snapshot_download(repo_id, repo_type="dataset")`` read
 what was pushed, and each branch is also a plain folder (``local_hub.path(repo_id, branch)``).
 
 The fixture also turns offline mode on and makes any non-loopback connect or DNS lookup raise (recorded in
@@ -20,6 +21,10 @@ The fixture also turns offline mode on and makes any non-loopback connect or DNS
         push_csl_outputs(out, "stub-user/tiny")
         assert local_hub.branches("stub-user/tiny") == {"main", "round-0"}
         assert local_hub.files("stub-user/tiny", "round-0") == {".gitattributes", "config.json", ...}
+
+`installed(root)` is the same stand-in for a whole process without pytest, for a subprocess that runs ``csl-hf``
+(tests/test_wheel.py): ``with hub_stub.installed(Path(root)) as hub: main(argv)``; processes given the same root
+share one fake hub.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -38,6 +44,7 @@ from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, 
 
 USER = "stub-user"
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"  # what the Hub puts in a new repo
+REPO_TYPES = {None: "models", "model": "models", "dataset": "datasets"}  # the cache's folder prefix per repo type
 
 
 class FakeHub:
@@ -51,30 +58,32 @@ class FakeHub:
         self.blocked: list[tuple[str, object]] = []  # non-loopback connects / DNS look-ups the guard refused
 
     # -------------------------------------------------------------- reading back (for assertions)
-    def _folder(self, repo_id: str) -> Path:
-        return self.root / f"models--{repo_id.replace('/', '--')}"
+    def _folder(self, repo_id: str, repo_type: str | None = None) -> Path:
+        if repo_type not in REPO_TYPES:
+            raise AssertionError(f"the fake hub holds model and dataset repos, not {repo_type!r} repos")
+        return self.root / f"{REPO_TYPES[repo_type]}--{repo_id.replace('/', '--')}"
 
-    def _repo(self, repo_id: str) -> Path:
-        repo = self._folder(repo_id)
+    def _repo(self, repo_id: str, repo_type: str | None = None) -> Path:
+        repo = self._folder(repo_id, repo_type)
         if not repo.is_dir():
-            raise FileNotFoundError(f"fake hub: no repo {repo_id!r} (create_repo first)")
+            raise FileNotFoundError(f"fake hub: no {repo_type or 'model'} repo {repo_id!r} (create_repo first)")
         return repo
 
-    def branches(self, repo_id: str) -> set[str]:
-        return {ref.name for ref in (self._repo(repo_id) / "refs").iterdir()}
+    def branches(self, repo_id: str, repo_type: str | None = None) -> set[str]:
+        return {ref.name for ref in (self._repo(repo_id, repo_type) / "refs").iterdir()}
 
-    def sha(self, repo_id: str, branch: str = "main") -> str:
-        ref = self._repo(repo_id) / "refs" / branch
+    def sha(self, repo_id: str, branch: str = "main", repo_type: str | None = None) -> str:
+        ref = self._repo(repo_id, repo_type) / "refs" / branch
         if not ref.is_file():  # like the Hub: commits go to existing branches only
             raise FileNotFoundError(f"fake hub: no branch {branch!r} in {repo_id!r} (create_branch first)")
         return ref.read_text()
 
-    def path(self, repo_id: str, branch: str = "main") -> Path:
+    def path(self, repo_id: str, branch: str = "main", repo_type: str | None = None) -> Path:
         """The folder holding `branch` as it is now (a snapshot: load it with ``from_pretrained(path)``)."""
-        return self._repo(repo_id) / "snapshots" / self.sha(repo_id, branch)
+        return self._repo(repo_id, repo_type) / "snapshots" / self.sha(repo_id, branch, repo_type)
 
-    def files(self, repo_id: str, branch: str = "main") -> set[str]:
-        root = self.path(repo_id, branch)
+    def files(self, repo_id: str, branch: str = "main", repo_type: str | None = None) -> set[str]:
+        root = self.path(repo_id, branch, repo_type)
         return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
     # -------------------------------------------------------------- the HfApi methods (`api` is the HfApi instance)
@@ -82,31 +91,33 @@ class FakeHub:
         return {"type": "user", "name": self.user}
 
     def create_repo(self, api, repo_id, *, repo_type=None, exist_ok=False, **_):
-        assert repo_type in (None, "model"), "the fake hub only holds model repos"
         repo_id = repo_id if "/" in repo_id else f"{self.user}/{repo_id}"  # the Hub adds the caller's namespace
         validate_repo_id(repo_id)
-        repo = self._folder(repo_id)
+        repo = self._folder(repo_id, repo_type)
         if repo.exists() and not exist_ok:
             raise FileExistsError(f"fake hub: {repo_id} exists")
         if not repo.exists():
             (repo / "refs").mkdir(parents=True)
-            self._commit(repo_id, "main", None, "initial commit", [CommitOperationAdd(".gitattributes", GITATTRIBUTES)])
-        return RepoUrl(f"{constants.ENDPOINT}/{repo_id}")
+            self._commit(repo_id, "main", None, "initial commit", [CommitOperationAdd(".gitattributes", GITATTRIBUTES)],
+                         repo_type)
+        prefix = "" if repo_type in (None, "model") else f"{repo_type}s/"
+        return RepoUrl(f"{constants.ENDPOINT}/{prefix}{repo_id}")
 
     def create_branch(self, api, repo_id, *, branch, revision=None, repo_type=None, exist_ok=False, **_):
-        refs = self._repo(repo_id) / "refs"
+        refs = self._repo(repo_id, repo_type) / "refs"
         if (refs / branch).exists():
             if not exist_ok:
                 raise FileExistsError(f"fake hub: branch {branch!r} exists in {repo_id}")
             return
         # As on the Hub, a new branch starts at its starting point's commit: it holds all of that branch's files.
-        (refs / branch).write_text(self.sha(repo_id, revision or "main"))
+        (refs / branch).write_text(self.sha(repo_id, revision or "main", repo_type))
 
     def create_commit(self, api, repo_id, operations, *, commit_message, revision=None, repo_type=None,
                       create_pr=None, **_):
-        assert not create_pr and repo_type in (None, "model"), "the fake hub commits to model-repo branches only"
-        return self._commit(repo_id, revision or "main", self.sha(repo_id, revision or "main"), commit_message,
-                            list(operations))
+        assert not create_pr, "the fake hub commits to branches only, not pull requests"
+        branch = revision or "main"
+        return self._commit(repo_id, branch, self.sha(repo_id, branch, repo_type), commit_message, list(operations),
+                            repo_type)
 
     def upload_folder(self, api, *, repo_id, folder_path, path_in_repo=None, commit_message=None, revision=None,
                       allow_patterns=None, ignore_patterns=None, delete_patterns=None, repo_type=None, **_):
@@ -121,7 +132,7 @@ class FakeHub:
         adds = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in kept]
         deletes = []
         if delete_patterns is not None:
-            remote = sorted(self.files(repo_id, revision or "main"))
+            remote = sorted(self.files(repo_id, revision or "main", repo_type))
             added = {op.path_in_repo for op in adds}
             deletes = [CommitOperationDelete(path_in_repo=p)
                        for p in filter_repo_objects(remote, allow_patterns=delete_patterns)
@@ -131,8 +142,8 @@ class FakeHub:
                                  revision=revision, repo_type=repo_type)
 
     # -------------------------------------------------------------- storage
-    def _commit(self, repo_id, branch, parent, message, operations) -> CommitInfo:
-        repo = self._folder(repo_id)
+    def _commit(self, repo_id, branch, parent, message, operations, repo_type=None) -> CommitInfo:
+        repo = self._folder(repo_id, repo_type)
         sha = hashlib.sha1(f"{repo_id}@{branch}#{len(self.commits)}".encode()).hexdigest()
         tree = repo / "snapshots" / sha
         if parent is None:
@@ -155,7 +166,8 @@ class FakeHub:
             else:
                 raise NotImplementedError(f"fake hub: {type(op).__name__}")
         (repo / "refs" / branch).write_text(sha)
-        self.commits.append(dict(repo_id=repo_id, branch=branch, message=message, added=added, deleted=deleted))
+        self.commits.append(dict(repo_id=repo_id, branch=branch, message=message, added=added, deleted=deleted,
+                                 repo_type=repo_type or "model"))
         url = f"{constants.ENDPOINT}/{repo_id}/commit/{sha}"
         return CommitInfo(commit_url=url, commit_message=message, commit_description="", oid=sha, pr_url=None)
 
@@ -175,8 +187,8 @@ def _is_loopback(host) -> bool:
         return False
 
 
-def _block_network(monkeypatch, blocked: list) -> None:
-    """Any connect / DNS look-up off 127.0.0.1 / ::1 raises for the rest of the test, and is recorded."""
+def _network_guard(blocked: list) -> dict:
+    """Replacements for `socket` functions: any connect / DNS look-up off 127.0.0.1 / ::1 raises, and is recorded."""
     connect, connect_ex, getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
 
     def guard(kind, host, what):
@@ -195,25 +207,34 @@ def _block_network(monkeypatch, blocked: list) -> None:
         guard("getaddrinfo", host, host)
         return getaddrinfo(host, *args, **kwargs)
 
-    monkeypatch.setattr(socket.socket, "connect", checked(connect))
-    monkeypatch.setattr(socket.socket, "connect_ex", checked(connect_ex))
-    monkeypatch.setattr(socket, "getaddrinfo", checked_getaddrinfo)
+    return {(socket.socket, "connect"): checked(connect), (socket.socket, "connect_ex"): checked(connect_ex),
+            (socket, "getaddrinfo"): checked_getaddrinfo}
 
 
-@pytest.fixture
-def local_hub(tmp_path, monkeypatch):
-    """A fresh `FakeHub` for one test: ``.branches(repo_id)``, ``.files(repo_id, branch)``, ``.path(repo_id, branch)``,
-    ``.sha(repo_id, branch)``, ``.commits``, ``.blocked``, ``.calls[name]`` (the `HfApi` method mocks), ``.user``."""
-    hub = FakeHub(tmp_path / "fake_hub")
-    hub.root.mkdir()
-    # Offline: downloads resolve from the fake hub's folders (the cache) and never try the network.
-    for name, value in (("HF_HUB_OFFLINE", True), ("HF_HUB_CACHE", str(hub.root))):
-        monkeypatch.setattr(constants, name, value)
-        monkeypatch.setenv(name, "1" if value is True else value)  # for subprocesses
-    _block_network(monkeypatch, hub.blocked)
+@contextlib.contextmanager
+def installed(root: Path):
+    """The fake hub in this process until the block ends: `HfApi` patched, offline mode with the Hub cache at
+    ``root`` (also in ``os.environ``, for subprocesses), the network guard on. Yields the `FakeHub`."""
+    hub = FakeHub(root)
+    hub.root.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
+        # Offline: downloads resolve from the fake hub's folders (the cache) and never try the network.
+        for name, value in (("HF_HUB_OFFLINE", True), ("HF_HUB_CACHE", str(hub.root))):
+            stack.enter_context(mock.patch.object(constants, name, value))
+        stack.enter_context(mock.patch.dict(os.environ, {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub.root)}))
+        for (owner, name), replacement in _network_guard(hub.blocked).items():
+            stack.enter_context(mock.patch.object(owner, name, replacement))
         hub.calls = {name: stack.enter_context(mock.patch.object(HfApi, name, autospec=True,
                                                                  side_effect=getattr(hub, name)))
                      for name in PATCHED}
+        yield hub
+
+
+@pytest.fixture
+def local_hub(tmp_path):
+    """A fresh `FakeHub` for one test: ``.branches(repo_id)``, ``.files(repo_id, branch)``, ``.path(repo_id, branch)``,
+    ``.sha(repo_id, branch)`` (each with ``repo_type=``), ``.commits``, ``.blocked``, ``.calls[name]`` (the `HfApi`
+    method mocks), ``.user``, ``.root``."""
+    with installed(tmp_path / "fake_hub") as hub:
         yield hub
     assert not hub.blocked, f"the test tried to reach the network: {hub.blocked}"

@@ -91,3 +91,45 @@ def test_save_is_atomic_and_replaces(tmp_path):
     make_cache(n=80, seed=2).save(tmp_path / "c")
     assert CSLCache.load(tmp_path / "c").num_samples == 80
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+
+
+def test_cache_round_trips_through_a_hub_dataset_repo(local_hub, tmp_path):
+    """`CSLCache.push_to_hub` writes a dataset repo (the two cache files and a card saying what produced it);
+    `CSLCache.from_pretrained` reads it back, from a branch too, and ``--cache_dir user/name`` runs on it."""
+    from scripts import run_csl
+
+    cache = make_cache(n=200, seed=3)
+    cache.student = {"name_or_path": "stub-user/no-such-student"}  # does not load: the rounds train a bare head
+    cache.source = {"dataset": "tiny-folder", "teachers": "teachers", "skipped_images": {"train": 1, "test": 0}}
+    repo = "stub-user/tiny-cache"
+    cache.push_to_hub(repo)
+    assert local_hub.files(repo, repo_type="dataset") == {".gitattributes", "cache.safetensors", "cache.json",
+                                                         "README.md"}
+    assert local_hub.commits[-1]["repo_type"] == "dataset"
+    card = (local_hub.path(repo, repo_type="dataset") / "README.md").read_text()
+    train, test = int((cache.split == 0).sum()), int((cache.split == 1).sum())
+    for line in ("viewer: false", "# CSL cache: 200 images x 6 teachers", "- student: `stub-user/no-such-student` (features of width 16",
+                 "- dataset: `tiny-folder`", f"- sizes: {train} weak-to-strong training images, {test} test images, "
+                 "6 classes; unreadable images skipped: {'train': 1, 'test': 0}", "| 2 | ",
+                 f"CSLCache.from_pretrained({repo!r})", f"csl-hf run --cache_dir {repo}"):
+        assert line in card, line
+    back = CSLCache.from_pretrained(repo)
+    assert torch.equal(back.features, cache.features) and torch.equal(back.teacher_probs, cache.teacher_probs)
+    assert (back.levels, back.specialties, back.source, back.student["name_or_path"]) == \
+        (cache.levels, cache.specialties, cache.source, "stub-user/no-such-student")
+
+    make_cache(n=100, seed=4).to_compact(2).push_to_hub(repo, revision="compact")
+    assert CSLCache.from_pretrained(repo, revision="compact").topk_probs.shape == (6, 100, 2)
+    assert CSLCache.from_pretrained(repo).num_samples == 200  # main untouched
+
+    report = run_csl.main(["--cache_dir", repo, "--output_dir", str(tmp_path / "out"), "--num_train_epochs", "1",
+                           "--disable_tqdm", "True", "--compare_label_types", "False", "--report_to", "none",
+                           "--baselines", "none"])
+    assert len(report["rounds"]) == 3
+
+    with pytest.raises(CacheError, match="'stub-user/no-such-cache' is neither a local cache directory nor a dataset "
+                                         "repo") as err:
+        CSLCache.from_pretrained("stub-user/no-such-cache")
+    assert "\n" not in str(err.value)
+    with pytest.raises(CacheError, match="does not exist"):  # a local path stays a local path
+        CSLCache.from_pretrained(tmp_path / "nope")

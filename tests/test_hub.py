@@ -214,3 +214,104 @@ def test_teacher_mixture_push_and_load(local_hub):
 def test_push_rejects_a_directory_without_outputs(tmp_path):
     with pytest.raises(CSLError, match="neither round"):
         push_csl_outputs(str(tmp_path), "stub-user/nothing")
+
+
+# ------------------------------------------------------------------------------------------------ teachers on the Hub
+SHIPPED_CODE = {"configuration_teacher_mixture.py", "modeling_teacher_mixture.py", "hierarchy_rules.py",
+                "hub_teacher_mixture.py"}
+
+
+def test_teacher_mixture_ships_its_code_and_card_and_loads_without_csl_hf(local_hub, tmp_path):
+    """`mixture.push_to_hub` puts weights, config (auto_map), the modeling code and a model card on the repo in one
+    commit; a fresh interpreter in which csl_hf cannot even be imported loads it with trust_remote_code=True, gets the
+    same probabilities, and re-saves the same card."""
+    import subprocess
+    import sys
+
+    from csl_hf.data.preprocessing import Preprocessing
+
+    g, s1, s2 = (tiny_vit(seed, num_labels=4) for seed in (20, 21, 22))
+    mixture = TeacherMixture.from_teachers(
+        [g, s1, s2], specialties=[{"classes": [0, 1, 2, 3]}, {"classes": [0, 1]}, {"classes": [2, 3]}],
+        levels=[[0], [1, 2]], teacher_names=TEACHER_NAMES, preprocessing=[Preprocessing(size=(16, 16))] * 3)
+    mixture.config.training_data = {"dataset": "tiny-folder", "num_images": 12, "split_seed": 3, "num_rows": 40,
+                                    "example_ids": list(range(12)), "specialties": "blocks"}
+    repo = "stub-user/shipped-teachers"
+    mixture.push_to_hub(repo)
+    assert local_hub.files(repo) == {".gitattributes", "config.json", "model.safetensors", "README.md", *SHIPPED_CODE}
+    assert [c["branch"] for c in local_hub.commits] == ["main", "main"]  # the repo's first commit, then one push
+    config = json.loads((local_hub.path(repo) / "config.json").read_text())
+    assert config["auto_map"] == {"AutoConfig": "configuration_teacher_mixture.TeacherMixtureConfig",
+                                  "AutoModel": "modeling_teacher_mixture.TeacherMixture"}
+    card = (local_hub.path(repo) / "README.md").read_text()
+    for line in ("| 0 | generalist | all 4 classes | vit | 16x16 |",
+                 "| 1 | specialist-a | 2 classes: class_0, class_1 | vit | 16x16 |",
+                 "- dataset: `tiny-folder`", "- source rows: 12 of 40, split seed 3",
+                 f"AutoModel.from_pretrained({repo!r}, trust_remote_code=True)",
+                 f"--teachers_name_or_path {repo}"):
+        assert line in card, line
+
+    pixels = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.save({"pixels": pixels, "probs": mixture(pixel_values=pixels).probs}, tmp_path / "expected.pt")
+    code = f"""
+import sys
+sys.modules["csl_hf"] = None  # from here on, any import of csl_hf raises ImportError
+import torch
+from transformers import AutoModel
+m = AutoModel.from_pretrained({repo!r}, trust_remote_code=True).eval()
+assert type(m).__module__.startswith("transformers_modules."), type(m).__module__
+expected = torch.load("expected.pt")
+with torch.no_grad():
+    assert torch.equal(m(pixel_values=expected["pixels"]).probs, expected["probs"])
+try:
+    m.preprocessings()
+except ImportError as err:
+    assert "pip install csl_hf" in str(err), err
+else:
+    raise AssertionError("preprocessings() worked without csl_hf")
+m.save_pretrained("resaved")
+print(sorted(k for k in sys.modules if k.startswith("csl_hf")))
+"""
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "['csl_hf']"  # only the blocker: nothing of csl_hf was imported
+    resaved = tmp_path / "resaved"
+    assert SHIPPED_CODE <= set(os.listdir(resaved))
+    assert (resaved / "README.md").read_text() == card.replace(repo, "resaved")
+
+
+def test_a_run_takes_its_teachers_from_a_hub_repo(local_hub, tmp_path, capsys):
+    """``--teachers_name_or_path user/name`` loads a pushed mixture (no teacher is trained); a repo that is not
+    there is one line naming it."""
+    from scripts import run_csl
+
+    from csl_hf.data.preprocessing import Preprocessing
+
+    folder = tmp_path / "images"
+    for c, name in enumerate(("a", "b")):
+        (folder / name).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (20, 20), (200 * c, 30 * i, 100)).save(folder / name / f"{i}.png")
+    id2label = {0: "a", 1: "b"}
+    teacher = tiny_vit(30, num_labels=2, id2label=id2label)
+    mixture = TeacherMixture.from_teachers([teacher], [{"classes": [0, 1]}], [[0]], teacher_names=["g"],
+                                           preprocessing=[Preprocessing(size=(16, 16))])
+    mixture.push_to_hub("stub-user/folder-teachers")
+    out = tmp_path / "out"
+    common = ["--dataset_name", str(folder), "--student_model_name_or_path", "tiny-vit", "--teacher_size", "4",
+              "--test_size", "4", "--num_train_epochs", "1", "--disable_tqdm", "True", "--compare_label_types",
+              "False", "--report_to", "none"]
+    report = run_csl.main([*common, "--teachers_name_or_path", "stub-user/folder-teachers", "--output_dir", str(out)])
+    assert [r["level"] for r in report["rounds"]] == [0]
+    used = TeacherMixture.from_pretrained(out / "teachers")  # the run keeps the teachers it labeled with
+    assert torch.equal(used.teachers[0].classifier.weight, teacher.classifier.weight)
+    assert (out / "teachers" / "README.md").is_file()  # with their card
+    capsys.readouterr()
+    rc = run_csl.cli([*common, "--teachers_name_or_path", "stub-user/no-such-teachers", "--output_dir",
+                      str(tmp_path / "out2")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("error: cannot load the teachers 'stub-user/no-such-teachers'"), err
+    assert "the Hub repo id they were pushed to" in err[-1]

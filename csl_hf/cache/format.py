@@ -245,6 +245,23 @@ class CSLCache:
             cache.features = cache.features.float()
         return cache
 
+    @classmethod
+    def from_pretrained(cls, repo_id_or_path: str | os.PathLike, revision: str | None = None,
+                        token: bool | str | None = None, validate: bool = True) -> "CSLCache":
+        """`load` a cache directory, or a cache pushed to a Hub *dataset* repo (`push_to_hub`): downloaded with
+        ``snapshot_download(repo_type="dataset")`` (from the Hub cache when offline). Raises `CacheError`."""
+        from .hub import resolve_cache_dir
+
+        return cls.load(resolve_cache_dir(repo_id_or_path, revision=revision, token=token), validate=validate)
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Push the cache to the dataset repo ``repo_id`` (created if needed): ``cache.safetensors``, ``cache.json``
+        and a dataset card (``README.md``: student, teachers, dataset, sizes), one commit. ``kwargs``: ``token``,
+        ``private``, ``revision``, ``commit_message``, ``create_pr``. Returns the `huggingface_hub.CommitInfo`."""
+        from .hub import push_cache
+
+        return push_cache(self, repo_id, **kwargs)
+
     # ---------------------------------------------------------------------------------------------- checks
     def validate(self) -> None:
         """Check the cache format's invariants (docs/cache.md); raise `CacheError` naming the first violation and its fix."""

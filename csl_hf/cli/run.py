@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf run") -> dict:
     local_data = None if data_args.cache_dir else local_dataset_path(data_args.dataset_name)
     with OutputDirectory(args, data_path=local_data, keep_cache=not data_args.cache_dir, prog=prog):
         if data_args.cache_dir:
-            cache = CSLCache.load(data_args.cache_dir)
+            cache = CSLCache.from_pretrained(data_args.cache_dir)  # a directory or a Hub dataset repo
             if args.compact_cache_topk:
                 cache = cache.to_compact(args.compact_cache_topk)
             student, processor = student_for_cache(model_args, cache)

@@ -100,8 +100,8 @@ def check_teacher_overlap(teachers: TeacherMixture, data, where: str) -> None:
 
 
 def prepare_teachers(model_args, teacher_args, data, args: CoSupervisedConfig) -> TeacherMixture:
-    """The run's teachers: ``--teachers_name_or_path`` (checked: safetensors, the data's classes, no overlap with
-    this run's splits), or those of the run being resumed, or new ones trained on the teacher split.
+    """The run's teachers: ``--teachers_name_or_path``, a directory or a Hub model repo id (checked: safetensors, the
+    data's classes, no overlap with this run's splits), or those of the run being resumed, or new ones trained on the teacher split.
 
     New teachers are trained once, on the main process, and sent to the other processes (under ``accelerate
     launch`` every process labels its shard with the very same teachers). ``--assignment oos_gate`` trains them with
@@ -123,7 +123,8 @@ def prepare_teachers(model_args, teacher_args, data, args: CoSupervisedConfig) -
             teachers = TeacherMixture.from_pretrained(path, use_safetensors=use_safetensors(model_args.allow_pickle_weights))
         except (OSError, ValueError) as err:
             raise CSLError(f"cannot load the teachers {path!r} ({str(err).splitlines()[0]}); pass a directory saved "
-                           "by a previous run (OUTPUT_DIR/teachers) or by examples/train_teachers.py") from None
+                           "by a previous run (OUTPUT_DIR/teachers) or by csl-hf teachers, or the Hub repo id they "
+                           "were pushed to (TeacherMixture.push_to_hub)") from None
         names = [teachers.config.id2label[i] for i in range(teachers.config.num_labels)]
         if names != data.class_names:
             raise CSLError(f"the teachers in {path} use other labels than {data.dataset_name} ({names[:5]}... vs "
