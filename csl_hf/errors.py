@@ -13,8 +13,13 @@ from .models.teacher_mixture.hierarchy_rules import CSLError
 
 CSLError.__module__ = __name__  # shown as csl_hf.errors.CSLError, where users import it from
 
-__all__ = ["CSLError", "CacheError"]
+__all__ = ["CSLError", "CacheError", "MissingPackageError"]
 
 
 class CacheError(CSLError):
     """The CSL cache (docs/cache.md) is missing, malformed or inconsistent."""
+
+
+class MissingPackageError(CSLError, ImportError):
+    """A package that one feature needs (bundled data, bundled weights) is not installed: the message is the pip
+    command. An `ImportError` too, for code that catches those."""

@@ -8,3 +8,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(__file__))
 pytest_plugins = ["hub_stub"]  # the local_hub fixture (a fake Hugging Face Hub)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "wheel: builds the wheel and uses it installed in a fresh venv "
+                            "(tests/test_wheel.py); deselect with -m 'not wheel'")

@@ -101,7 +101,8 @@ def check_teacher_overlap(teachers: TeacherMixture, data, where: str) -> None:
 
 def prepare_teachers(model_args, teacher_args, data, args: CoSupervisedConfig) -> TeacherMixture:
     """The run's teachers: ``--teachers_name_or_path``, a directory or a Hub model repo id (checked: safetensors, the
-    data's classes, no overlap with this run's splits), or those of the run being resumed, or new ones trained on the teacher split.
+    data's classes, no overlap with this run's splits), or those of the run being resumed, or new ones trained on the
+    teacher split.
 
     New teachers are trained once, on the main process, and sent to the other processes (under ``accelerate
     launch`` every process labels its shard with the very same teachers). ``--assignment oos_gate`` trains them with

@@ -23,6 +23,7 @@ from typing import BinaryIO
 import datasets
 import numpy as np
 
+from ..errors import MissingPackageError
 from .images import dataset_from_png, encode_png_l
 
 __all__ = ["ANIMAL_MNIST_CLASSES", "load_animal_mnist", "animal_mnist_dir"]
@@ -64,8 +65,9 @@ def animal_mnist_dir() -> str:
     """Directory holding the Animal-MNIST files of the installed ``animal-mnist`` package."""
     spec = importlib.util.find_spec("animal_mnist")  # does not import the package
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "Animal-MNIST needs the PyPI package 'animal-mnist': pip install --no-deps animal-mnist==0.4"
+        raise MissingPackageError(
+            "Animal-MNIST (--dataset_name animal_mnist, the default) needs its images from PyPI: pip install "
+            "--no-deps animal-mnist==0.4 (--no-deps: its metadata asks for TensorFlow, which csl_hf never imports)"
         )
     return os.path.join(list(spec.submodule_search_locations)[0], "data", "Animal_MNIST")
 

