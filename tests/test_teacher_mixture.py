@@ -87,6 +87,34 @@ def test_shared_backbone_runs_once_and_scatters_small_heads(tmp_path):
     back = AutoModel.from_pretrained(tmp_path)
     with torch.no_grad():
         assert torch.equal(back(pixel_values=x).probs, model(pixel_values=x).probs)
+    card = (tmp_path / "README.md").read_text()  # the card save_pretrained writes, for this layout
+    assert "| 1 | teacher_1 | 2 classes: a, c | linear head on a shared frozen convnext | as given |" in card
+    assert "Not recorded (`config.training_data` is empty)." in card
+
+
+def test_the_card_names_domains_gates_and_the_data(tmp_path):
+    from csl_hf.models.teacher_mixture.hub_teacher_mixture import teacher_mixture_card
+
+    config = TeacherMixtureConfig(
+        teacher_configs=[{"model_type": "vit"}, {"model_type": "convnext"}, {"model_type": "convnext"}],
+        specialties=[{"classes": [0, 1, 2, 3]}, {"domain": "photo"}, {"domain": "sketch"}], levels=LEVELS,
+        teacher_names=["generalist", "domain photo", "domain sketch"], id2label=ID2LABEL,
+        preprocessing=[Preprocessing(size=(28, 28)).to_dict()] * 3,
+        training_data={"dataset": "./folders", "num_images": 90, "skipped_images": 2, "split_seed": 42,
+                       "specialties": "domains"})
+    card = teacher_mixture_card(config, "user/domain-teachers", tags=["animals"])
+    for line in ("- animals", "# Teacher mixture: 3 weak teachers in 2 levels",
+                 "| 0 | generalist | all 4 classes | vit | 28x28 |",
+                 "| 1 | domain sketch | domain sketch | convnext | 28x28 |", "- dataset: `./folders`",
+                 "- images: 90 (skipped as unreadable: 2)", "- split seed: 42", "- specialties chosen by: domains",
+                 "pixel_values=torch.randn(2, 3, 28, 28)", "AutoModel.from_pretrained('user/domain-teachers', "
+                 "trust_remote_code=True)"):
+        assert line in card, line
+    assert "Gate teachers" not in card
+    gated = TeacherMixtureConfig(**{**config.to_dict(), "specialties": [{"classes": [0, 1, 2, 3]}, {"classes": [0, 1]},
+                                                                        {"classes": [2, 3]}],
+                                    "gate_teacher_configs": [{"model_type": "vit"}], "gate_specialists": [2]})
+    assert "Gate teachers (1): one per class specialist (domain sketch)" in teacher_mixture_card(gated)
 
 
 def test_teachers_must_share_the_label_space():

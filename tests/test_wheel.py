@@ -149,7 +149,8 @@ def test_the_installed_wheel_answers(venv, tmp_path):
     assert f"- csl_hf: {VERSION}" in run(venv, ["csl-hf", "env"], tmp_path)
     code = ("import csl_hf, sys\nfrom csl_hf.metrics import load_pgr_metric\n"
             "m = load_pgr_metric()\n"
-            "out = m.compute(predictions=[0, 1, 1, 0], references=[0, 1, 0, 0], weak_accuracy=0.5, ceiling_accuracy=1.0)\n"
+            "out = m.compute(predictions=[0, 1, 1, 0], references=[0, 1, 0, 0], weak_accuracy=0.5,\n"
+            "                ceiling_accuracy=1.0)\n"
             "print(csl_hf.__file__, csl_hf.__version__, out['pgr'])\n")
     where, version, pgr = run(venv, ["python", "-c", code], tmp_path).split()
     assert Path(where).is_relative_to(venv) and version == VERSION and float(pgr) == 50.0

@@ -93,12 +93,14 @@ def cache_card(cache, repo_id: str) -> str:
              f"- sizes: {train} weak-to-strong training images, {test} test images, {cache.num_labels} classes"
              + (f"; unreadable images skipped: {source['skipped_images']}" if source.get("skipped_images") else ""),
              f"- teacher outputs: {storage}"
-             + ("; gate teachers' in-specialty probabilities (`in_specialty`)" if cache.in_specialty is not None else ""),
+             + ("; gate teachers' in-specialty probabilities (`in_specialty`)" if cache.in_specialty is not None
+                else ""),
              "", "| level | teacher | specialty |", "|---|---|---|"]
     for level, members in enumerate(cache.levels):
         for k in members:
             spec = cache.specialties[k]
-            what = f"domain {spec['domain']}" if "domain" in spec else f"classes {describe_classes(spec.get('classes'))}"
+            what = (f"domain {spec['domain']}" if "domain" in spec else
+                    f"classes {describe_classes(spec.get('classes'))}")
             lines.append(f"| {level} | {cache.teacher_names[k]} | {what} |")
     lines += ["", "## Use", "", "```python", "from csl_hf import CSLCache", "",
               f"cache = CSLCache.from_pretrained({repo_id!r})", "```", "",

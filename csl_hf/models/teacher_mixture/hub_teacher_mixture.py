@@ -40,7 +40,8 @@ def teacher_mixture_card(config: Any, repo_id: str = "path/to/teachers",
     teacher_names = config.teacher_names or [f"teacher_{k}" for k in range(config.num_teachers)]
     for level, members in enumerate(config.levels):
         for k in members:
-            lines.append(f"| {level} | {teacher_names[k]} | {_specialty_text(config.specialties[k], names, num_labels)} "
+            specialty = _specialty_text(config.specialties[k], names, num_labels)
+            lines.append(f"| {level} | {teacher_names[k]} | {specialty} "
                          f"| {_model_text(config, k)} | {_input_text(inputs[k] if k < len(inputs) else None)} |")
     if config.num_gates:
         gated = ", ".join(teacher_names[k] for k in config.gate_specialists)

@@ -14,9 +14,9 @@ Optionally, a class specialist has a *gate teacher*: an independent classifier w
 specialty", whose ``1 - p(other)`` says whether an image belongs to the specialist's classes (``in_specialty``; used
 by ``--assignment oos_gate``, docs/routing_research.md §5).
 
-This file ships with every saved mixture, beside ``configuration_teacher_mixture.py``, ``hierarchy_rules.py`` and
-``hub_teacher_mixture.py`` (``auto_map``), so that ``AutoModel.from_pretrained(repo, trust_remote_code=True)`` loads and runs it without csl_hf:
-it imports only torch, transformers, huggingface_hub and its own folder. Building a mixture (`from_teachers`,
+Shipped with every saved mixture (``auto_map``) beside ``configuration_teacher_mixture.py``, ``hierarchy_rules.py``
+and ``hub_teacher_mixture.py``: ``AutoModel.from_pretrained(repo, trust_remote_code=True)`` loads and runs it without
+csl_hf, so it imports only torch, transformers and its own folder. Building a mixture (`from_teachers`,
 `from_backbone`) and `preprocessings()` are csl_hf's API and import csl_hf's `Preprocessing` when called.
 """
 
