@@ -38,7 +38,6 @@ __all__ = [
 ]
 
 
-
 def class_blocks(num_labels: int, num_blocks: int) -> list[list[int]]:
     """Split ``range(num_labels)`` into ``num_blocks`` contiguous blocks of near-equal size (the paper's layout)."""
     if not 1 <= num_blocks <= num_labels:
