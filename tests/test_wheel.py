@@ -102,8 +102,12 @@ def venv(wheel, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("venv") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
     python = root / "bin" / "python"
-    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
-                           "--no-index", "-q", str(wheel)], capture_output=True, text=True, timeout=300)
+    install = ["install", "--no-deps", "--no-index", "-q", str(wheel)]
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), *install], capture_output=True,
+                          text=True, timeout=300)
+    if done.returncode and "--python" in done.stderr:  # a pip older than 22.3: give the venv a pip of its own
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(root)], check=True, timeout=300)
+        done = subprocess.run([str(python), "-m", "pip", *install], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
