@@ -67,7 +67,9 @@ def test_two_processes_write_the_one_process_cache(one_process, tmp_path):
     # Both ranks labeled a share; the main process alone printed and wrote the run.
     assert "labeled {'train': 64, 'test': 32}" in proc.stdout + proc.stderr
     assert proc.stdout.count("outputs:") == 1
-    assert sorted(os.listdir(out / "teachers")) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(out / "teachers")) == [  # weights, config, card and the code the mixture ships
+        "README.md", "config.json", "configuration_teacher_mixture.py", "hierarchy_rules.py", "hub_teacher_mixture.py",
+        "model.safetensors", "modeling_teacher_mixture.py"]
     report = json.loads((out / "csl_report.json").read_text())
     assert [r["num_teachers"] for r in report["rounds"]] == [1, 2]
     assert (out / "round-1" / "model.safetensors").is_file() and (out / "model.safetensors").is_file()

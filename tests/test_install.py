@@ -1,12 +1,11 @@
 """What the README's "Install" section promises, checked without building anything (tests/test_wheel.py builds and
 installs the wheel): the first two commands as they were, one version, the one-line message of a missing data
-package, and the ``accelerate launch -m csl_hf.cli run`` line as accelerate's own parser reads it."""
+package. (The README's ``accelerate launch ... -m csl_hf.cli run`` line runs in tests/test_docs_commands.py.)"""
 
 import importlib.util
 import os
 import re
 import runpy
-import shlex
 
 import pytest
 from scripts import ROOT, run_csl
@@ -56,19 +55,3 @@ def test_a_missing_animal_mnist_is_one_line_with_the_install_command(monkeypatch
     assert not (tmp_path / "out").exists()
     animal_mnist._load_arrays.cache_clear()  # the next test reads the real files again
 
-
-def test_the_readme_accelerate_module_line_parses_as_documented():
-    """``accelerate launch ... -m csl_hf.cli run ...``: accelerate reads -m (its --module), runs ``python -m
-    csl_hf.cli`` (csl_hf/cli/__main__.py), and the rest is a valid ``csl-hf run`` command line."""
-    from accelerate.commands.launch import launch_command_parser
-
-    from csl_hf.cli.run import build_parser
-
-    lines = [line for line in README.splitlines() if line.startswith("accelerate launch") and " -m csl_hf.cli " in line]
-    assert lines, "the README shows no `accelerate launch ... -m csl_hf.cli run` line"
-    for line in lines:
-        args = launch_command_parser().parse_args(shlex.split(line.split("#")[0])[2:])
-        assert args.module and args.training_script == "csl_hf.cli" and args.training_script_args[0] == "run", line
-        assert os.path.isfile(os.path.join(ROOT, args.config_file)), args.config_file
-        build_parser().parse_args_into_dataclasses(args.training_script_args[1:])
-    assert importlib.util.find_spec("csl_hf.cli.__main__") is not None
