@@ -60,9 +60,8 @@ class DataArguments:
     )
     cache_dir: str | None = field(
         default=None,
-        metadata={"help": "Start from a CSL cache (cache.safetensors + cache.json: student features and teacher "
-                  "probabilities) instead of images: no teacher is trained and no image is read. A directory, or the "
-                  "id of a Hub dataset repo it was pushed to (CSLCache.push_to_hub)."},
+        metadata={"help": "Start from a CSL cache (a directory of cache.safetensors + cache.json, or a Hub dataset "
+                  "repo id: CSLCache.push_to_hub) instead of images: no teacher is trained and no image is read."},
     )
     teacher_size: float = field(
         default=1000, metadata={"help": "Images whose labels train the weak teachers (a count, or a fraction < 1)."}
@@ -125,9 +124,8 @@ class ModelArguments:
     )
     teachers_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Reuse a saved TeacherMixture (e.g. OUTPUT_DIR/teachers of an earlier run, or "
-                  "examples/train_teachers.py's output, or the id of a Hub model repo it was pushed to with "
-                  "TeacherMixture.push_to_hub) instead of training teachers."},
+        metadata={"help": "Reuse a saved TeacherMixture (OUTPUT_DIR/teachers of an earlier run, csl-hf teachers' "
+                  "output, or a Hub repo id: TeacherMixture.push_to_hub) instead of training teachers."},
     )
     compare_label_types: bool | None = field(
         default=None,
