@@ -66,7 +66,8 @@ class BaselineChains:
                 mode.head.load_state_dict(self.heads[name])
                 previous = mode.student_logits()
                 targets = R.plan_round(cache, level, previous, rows, assignment=name, denoise=args.denoise,
-                                       soft_labels=args.soft_labels, num_epochs=args.num_train_epochs,
+                                       denoise_neighbors=args.denoise_neighbors, soft_labels=args.soft_labels,
+                                       num_epochs=args.num_train_epochs,
                                        scale_epochs_by_keep_rate=args.scale_epochs_by_keep_rate)
                 trainer._run_phase(trainer._phase_for(level, f"{name} baseline"), targets.keep, targets.fit_targets(),
                                    targets.epochs, reinit=args.reinit_head_each_round)

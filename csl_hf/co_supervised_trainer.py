@@ -309,8 +309,8 @@ class CoSupervisedTrainer(StudentEvaluationMixin, StudentOutputsMixin, Trainer):
 
         for level in range(len(rounds), num_levels):
             targets = R.plan_round(cache, level, previous_logits, train_rows, assignment=args.assignment,
-                                   denoise=args.denoise, soft_labels=args.soft_labels,
-                                   num_epochs=args.num_train_epochs,
+                                   denoise=args.denoise, denoise_neighbors=args.denoise_neighbors,
+                                   soft_labels=args.soft_labels, num_epochs=args.num_train_epochs,
                                    scale_epochs_by_keep_rate=args.scale_epochs_by_keep_rate)
             self._run_phase(self._phase_for(level), targets.keep, targets.fit_targets(), targets.epochs,
                             reinit=level == 0 or args.reinit_head_each_round)
