@@ -117,6 +117,12 @@ class Replay:
 
     def targets(self, route: str, level: int, prev: torch.Tensor):
         """``(target_class [N], route [N])``."""
+        if route.startswith("da"):  # distribution alignment of the previous student before routing: da<prior>_<route>
+            prior, _, rest = route[2:].partition("_")
+            ps = prev.float().softmax(-1)
+            target = self.P_tr[0].mean(0) if prior == "gen" else torch.full((self.num,), 1.0 / self.num)
+            aligned = ps * (target / ps.mean(0)).unsqueeze(0)
+            return self.targets(rest or "student", level, aligned.clamp_min(1e-12).log())
         if route.startswith("cf"):  # any route, with a cross-fitted previous student: cf<K>_<route>
             k, _, rest = route[2:].partition("_")
             return self.targets(rest or "student", level, self.crossfit(int(k or 2)))

@@ -42,7 +42,7 @@ class CoSupervisedConfig(TrainingArguments):
             Consistency filter: ``topK`` (the paper; ``top1``/``top2``/``top3``): keep rate = fraction of samples
             whose target is in the previous student's top-k, then keep that fraction with the smallest loss;
             ``knn``: keep a sample when its label is a most frequent label among its ``denoise_neighbors`` nearest
-            neighbours' labels in the student's features (this package's extension, docs/routing_research.md §12);
+            neighbours' labels in the student's features (this package's extension, RESEARCH_NOTES.md);
             ``auto``: ``knn`` on class levels, ``top3`` on domain levels; ``all`` keeps everything.
         denoise_neighbors (`int`, defaults to 10):
             ``--denoise knn``: how many nearest neighbours vote on each label.
@@ -116,7 +116,7 @@ class CoSupervisedConfig(TrainingArguments):
                   "images whose label the previous student finds most likely are kept. knn: an image's label is kept "
                   "when it is the most frequent label among its --denoise_neighbors nearest images (cosine of the "
                   "student's features): the other images' teachers judge it, not the student that routed it, so a "
-                  "misrouted image is caught (+12 PGR over top3 on Animal-MNIST, docs/routing_research.md §12). "
+                  "misrouted image is caught (+9 PGR over top3 on fresh seeds of Animal-MNIST, RESEARCH_NOTES.md). "
                   "auto: knn for class levels, top3 for domain levels (where knn lost). all: keep every label.",
                   "choices": list(DENOISE_MODES)},
     )

@@ -114,7 +114,7 @@ def denoise_for_level(denoise: str, level_kind: str) -> str:
     """The filter a level uses: ``auto`` is ``knn`` for class levels and ``top3`` for domain levels; any other mode
     is itself. (On class levels a misrouted sample gets a wrong label that the routing student itself finds
     plausible, which ``knn`` catches and ``top3`` does not; on domain levels every specialist covers every class and
-    ``knn`` lost to ``top3``: docs/routing_research.md §12.)"""
+    ``knn`` lost to ``top3``: RESEARCH_NOTES.md.)"""
     if denoise not in DENOISE_MODES:
         raise CSLError(f"--denoise {denoise!r} is not a filter; use one of {', '.join(DENOISE_MODES)}")
     if denoise == "auto":
