@@ -11,12 +11,16 @@ with the class ids permuted by the seed (as a user's dataset comes: its class or
     python benchmarks/offline_benchmark.py --dataset_name digits_domains --seeds 3,4,5 --teacher_steps 200
     python benchmarks/offline_benchmark.py --seeds 3,4,5 --permute_classes --specialties blocks,auto \\
         --assignments soft_gate,oos_gate       # the same teachers and cache, routed three ways (gates trained too)
+    python benchmarks/offline_benchmark.py --seeds 12,13,14,15,16,17 --permute_classes --specialties auto \\
+        --compare_denoise top3                 # the default filter beside the paper's top3, each with its oracle
+    python benchmarks/offline_benchmark.py --seeds 0,1,2 --specialties blocks --denoise top3 --soft   # the paper
 
 Each run is the library path of ``examples/run_csl.py`` with ``seed = teacher_seed = S`` and the package defaults
 (1,000 teacher images, 2,000 test images, the rest weak-to-strong; tiny ConvNeXt teachers, 100 steps; the bundled
 EfficientNet-Lite0 student at 64 px; the probe recipe), its report kept under --output_dir (a rerun reuses it).
 *Fraction of oracle gain* = (best CSL PGR - single-teacher PGR) / (best oracle PGR - single-teacher PGR), with the
-oracle of the same specialties. Every number printed comes from the reports.
+oracle of the same specialties and the same filter (--compare_denoise: also against that filter's oracle); the
+*worst class* is the lowest per-class test accuracy of the best round. Every number printed comes from the reports.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def permute(data, seed: int):
 
 
 def run(out: str, dataset: str, seed: int, specialties: str, permute_classes: bool, teacher_steps: int,
-        extras: dict[str, dict]) -> dict:
+        extras: dict[str, dict], denoise: str = "auto") -> dict:
     """One run into ``out`` (its report is reused when present), then the rounds of every ``extras`` entry (name ->
     `CoSupervisedConfig` overrides, e.g. ``{"soft": {"soft_labels": True}}``) on the same cache, into ``out/name``.
     The extra reports are attached to the run's report under their names."""
@@ -78,7 +82,7 @@ def run(out: str, dataset: str, seed: int, specialties: str, permute_classes: bo
                                          specialty_gates=gates)
         teachers = train_teacher_hierarchy(data.teacher, targs, domain_level=data.domain_column is not None)
         student, processor = load_student(None, data.id2label)
-        args = CoSupervisedConfig(output_dir=out, **common)
+        args = CoSupervisedConfig(output_dir=out, denoise=denoise, **common)
         CoSupervisedTrainer(model=student, teachers=teachers, args=args, train_dataset=data.train,
                             eval_dataset=data.test, processing_class=processor).train()
     with open(path) as f:
@@ -88,8 +92,8 @@ def run(out: str, dataset: str, seed: int, specialties: str, permute_classes: bo
         extra_path = os.path.join(out, name, "csl_report.json")
         if not os.path.isfile(extra_path):
             cache = cache or CSLCache.load(os.path.join(out, "cache"))
-            extra_args = CoSupervisedConfig(output_dir=os.path.join(out, name), baselines="none", **common,
-                                            **overrides)
+            extra_args = CoSupervisedConfig(output_dir=os.path.join(out, name),
+                                            **{**common, "baselines": "none", "denoise": denoise, **overrides})
             CoSupervisedTrainer(args=extra_args, cache=cache).train()
         with open(extra_path) as f:
             report[name] = json.load(f)
@@ -113,18 +117,32 @@ def summarize(name: str, reports: list[dict], extras: list[str]) -> None:
         print(row)
     single = [r["rounds"][0]["pgr"] for r in reports]
     oracle = [max(pgr(r, "oracle")[1:]) for r in reports]
+    # the oracle of a compared filter (an extra with its own oracle baseline): the yardstick before this filter
+    reference = next((e for e in extras if "oracle" in reports[0][e].get("baselines", {})), None)
     csl_best = None
     for chain in ["csl", *extras]:
-        best = [max(x["pgr"] for x in (r["rounds"] if chain == "csl" else r[chain]["rounds"])[1:]) for r in reports]
+        rounds = [(r["rounds"] if chain == "csl" else r[chain]["rounds"]) for r in reports]
+        best_i = [max(range(1, len(rs)), key=lambda i: rs[i]["pgr"]) for rs in rounds]
+        best = [rs[i]["pgr"] for rs, i in zip(rounds, best_i)]
+        own = oracle if chain == "csl" or "oracle" not in reports[0][chain].get("baselines", {}) else \
+            [max(x["pgr"] for x in r[chain]["baselines"]["oracle"][1:]) for r in reports]
         csl_best = csl_best or best
-        frac = [100 * (b - s) / (o - s) for b, s, o in zip(best, single, oracle)]
+        frac = [100 * (b - s) / (o - s) for b, s, o in zip(best, single, own)]
         versus = "" if chain == "csl" else (
             f"; minus CSL {mean_std([b - c for b, c in zip(best, csl_best)])} (per seed "
             f"{', '.join(f'{b - c:+.1f}' for b, c in zip(best, csl_best))})")
+        if reference is not None:
+            ref = [max(x["pgr"] for x in r[reference]["baselines"]["oracle"][1:]) for r in reports]
+            ref_frac = [100 * (b - s) / (o - s) for b, s, o in zip(best, single, ref)]
+            versus += (f"; fraction of the {reference} oracle's gain {mean_std(ref_frac)} % (per seed "
+                       f"{', '.join(f'{f:.1f}' for f in ref_frac)})")
+        worst = [100 * min(v for v in rs[i].get("per_class_accuracy", {"-": float("nan")}).values() if v is not None)
+                 for rs, i in zip(rounds, best_i)]
         print(f"\n{'CSL' if chain == 'csl' else chain}: best PGR {mean_std(best)} (per seed "
               f"{', '.join(f'{b:.1f}' for b in best)}); single teacher {mean_std(single)}; gain "
-              f"{mean_std([b - s for b, s in zip(best, single)])}; best oracle {mean_std(oracle)}; fraction of oracle "
-              f"gain recovered {mean_std(frac)} % (per seed {', '.join(f'{f:.1f}' for f in frac)}){versus}")
+              f"{mean_std([b - s for b, s in zip(best, single)])}; best oracle {mean_std(own)}; fraction of oracle "
+              f"gain recovered {mean_std(frac)} % (per seed {', '.join(f'{f:.1f}' for f in frac)}; >= 60 % on "
+              f"{sum(f >= 60 for f in frac)} of {len(frac)}); worst class {mean_std(worst)} %{versus}")
 
 
 def main() -> None:
@@ -138,6 +156,11 @@ def main() -> None:
     p.add_argument("--assignments", default="", help="comma-separated other --assignment values to run on the same "
                    "teachers and cache beside the default, hard labels (e.g. soft_gate,oos_gate; oos_gate also trains "
                    "gate teachers, --specialty_gates)")
+    p.add_argument("--denoise", default="auto", help="the consistency filter of every chain (default: the package's, "
+                   "auto); top3 is the paper's")
+    p.add_argument("--compare_denoise", default="", help="comma-separated other filters run on the same cache, each "
+                   "with its own oracle baseline (e.g. top3: the paper's filter); the fractions of the oracle gain are "
+                   "then also printed against the first one's oracle")
     p.add_argument("--sweep", default="", help="teacher budgets (steps) to sweep, e.g. 25,50,100,300")
     p.add_argument("--output_dir", default="bench_out")
     a = p.parse_args()
@@ -151,12 +174,14 @@ def main() -> None:
     extras = {name: {"assignment": name} for name in a.assignments.split(",") if name}
     if a.soft:
         extras["soft"] = {"soft_labels": True}
+    for d in [d for d in a.compare_denoise.split(",") if d]:
+        extras[f"denoise_{d}"] = {"denoise": d, "baselines": "oracle"}
     gates = "-gates" if "oos_gate" in extras else ""  # teachers with gate teachers: their own directories
     best_by_spec: dict[str, list[float]] = {}
     for spec in ["domains"] if domains else a.specialties.split(","):
-        tag = f"{a.dataset_name}{'-perm' if a.permute_classes else ''}-{spec}-steps{a.teacher_steps}{gates}"
+        tag = f"{a.dataset_name}{'-perm' if a.permute_classes else ''}-{spec}-steps{a.teacher_steps}-{a.denoise}{gates}"
         reports = [run(os.path.join(a.output_dir, f"{tag}-seed{s}"), a.dataset_name, s, "auto" if domains else spec,
-                       a.permute_classes, a.teacher_steps, extras) for s in seeds]
+                       a.permute_classes, a.teacher_steps, extras, a.denoise) for s in seeds]
         weak = [100 * r["weak_accuracy"] for r in reports]
         ceiling = [100 * r["ceiling_accuracy"] for r in reports]
         print(f"\n## {tag}: seeds {a.seeds}; weak {mean_std(weak)} %, ceiling {mean_std(ceiling)} %; ceiling - weak "
@@ -175,9 +200,9 @@ def main() -> None:
         print("|---|---|---|---|---|")
         spec = a.specialties.split(",")[0]
         for steps in [int(x) for x in a.sweep.split(",")]:
-            tag = f"{a.dataset_name}{'-perm' if a.permute_classes else ''}-{spec}-steps{steps}"
+            tag = f"{a.dataset_name}{'-perm' if a.permute_classes else ''}-{spec}-steps{steps}-{a.denoise}"
             reps = [run(os.path.join(a.output_dir, f"{tag}-seed{s}"), a.dataset_name, s, spec, a.permute_classes,
-                        steps, {}) for s in seeds]
+                        steps, {}, a.denoise) for s in seeds]
             single = [r["rounds"][0]["pgr"] for r in reps]
             best = [max(x["pgr"] for x in r["rounds"][1:]) for r in reps]
             print(f"| {steps} | {mean_std([100 * r['weak_accuracy'] for r in reps])} | {mean_std(single)} | "

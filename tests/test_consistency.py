@@ -166,3 +166,46 @@ def test_label_quality_hand_computed():
     # correct: samples 0, 1, 3 -> 3/4; kept & known: 0, 2, 3 -> correct among them 0, 3 -> 2/3; recall 2/3.
     assert acc == 0.75 and precision == pytest.approx(2 / 3) and recall == pytest.approx(2 / 3)
     assert C.label_quality(target, torch.full((5,), -1), keep) == (None, None, None)
+
+
+# ------------------------------------------------------------------------------------- the neighbour filter (knn)
+def test_denoise_for_level_resolves_auto_by_level_kind():
+    assert C.denoise_for_level("auto", "class") == "knn" and C.denoise_for_level("auto", "domain") == "top3"
+    assert C.denoise_for_level("top3", "class") == "top3" and C.denoise_for_level("knn", "domain") == "knn"
+    # the O(N^2) neighbour search is only chosen automatically up to KNN_AUTO_MAX_SAMPLES; knn asked for is kept
+    limit = C.KNN_AUTO_MAX_SAMPLES
+    assert C.denoise_for_level("auto", "class", limit) == "knn"
+    assert C.denoise_for_level("auto", "class", limit + 1) == "top3"
+    assert C.denoise_for_level("knn", "class", limit + 1) == "knn"
+    with pytest.raises(CSLError, match="top3"):
+        C.denoise_for_level("top9", "class")
+    with pytest.raises(CSLError, match="not a top-k"):
+        C.topk_of("knn")
+
+
+def test_nearest_neighbors_by_cosine_without_self():
+    # Two tight pairs: 0 ~ 1 (along x), 2 ~ 3 (along y). cos(0, 3) = 0.1 / |(0.1, 0.9)| > cos(0, 2) = 0.
+    x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    assert C.nearest_neighbors(x, 1).tolist() == [[1], [0], [3], [2]]
+    assert C.nearest_neighbors(x, 2).tolist() == [[1, 3], [0, 3], [3, 1], [2, 1]]
+    # cosine: scaling a sample changes nothing; chunking changes nothing
+    assert C.nearest_neighbors(x * torch.tensor([[5.0], [0.1], [2.0], [1.0]]), 2, chunk_rows=1).tolist() == \
+        C.nearest_neighbors(x, 2).tolist()
+    with pytest.raises(CSLError, match="denoise_neighbors"):
+        C.nearest_neighbors(x, 4)
+
+
+def test_neighbor_agreement_keeps_a_most_frequent_label_ties_included():
+    labels = torch.tensor([0, 0, 2, 2, 0, 1])
+    neighbors = torch.tensor([
+        [1, 4, 2, 3],  # labels 0, 0, 2, 2: own 0 ties with 2 -> kept
+        [0, 4, 5, 2],  # 0, 0, 1, 2: own 0 most frequent -> kept
+        [3, 5, 0, 1],  # 2, 1, 0, 0: own 2 once, 0 twice -> dropped
+        [2, 5, 1, 0],  # 2, 1, 0, 0: own 2 once, 0 twice -> dropped
+        [5, 2, 3, 1],  # 1, 2, 2, 0: own 0 once, 2 twice -> dropped
+        [0, 1, 2, 3],  # 0, 0, 2, 2: own 1 never -> dropped
+    ])
+    assert C.neighbor_agreement(labels, neighbors, 3).tolist() == [True, True, False, False, False, False]
+    # a plurality is enough (no majority needed): 2 votes of 5 for the own label, the others split 1/1/1
+    assert C.neighbor_agreement(torch.tensor([3, 3, 3, 0, 1, 2]), torch.tensor([[1, 2, 3, 4, 5]] + [[0, 0, 0, 0, 0]] * 5),
+                                4).tolist()[0]

@@ -8,6 +8,7 @@ import torch
 from csl_hf.method import consistency as C
 from csl_hf.method.hierarchy import validate_hierarchy
 from csl_hf.errors import CSLError
+from csl_hf.cache import TEST_SPLIT
 from csl_hf.method.specialties import (
     auto_class_hierarchy,
     balanced_partition,
@@ -168,3 +169,53 @@ def test_train_teacher_hierarchy_accepts_an_explicit_hierarchy():
     assert mixture.config.teacher_names == ["generalist", "bear, cow, elephant, horse +1", "bird, cat, dog, giraffe +1"]
     with pytest.raises(CSLError, match="uncovered"):
         train_teacher_hierarchy(ds, TeacherTrainingArguments(teacher_steps=2), specialties=specs[:2], levels=[[0], [1]])
+
+
+# ------------------------------------------------------------------------------------- the neighbour filter in a round
+def knn_cache():
+    """6 training samples in two tight feature clusters {0, 1, 2} and {3, 4, 5}; level 1 = specialists A {0, 1} and
+    B {2, 3}. A labels every sample 0, B labels every sample 2."""
+    from csl_hf import CSLCache
+
+    features = torch.tensor([[1.0, 0.0], [1.0, 0.1], [1.0, -0.1], [0.0, 1.0], [0.1, 1.0], [-0.1, 1.0]])
+    a, b = torch.tensor([0.9, 0.1, 0.0, 0.0]), torch.tensor([0.0, 0.0, 0.8, 0.2])
+    return CSLCache(features=features, labels=torch.tensor([0, 0, 0, 2, 2, 2]), split=torch.zeros(6, dtype=torch.int8),
+                    num_labels=4, levels=[[0], [1, 2]],
+                    specialties=[{"classes": [0, 1, 2, 3]}, {"classes": [0, 1]}, {"classes": [2, 3]}],
+                    teacher_probs=torch.stack([torch.full((6, 4), 0.25), a.expand(6, 4), b.expand(6, 4)]))
+
+
+def test_plan_round_knn_keeps_the_labels_its_neighbours_agree_with():
+    from csl_hf.method import rounds as R
+
+    cache = knn_cache()
+    # The previous student puts sample 2 (cluster 1) in B's specialty and sample 5 (cluster 2) in A's: both
+    # misrouted, and their labels (2 and 0) are the student's own argmax, so top3 keeps them (with everything).
+    student = torch.log(torch.tensor([[0.7, 0.1, 0.1, 0.1]] * 2 + [[0.1, 0.1, 0.7, 0.1]]
+                                     + [[0.1, 0.1, 0.7, 0.1]] * 2 + [[0.7, 0.1, 0.1, 0.1]]))
+    rows = torch.arange(6)
+    paper = R.plan_round(cache, 1, student, rows, denoise="top3")
+    assert paper.target_class.tolist() == [0, 0, 2, 2, 2, 0] and bool(paper.keep.all()) and paper.denoise == "top3"
+    # auto = knn on a class level; with 2 neighbours each sample's neighbours are the rest of its cluster:
+    # sample 2's are 0, 1 (labels 0, 0 against its 2), sample 5's are 3, 4 (2, 2 against its 0): both dropped.
+    knn = R.plan_round(cache, 1, student, rows, denoise_neighbors=2)
+    assert knn.denoise == "knn" and knn.keep.tolist() == [True, True, False, True, True, False]
+    assert knn.keep_rate == 4 / 6 and knn.epochs == 30  # floor(20 / (4/6))
+    # the record says which filter ran; level 0 keeps everything
+    assert R.round_record(cache, knn, rows, cache.labels[cache.rows(TEST_SPLIT)], None)["denoise"] == "knn"
+    level0 = R.plan_round(cache, 0, None, rows)
+    assert bool(level0.keep.all()) and level0.denoise == "none"
+    # k larger than the training split is capped at n - 1: with all 5 other samples voting, each sample's own
+    # cluster is outvoted 2 to 3, nothing is kept, and the error says which filter
+    with pytest.raises(CSLError, match=r"\(knn\) kept no sample"):
+        R.plan_round(cache, 1, student, rows, denoise="knn", denoise_neighbors=50)
+
+
+def test_auto_denoise_is_top3_on_domain_levels():
+    from csl_hf.method import rounds as R
+
+    cache = knn_cache()
+    cache.specialties = [{"classes": [0, 1, 2, 3]}, {"domain": "a"}, {"domain": "b"}]
+    cache.domain_names, cache.domains = ["a", "b"], torch.tensor([0, 0, 0, 1, 1, 1])
+    student = torch.log(torch.full((6, 4), 0.25))
+    assert R.plan_round(cache, 1, student, torch.arange(6), assignment="agreement").denoise == "top3"

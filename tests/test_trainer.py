@@ -71,7 +71,7 @@ def test_report_schema_and_level0(hard_run):
     assert level0["teacher_accuracy"] == pytest.approx(teacher_acc) and level0["precision"] == pytest.approx(teacher_acc)
     for key in ("weak_accuracy", "ceiling_accuracy"):
         assert 0.0 <= report[key] <= 1.0
-    assert report["seed"] == 3 and report["config"]["denoise"] == "top3"
+    assert report["seed"] == 3 and report["config"]["denoise"] == "auto"
 
 
 def test_pgr_formula(hard_run):
@@ -82,10 +82,17 @@ def test_pgr_formula(hard_run):
         assert r["pgr"] == pytest.approx(100 * (r["student_accuracy"] - weak) / (ceiling - weak))
 
 
-def test_keep_rates_recomputed_from_previous_round_checkpoint(hard_run):
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory):
+    return run(tmp_path_factory.mktemp("paper"), denoise="top3")
+
+
+@pytest.mark.parametrize("name", ["paper_run", "hard_run"])
+def test_keep_rates_recomputed_from_previous_round_checkpoint(name, request):
     """Recompute each round's keep rate from the previous round's saved head: the top-3 agreement between the
-    previous student and the targets of the `student` assignment."""
-    report, trainer, cache = hard_run
+    previous student and the targets of the `student` assignment (the paper's ``top3``), or the share of targets that
+    their 10 nearest training samples' targets agree with (the default on class levels, ``knn``)."""
+    report, trainer, cache = request.getfixturevalue(name)
     train = cache.rows(0)
     x, labels = cache.features[train], cache.labels[train]
     for level in (1, 2):
@@ -97,9 +104,13 @@ def test_keep_rates_recomputed_from_previous_round_checkpoint(hard_run):
             owner[cache.specialties[t]["classes"]] = i
         chosen = torch.tensor(members)[owner[logits.argmax(-1)]]
         targets = cache.teacher_probs[chosen, train].argmax(-1)
-        in_top3 = (logits.topk(3, dim=-1).indices == targets[:, None]).any(-1)
+        if name == "paper_run":
+            kept = (logits.topk(3, dim=-1).indices == targets[:, None]).any(-1)
+        else:
+            kept = C.neighbor_agreement(targets, C.nearest_neighbors(x, 10), cache.num_labels)
         r = report["rounds"][level]
-        assert r["keep_rate"] == pytest.approx(float(in_top3.float().mean()), abs=1e-6)
+        assert r["denoise"] == ("top3" if name == "paper_run" else "knn")
+        assert r["keep_rate"] == pytest.approx(float(kept.float().mean()), abs=1e-6)
         assert r["num_kept"] == round(r["keep_rate"] * len(train))
         assert r["epochs"] == math.floor(4 / r["keep_rate"] + 1e-9)
         assert r["teacher_accuracy"] == pytest.approx(float((targets == labels).float().mean()))
@@ -180,10 +191,12 @@ def test_student_with_wrong_head_size_is_refused(tmp_path):
 
 
 def test_bad_options_are_one_line_errors(tmp_path):
-    with pytest.raises(CSLError, match="top1, top2, top3, all"):
+    with pytest.raises(CSLError, match="auto, top1, top2, top3, knn, all"):
         CoSupervisedConfig(output_dir=str(tmp_path), denoise="top4")
     with pytest.raises(CSLError, match="--assignment"):
         CoSupervisedConfig(output_dir=str(tmp_path), assignment="random")
+    with pytest.raises(CSLError, match="--denoise_neighbors must be at least 1"):
+        CoSupervisedConfig(output_dir=str(tmp_path), denoise_neighbors=0)
 
 
 def test_resume_after_a_crash_gives_the_uninterrupted_report(tmp_path, hard_run):

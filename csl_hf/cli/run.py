@@ -56,7 +56,7 @@ HELP_GROUPS = [
     ("Teacher architecture (tiny models built from a config)",
      ["teacher_patch_size", "teacher_hidden_sizes", "teacher_depths", "teacher_hidden_size", "teacher_num_layers",
       "teacher_num_heads", "teacher_weight_decay"]),
-    ("Rounds", ["assignment", "denoise", "soft_labels", "baselines", "student_mode", "reinit_head_each_round",
+    ("Rounds", ["assignment", "denoise", "denoise_neighbors", "soft_labels", "baselines", "student_mode", "reinit_head_each_round",
                 "scale_epochs_by_keep_rate", "run_ceiling", "max_levels", "compact_cache_topk",
                 "backbone_learning_rate", "head_warmup_epochs", "freeze_batch_norm", "image_cache_mb"]),
     ("Training of each round (TrainingArguments with the paper's probe defaults)",

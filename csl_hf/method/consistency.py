@@ -17,7 +17,7 @@ from ..errors import CSLError
 from ..models.teacher_mixture.hierarchy_rules import class_masks, masked_softmax  # noqa: F401
 
 ASSIGNMENTS = ("auto", "student", "agreement", "soft_gate", "oos_gate", "oracle", "ensemble")
-DENOISE_MODES = ("top1", "top2", "top3", "all")
+DENOISE_MODES = ("auto", "top1", "top2", "top3", "knn", "all")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -97,6 +97,28 @@ def _class_owner(teacher_classes: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------------
 
 
+KNN_AUTO_MAX_SAMPLES = 200_000
+"""Above this many training samples ``auto`` uses ``top3`` on class levels too: the exact neighbour search of ``knn``
+is ``O(N^2 D)`` (minutes on a CPU at this size, hours at ImageNet's 1.28 M)."""
+
+
+def denoise_for_level(denoise: str, level_kind: str, num_samples: int = 0) -> str:
+    """The filter a level uses: ``auto`` is ``knn`` for class levels and ``top3`` for domain levels, and ``top3`` on
+    every level when ``num_samples > KNN_AUTO_MAX_SAMPLES``; any other mode is itself. (On class levels a misrouted
+    sample gets a wrong label that the routing student itself finds plausible, which ``knn`` catches and ``top3``
+    does not; on domain levels every specialist covers every class and ``knn`` lost to ``top3``:
+    docs/denoise_research.md.)
+
+    Raises:
+        `CSLError`: ``denoise`` is not one of `DENOISE_MODES`.
+    """
+    if denoise not in DENOISE_MODES:
+        raise CSLError(f"--denoise {denoise!r} is not a filter; use one of {', '.join(DENOISE_MODES)}")
+    if denoise == "auto":
+        return "top3" if level_kind == "domain" or num_samples > KNN_AUTO_MAX_SAMPLES else "knn"
+    return denoise
+
+
 def topk_of(denoise: str) -> int | None:
     """``"top3" -> 3``; ``"all" -> None`` (keep everything).
 
@@ -105,6 +127,8 @@ def topk_of(denoise: str) -> int | None:
     """
     if denoise not in DENOISE_MODES:
         raise CSLError(f"--denoise {denoise!r} is not a filter; use one of {', '.join(DENOISE_MODES)}")
+    if denoise in ("auto", "knn"):
+        raise CSLError(f"--denoise {denoise} is not a top-k filter (resolve it with denoise_for_level)")
     return None if denoise == "all" else int(denoise[3:])
 
 
@@ -171,6 +195,47 @@ def consistency_filter(
     if k is None:
         return torch.ones(target_class.shape[0], dtype=torch.bool), 1.0
     return select(*filter_scores(student_logits, target_class, k))
+
+
+def nearest_neighbors(features: torch.Tensor, k: int, chunk_rows: int = 4096) -> torch.Tensor:
+    """Each sample's ``k`` nearest other samples by cosine similarity of ``features [N, D]``: ``[N, k]`` long,
+    most similar first; a sample is never its own neighbour. Time ``O(N^2 D)``, memory one ``[chunk_rows, N]``
+    block of similarities at a time.
+
+    Raises:
+        `CSLError`: fewer than ``k + 1`` samples.
+    """
+    n = features.shape[0]
+    if not 0 < k < n:
+        raise CSLError(f"--denoise_neighbors {k} needs between 1 and {n - 1} (the number of training samples - 1)")
+    z = F.normalize(features.float(), dim=-1)
+    out = torch.empty(n, k, dtype=torch.long)
+    for start in range(0, n, chunk_rows):
+        end = min(n, start + chunk_rows)
+        sim = z[start:end] @ z.T  # [c, N]
+        sim[torch.arange(end - start), torch.arange(start, end)] = float("-inf")
+        out[start:end] = sim.topk(k, dim=-1).indices
+    return out
+
+
+def neighbor_agreement(target_class: torch.Tensor, neighbors: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """``[N]`` bool: the sample's label is a most frequent label among its neighbours' labels (ties count as agreement).
+
+    The *neighbour* consistency filter (``--denoise knn``; Bahri et al. 2020, "Deep k-NN for noisy labels"): a label
+    is kept when the teacher labels of the samples nearest to it in the student's feature space agree with it. The
+    judge is the other samples' labels, not the previous student, so a sample that the previous student routed to
+    the wrong specialist (whose label that student therefore finds plausible) is caught when its neighbours were
+    routed right.
+
+    Args:
+        target_class: ``[N]`` long, each sample's label.
+        neighbors: ``[N, k]`` long indices into the samples (`nearest_neighbors`).
+        num_labels: ``C``.
+    """
+    votes = torch.zeros(target_class.shape[0], num_labels)
+    votes.scatter_add_(1, target_class[neighbors], torch.ones(neighbors.shape, dtype=votes.dtype))
+    own = votes.gather(1, target_class.unsqueeze(1)).squeeze(1)
+    return own >= votes.max(dim=1).values
 
 
 def scaled_epochs(num_epochs: float, keep_rate: float) -> int:

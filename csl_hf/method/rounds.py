@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers.utils import logging
 
 from . import consistency as C
 from ..cache.format import TEST_SPLIT, CSLCache
@@ -26,6 +27,8 @@ CHUNK_ROWS = 65536
 MIXTURES = ("ensemble", "soft_gate", "oos_gate")
 # assignments that gate class specialists by the student's mass on their classes: meaningless for domain specialists
 CLASS_GATES = ("soft_gate", "oos_gate")
+
+logger = logging.get_logger(__name__)
 
 
 class StudentLogits:
@@ -75,6 +78,7 @@ class RoundTargets:
         keep: ``[n]`` bool, the samples that pass the consistency filter.
         keep_rate: the filter's keep rate ``r`` in (0, 1].
         epochs: epochs to train on the kept samples (``floor(E / r)`` when scaled).
+        denoise: the filter the round used (``auto`` resolved; ``none`` at level 0).
     """
 
     level: int
@@ -85,6 +89,7 @@ class RoundTargets:
     keep: torch.Tensor
     keep_rate: float
     epochs: float
+    denoise: str = "top3"
 
     def fit_targets(self) -> torch.Tensor:
         """The kept samples' training targets: class ids ``[k]`` (hard) or probabilities ``[k, C]`` (soft)."""
@@ -210,15 +215,31 @@ def mixture_targets(cache: CSLCache, members: list[int], rows: torch.Tensor, sof
     return chosen, target_class, soft_targets
 
 
+def training_neighbors(cache: CSLCache, rows: torch.Tensor, k: int) -> torch.Tensor:
+    """``[n, k]`` nearest neighbours of the training ``rows`` among themselves in the student's cached features
+    (`consistency.nearest_neighbors`), indices into ``rows``; ``k`` is at most ``n - 1``. Computed once per cache, rows
+    and ``k`` (every level and every baseline chain of a run filters the same rows)."""
+    k = min(int(k), len(rows) - 1)
+    memo = cache.__dict__.setdefault("_neighbors", {})
+    key = (int(k), id(cache.features), rows.numel(), hash(rows.numpy().tobytes()))
+    if key not in memo:
+        memo.clear()
+        memo[key] = C.nearest_neighbors(cache.features[rows], int(k))
+    return memo[key]
+
+
 def plan_round(cache: CSLCache, level: int, previous: StudentLogits | torch.Tensor | None, rows: torch.Tensor, *,
-               assignment: str = "auto", denoise: str = "top3", soft_labels: bool = False, num_epochs: float = 20,
-               scale_epochs_by_keep_rate: bool = True) -> RoundTargets:
+               assignment: str = "auto", denoise: str = "auto", soft_labels: bool = False, num_epochs: float = 20,
+               scale_epochs_by_keep_rate: bool = True, denoise_neighbors: int = 10) -> RoundTargets:
     """Targets and filter of one round (steps 1-3 of the method in docs/algorithm.md).
 
     Level 0 takes the generalist's labels for every sample. A later level routes each sample to one of its teachers
     (``assignment``), takes that teacher's label, and keeps the samples that pass the consistency filter
-    (``denoise``) under the previous student ``previous`` (`StudentLogits`, or a ``[n, C]`` tensor). Memory is
-    ``O(n)`` besides one chunk of logits, and ``O(n C)`` only for soft labels (their targets).
+    (``denoise``): ``topK`` under the previous student ``previous`` (`StudentLogits`, or a ``[n, C]`` tensor),
+    ``knn`` against the labels of each sample's ``denoise_neighbors`` nearest neighbours in the student's features,
+    ``auto`` = ``knn`` on class levels and ``top3`` on domain levels (`consistency.denoise_for_level`). Memory is
+    ``O(n)`` besides one chunk of logits (``O(n k)`` for ``knn``), and ``O(n C)`` only for soft labels (their
+    targets).
 
     Raises:
         `CSLError`: the filter keeps no sample (the message names the level and a looser ``denoise``).
@@ -240,22 +261,32 @@ def plan_round(cache: CSLCache, level: int, previous: StudentLogits | torch.Tens
                                                              by_specialists=method == "oos_gate")
     else:
         target_class, soft_targets = assigned_targets(cache, members, chosen, rows, soft_labels)
-    k = C.topk_of(denoise)
-    if level == 0 or k is None:
+    mode = C.denoise_for_level(denoise, cache.level_kind(level), n)
+    if denoise == "auto" and mode == "top3" and cache.level_kind(level) != "domain":
+        logger.warning_once(f"--denoise auto: {n} training samples is above {C.KNN_AUTO_MAX_SAMPLES}, so class levels "
+                            "use the paper's top3 filter (the knn search is O(N^2)); pass --denoise knn to force it")
+    if level == 0 or mode == "all":
         keep, keep_rate = torch.ones(n, dtype=torch.bool), 1.0
+    elif mode == "knn" and n < 2:  # no neighbour to ask
+        keep, keep_rate = torch.ones(n, dtype=torch.bool), 1.0
+    elif mode == "knn":
+        keep = C.neighbor_agreement(target_class, training_neighbors(cache, rows, denoise_neighbors), cache.num_labels)
+        keep_rate = int(keep.sum()) / n
     else:  # the consistency filter, chunk by chunk: scores per sample, then one selection over the split
+        k = C.topk_of(mode)
         hits, losses = torch.empty(n, dtype=torch.bool), torch.empty(n)
         for start, end, logits in previous.chunks():
             hits[start:end], losses[start:end] = C.filter_scores(logits, target_class[start:end], k)
         keep, keep_rate = C.select(hits, losses)
     if int(keep.sum()) == 0 or keep_rate <= 0:
         raise CSLError(
-            f"level {level}: the consistency filter kept no sample (keep rate 0: no target is in the previous "
-            f"student's {denoise}); use a looser --denoise (e.g. top3 or all) or check the level's teachers"
+            f"level {level}: the consistency filter ({mode}) kept no sample (keep rate 0); use a looser --denoise "
+            f"(e.g. top3 or all) or check the level's teachers"
         )
     scale = scale_epochs_by_keep_rate and level > 0
     epochs = C.scaled_epochs(num_epochs, keep_rate) if scale else num_epochs
-    return RoundTargets(level, method, chosen, target_class, soft_targets, keep, keep_rate, epochs)
+    return RoundTargets(level, method, chosen, target_class, soft_targets, keep, keep_rate, epochs,
+                        "none" if level == 0 else mode)
 
 
 def check_gates_available(cache: CSLCache | None = None, teachers=None) -> None:
@@ -304,6 +335,7 @@ def round_record(cache: CSLCache, targets: RoundTargets, rows: torch.Tensor, tes
         "pgr": pgr,
         "num_kept": int(targets.keep.sum()),
         "epochs": targets.epochs,
+        "denoise": targets.denoise,
     }
     oracle = oracle_assignment(cache, targets.level, rows) if targets.level > 0 else None
     if oracle is not None and targets.method != "ensemble":

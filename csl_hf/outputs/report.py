@@ -38,7 +38,8 @@ def pgr_reliability(report: dict[str, Any], min_gap: float = PGR_MIN_GAP) -> str
 
 def report_config(args, cache) -> dict[str, Any]:
     """The ``config`` of ``csl_report.json``: the settings a reader needs to interpret the numbers."""
-    keys = ("assignment", "denoise", "soft_labels", "reinit_head_each_round", "scale_epochs_by_keep_rate",
+    keys = ("assignment", "denoise", "denoise_neighbors", "soft_labels", "reinit_head_each_round",
+            "scale_epochs_by_keep_rate",
             "student_mode", "learning_rate", "weight_decay", "per_device_train_batch_size", "lr_scheduler_type",
             "warmup_steps", "max_grad_norm", "optim", "max_steps", "num_train_epochs")
     if args.student_mode == "full":

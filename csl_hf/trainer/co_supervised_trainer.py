@@ -272,7 +272,8 @@ class CoSupervisedTrainer(StudentTrainer):
         args, cache = self._base_args, self.cache
         rows, test_rows = cache.rows(TRAIN_SPLIT), cache.rows(TEST_SPLIT)
         targets = R.plan_round(cache, level, previous, rows, assignment=assignment or args.assignment,
-                               denoise=args.denoise, soft_labels=args.soft_labels, num_epochs=args.num_train_epochs,
+                               denoise=args.denoise, denoise_neighbors=args.denoise_neighbors,
+                               soft_labels=args.soft_labels, num_epochs=args.num_train_epochs,
                                scale_epochs_by_keep_rate=args.scale_epochs_by_keep_rate)
         label = phase_label(len(cache.levels[level]), level, label_suffix)
         self._train_phase(label, level, targets.keep, targets.fit_targets(), targets.epochs,

@@ -16,8 +16,9 @@ __all__ = ["PROGRESS_NAME", "run_key", "save_progress", "load_progress", "resume
 
 PROGRESS_NAME = "csl_progress.json"
 # Settings that change a run's results: a resume must use the same ones.
-_RUN_KEYS = ("seed", "assignment", "denoise", "soft_labels", "reinit_head_each_round", "scale_epochs_by_keep_rate",
-             "student_mode", "learning_rate", "weight_decay", "per_device_train_batch_size", "lr_scheduler_type",
+_RUN_KEYS = ("seed", "assignment", "denoise", "denoise_neighbors", "soft_labels", "reinit_head_each_round",
+             "scale_epochs_by_keep_rate", "student_mode", "learning_rate", "weight_decay",
+             "per_device_train_batch_size", "lr_scheduler_type",
              "warmup_steps", "max_grad_norm", "optim", "max_steps", "run_ceiling", "gradient_accumulation_steps",
              "num_train_epochs", "baselines", "backbone_learning_rate", "head_warmup_epochs", "freeze_batch_norm")
 
