@@ -45,3 +45,60 @@ def run_cli(capsys, *argv, script=None):
     capsys.readouterr()
     rc = (script or run_csl).cli([str(a) for a in argv])
     return rc, capsys.readouterr().err.strip()
+
+
+#: Fashion-MNIST idx files written by `write_fashion_mnist`: images per class of each official split.
+PER_CLASS = {"train": 4, "test": 2}
+
+
+def _idx_bytes(array):
+    magic = 0x0800 + array.ndim  # unsigned bytes, ndim dimensions
+    header = magic.to_bytes(4, "big") + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    import numpy as np
+
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def make_split(split: str, per_class: dict | None = None):
+    """Images whose pixels encode (row, y, x), labels cycling over the 10 classes."""
+    import numpy as np
+
+    n = 10 * (per_class or PER_CLASS)[split]
+    offset = 0 if split == "train" else 100
+    rows = np.arange(n)[:, None, None] + offset
+    yy, xx = np.mgrid[:28, :28]
+    images = ((rows * 7 + yy * 3 + xx) % 256).astype(np.uint8)
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    return images, labels
+
+
+def write_fashion_mnist(folder, gz: bool = True, per_class: dict | None = None) -> dict:
+    """Tiny Fashion-MNIST idx files (the Debian package's names) in ``folder``: ``{split: (images, labels)}``."""
+    import gzip
+
+    from csl_hf.data import fashion_mnist as fm
+
+    os.makedirs(folder, exist_ok=True)
+    out = {}
+    for split, (img_stem, lab_stem) in fm._FILES.items():
+        images, labels = make_split(split, per_class)
+        for stem, array in ((img_stem, images), (lab_stem, labels)):
+            data = _idx_bytes(array)
+            path = os.path.join(folder, stem + (".gz" if gz else ""))
+            with (gzip.open(path, "wb") if gz else open(path, "wb")) as f:
+                f.write(data)
+        out[split] = (images, labels)
+    return out
+
+
+def run_without_csl_hf(code: str, cwd) -> str:
+    """Run ``code`` in a fresh interpreter that must never import csl_hf (what a user of a saved checkpoint has);
+    returns its stdout, fails the test with its stderr."""
+    import subprocess
+
+    code += "\nimport sys\nassert 'csl_hf' not in sys.modules, 'csl_hf was imported'\n"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=str(cwd))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout

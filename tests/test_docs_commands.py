@@ -5,7 +5,8 @@ appended: fewer images, teacher steps and epochs, so that the whole file takes m
 reruns a recorded run gets none) or, where it needs what a test cannot have (a GPU, several machines, the Hub, hours
 of benchmark), **checked**: its flags are parsed by the very parser the script uses, so a renamed or removed flag
 still fails here. A line with placeholders (``PATH_OR_HUB_ID``, ``[--flag]``, ``...``) is a synopsis, not a command.
-``./my_images`` and ``./my_vit`` stand for the reader's own data and checkpoint: they are made here.
+``./my_images`` and ``./my_vit`` stand for the reader's own data and checkpoint: they are made here, and so are tiny
+Fashion-MNIST idx files (``CSL_FASHION_MNIST_DIR``) for the lines that need ``apt-get install dataset-fashion-mnist``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import ROOT, colour_folder, load_example
+from scripts import ROOT, colour_folder, load_example, write_fashion_mnist
 
 DOCS = [Path(ROOT) / "README.md", *sorted((Path(ROOT) / "docs").glob("*.md"))]
 PLACEHOLDERS = ("PATH_OR_HUB_ID", "NODE0_IP", "...", " [", "|")
@@ -148,8 +149,11 @@ def run_command_line(command: str, workdir: Path, monkeypatch) -> None:
     assert run_command(load_example(Path(script).stem).main, [*argv, *caps]) == 0, command
 
 
-def readers_own_files(workdir: Path) -> None:
-    """``./my_images`` (an image folder) and ``./my_vit`` (a checkpoint with its processor), as a reader has them."""
+def readers_own_files(workdir: Path, monkeypatch) -> None:
+    """``./my_images`` (an image folder) and ``./my_vit`` (a checkpoint with its processor), as a reader has them, and
+    the Fashion-MNIST files the Debian package would install (small, in the Debian names)."""
+    write_fashion_mnist(workdir / "fashion-mnist", per_class={"train": 30, "test": 6})
+    monkeypatch.setenv("CSL_FASHION_MNIST_DIR", str(workdir / "fashion-mnist"))
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     colour_folder(workdir / "my_images", n=40, size=32)
@@ -164,7 +168,7 @@ def test_every_command_line_runs_as_written_in_order(doc, tmp_path, monkeypatch)
     commands = shell_commands(doc)
     if not commands:
         pytest.skip("no command lines")
-    readers_own_files(tmp_path)
+    readers_own_files(tmp_path, monkeypatch)
     checks = []
     for command in commands:
         if any(p in command for p in PLACEHOLDERS):

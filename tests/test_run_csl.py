@@ -11,7 +11,7 @@ from PIL import Image
 from synthetic import make_cache
 from transformers import AutoModelForImageClassification, pipeline
 
-from scripts import ROOT, run_csl
+from scripts import ROOT, run_csl, run_without_csl_hf
 
 from csl_hf import TeacherMixture  # noqa: E402
 
@@ -85,12 +85,8 @@ def test_reduced_animal_mnist_run_end_to_end(tmp_path):
     card = (out / "README.md").read_text()
     snippet = card.split("```python\n", 1)[1].split("```", 1)[0].replace("path/to/this/directory", str(out))
     snippet = snippet.replace('"path/to/image.png"', "Image.new('L', (28, 28), 128)")
-    code = ("import sys\nfrom PIL import Image\n" + snippet
-            + "\nassert 'csl_hf' not in sys.modules, 'csl_hf was imported'\nprint('card snippet ok')\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
-                          cwd=str(tmp_path))
-    assert done.returncode == 0 and "card snippet ok" in done.stdout, done.stderr[-2000:]
+    assert "card snippet ok" in run_without_csl_hf("from PIL import Image\n" + snippet + "\nprint('card snippet ok')\n",
+                                                  tmp_path)
     assert "trust_remote_code" not in card  # the bundled student is a native transformers EfficientNet
 
 
