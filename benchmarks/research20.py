@@ -217,13 +217,13 @@ class Replay:
         if filt.startswith("rk"):  # rank by the own label's neighbour share (then the previous student's loss),
             k, kk = int(filt[2:-1]), int(filt[-1])  # keep the top-k hit rate's share of samples: rk<k><topk>
             share = (tc[self.knn(k)[:, :k]] == tc.unsqueeze(-1)).float().mean(-1)
-            rate = C.topk_keep_rate(prev, tc, kk)
+            rate = int(C.topk_hits(prev, tc, kk).sum()) / len(tc)  # the paper's keep rate
             return C.keep_smallest(-share + 1e-3 * loss / (1 + loss.max()), rate), rate
         if filt.startswith("s"):  # the same filter judged by the neighbour-smoothed student: s<filter>
             return self.filter_keep(filt[1:], self.smooth(prev), tc, level)
         k = int(filt[-1])
         kind = filt[:-1]
-        rate = C.topk_keep_rate(prev, tc, k)
+        rate = int(C.topk_hits(prev, tc, k).sum()) / len(tc)
         if kind == "pc":  # per teacher label: the same rate, smallest loss within each label
             return per_label_keep(loss, tc, rate, self.num), rate
         if kind == "pch":  # per-label hit rate (floored at half the global rate), smallest loss within the label
