@@ -189,10 +189,14 @@ def test_nearest_neighbors_by_cosine_without_self():
     assert C.nearest_neighbors(x, 1).tolist() == [[1], [0], [3], [2]]
     assert C.nearest_neighbors(x, 2).tolist() == [[1, 3], [0, 3], [3, 1], [2, 1]]
     # cosine: scaling a sample changes nothing; chunking changes nothing
-    assert C.nearest_neighbors(x * torch.tensor([[5.0], [0.1], [2.0], [1.0]]), 2, chunk_rows=1).tolist() == \
+    assert C.nearest_neighbors(x * torch.tensor([[5.0], [0.1], [2.0], [1.0]]), 2, max_block_bytes=1).tolist() == \
         C.nearest_neighbors(x, 2).tolist()
     with pytest.raises(CSLError, match="denoise_neighbors"):
         C.nearest_neighbors(x, 4)
+    # rows: the neighbours among those rows only, as positions in rows; the caller's features are left as they were
+    before = x.clone()
+    assert C.nearest_neighbors(x, 1, rows=torch.tensor([3, 0, 2])).tolist() == [[2], [0], [0]]
+    assert C.nearest_neighbors(x, 1).tolist() == [[1], [0], [3], [2]] and torch.equal(x, before)
 
 
 def test_neighbor_agreement_keeps_a_most_frequent_label_ties_included():

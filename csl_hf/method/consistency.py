@@ -197,18 +197,31 @@ def consistency_filter(
     return select(*filter_scores(student_logits, target_class, k))
 
 
-def nearest_neighbors(features: torch.Tensor, k: int, chunk_rows: int = 4096) -> torch.Tensor:
-    """Each sample's ``k`` nearest other samples by cosine similarity of ``features [N, D]``: ``[N, k]`` long,
-    most similar first; a sample is never its own neighbour. Time ``O(N^2 D)``, memory one ``[chunk_rows, N]``
-    block of similarities at a time.
+def nearest_neighbors(features: torch.Tensor, k: int, rows: torch.Tensor | None = None,
+                      max_block_bytes: int = 1 << 27) -> torch.Tensor:
+    """Each sample's ``k`` nearest other samples by cosine similarity: ``[N, k]`` long, most similar first; a sample
+    is never its own neighbour.
+
+    Args:
+        features: ``[M, D]``; the samples are ``features[rows]`` (``N`` of them), or all ``M`` rows.
+        k: neighbours per sample, ``1 <= k < N``.
+        rows: ``[N]`` long row indices, or ``None`` for every row. Indices in the result are positions in ``rows``.
+        max_block_bytes: the similarities are computed one ``[c, N]`` float32 block of rows at a time, with ``c``
+            chosen so a block stays under this many bytes (default 128 MiB; the result does not depend on it).
+
+    Time ``O(N^2 D)``; memory one normalised float32 copy of the samples (``4 N D`` bytes) plus one block.
 
     Raises:
         `CSLError`: fewer than ``k + 1`` samples.
     """
-    n = features.shape[0]
+    z = features.float() if rows is None else features[rows].float()
+    n = z.shape[0]
     if not 0 < k < n:
         raise CSLError(f"--denoise_neighbors {k} needs between 1 and {n - 1} (the number of training samples - 1)")
-    z = F.normalize(features.float(), dim=-1)
+    if z.data_ptr() == features.data_ptr():
+        z = z.clone()  # normalised in place below: never the caller's tensor
+    z.div_(z.norm(dim=-1, keepdim=True).clamp_min(1e-12))  # F.normalize's arithmetic, without a second copy
+    chunk_rows = max(1, min(n, max_block_bytes // (4 * n)))
     out = torch.empty(n, k, dtype=torch.long)
     for start in range(0, n, chunk_rows):
         end = min(n, start + chunk_rows)

@@ -224,7 +224,7 @@ def training_neighbors(cache: CSLCache, rows: torch.Tensor, k: int) -> torch.Ten
     key = (int(k), id(cache.features), rows.numel(), hash(rows.numpy().tobytes()))
     if key not in memo:
         memo.clear()
-        memo[key] = C.nearest_neighbors(cache.features[rows], int(k))
+        memo[key] = C.nearest_neighbors(cache.features, int(k), rows)
     return memo[key]
 
 
