@@ -40,7 +40,10 @@ def test_help_leads_with_the_csl_flags_and_explains_them():
     for value in ("student", "agreement", "oracle", "auto"):
         assert value in assignment  # every choice is explained
     assert "--no_" not in text.split("Every other")[0]  # no negated duplicates of the boolean flags
-    assert len(lines) < 300
+    # Our own flags' help stays short; the lists of transformers' flags below it grow with each transformers release.
+    own = text.split("Every other transformers.TrainingArguments flag")[0].splitlines()
+    assert len(own) < 270, len(own)
+    assert len(lines) < 330, len(lines)
 
 
 @pytest.mark.parametrize("script", ["run_csl", "train_teachers", "imagenet_recipe"])

@@ -117,10 +117,9 @@ class ModelArguments:
     )
     student_image_size: int | None = field(
         default=None,
-        metadata={"help": "Resize images to this square side for the student. Default: 64 for the bundled "
-                  "EfficientNet-Lite0 (its ImageNet processor would ask for 224 px of 28-px images), the student "
-                  "processor's own size for any other student (0: always the processor's own size); with --cache_dir, the "
-                  "size the cache was labeled at."},
+        metadata={"help": "Resize images to this square side for the student. Default: 64 for the default "
+                  "EfficientNet-Lite0 (not 224 px of 28-px images), else the processor's own size (0: always "
+                  "the processor's); with --cache_dir, the size the cache was labeled at."},
     )
     teachers_name_or_path: str | None = field(
         default=None,
@@ -130,8 +129,8 @@ class ModelArguments:
     compare_label_types: bool | None = field(
         default=None,
         metadata={"help": "Also run the rounds with the other label type (soft if hard, hard if soft) on the same "
-                  "cache, for pgr.png (report in OUTPUT_DIR/<type>_labels/). Default: on in probe mode, off in full "
-                  "mode (where it would train every round a second time)."},
+                  "cache, for pgr.png (report in OUTPUT_DIR/<type>_labels/). Off by default in full mode, where it would "
+                  "train every round a second time."},
     )
     allow_pickle_weights: bool = field(
         default=False,

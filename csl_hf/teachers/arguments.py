@@ -31,10 +31,9 @@ class TeacherTrainingArguments:
 
     teacher_architecture: str = field(
         default="convnext",
-        metadata={"help": "Teacher model family: 'convnext' (ConvNextForImageClassification) or 'vit' "
-                  "(ViTForImageClassification). Both are built from a config with random weights. "
-                  "The tiny ViT learns far slower from 1,000 28-px images (Animal-MNIST generalist 0.25 at 100 steps, "
-                  "0.33 at 300): ConvNeXt gives the useful 50-60%% generalist.",
+        metadata={"help": "Teacher model family, built from a config with random weights: 'convnext' "
+                  "(ConvNextForImageClassification; a 50-60%% generalist on Animal-MNIST at the defaults) or 'vit' "
+                  "(ViTForImageClassification; learns far slower from 28-px images).",
                   "choices": list(ARCHITECTURES)},
     )
     teacher_image_size: int = field(
@@ -67,8 +66,7 @@ class TeacherTrainingArguments:
     )
     teacher_learning_rate: float = field(
         default=3e-3,
-        metadata={"help": "AdamW learning rate (constant). 3e-3 with 100 steps gives a ~50-60%% generalist on Animal-MNIST "
-                  "and specialists 15-45 points better inside their blocks."},
+        metadata={"help": "AdamW learning rate (constant)."},
     )
     teacher_weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     teachers_per_level: str = field(
@@ -88,11 +86,10 @@ class TeacherTrainingArguments:
     )
     teacher_backbone: str | None = field(
         default=None,
-        metadata={"help": "Teachers as linear heads on ONE shared frozen backbone (the paper's ImageNet setting: any "
-                  "AutoModel, a local safetensors checkpoint or a Hub id; 'tiny-convnext' is a tiny random offline "
-                  "stand-in) instead of independent tiny image classifiers: the backbone's pooled features of the "
-                  "teacher split are extracted once and every head trains on them with the same step budget. The "
-                  "architecture flags above then do not apply."},
+        metadata={"help": "Teachers as linear heads on ONE shared frozen backbone (the paper's ImageNet setting; "
+                  "an AutoModel checkpoint or Hub id, or 'tiny-convnext', a tiny random offline stand-in) instead of "
+                  "tiny image classifiers: its features of the teacher split are extracted once and every head "
+                  "trains on them. The architecture flags above then do not apply."},
     )
     teacher_feature_batch_size: int = field(
         default=64, metadata={"help": "With --teacher_backbone: images per batch when extracting its features."}
@@ -108,12 +105,10 @@ class TeacherTrainingArguments:
     specialty_gates: bool = field(
         default=False,
         metadata={"help": "Also train, for every class specialist, a gate teacher: the same tiny model with one extra "
-                  "output 'out of specialty', trained on all teacher images (those outside the specialty labelled "
-                  "'other', the specialty's own oversampled to about half the draws) with the same step budget. Its "
-                  "in-specialty probability is what --assignment oos_gate routes by (+6 to +8 PGR with block "
-                  "specialties, +2 to +4 with auto ones on Animal-MNIST, docs/routing_research.md). Costs one more "
-                  "teacher per specialist; domain specialists get none. Turned on by --assignment oos_gate when the "
-                  "run trains its teachers."},
+                  "output 'out of specialty', trained on all teacher images with the same step budget; --assignment "
+                  "oos_gate routes by its in-specialty probability (docs/routing_research.md). One more teacher per "
+                  "class specialist (none for domain specialists); on by itself when --assignment oos_gate trains "
+                  "its teachers."},
     )
 
     def __post_init__(self):

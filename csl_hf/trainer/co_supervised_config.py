@@ -100,26 +100,23 @@ class CoSupervisedConfig(TrainingArguments):
         metadata={"help": "How each training image is routed to one teacher of a specialist level. student: the "
                   "specialist whose classes hold the previous round's student prediction (the paper's choice for "
                   "class specialists); agreement: the teacher whose probabilities are closest to the previous "
-                  "student's (smallest KL; for domain specialists); soft_gate: no single teacher: each class specialist "
-                  "is weighted by the previous student's probability mass on its classes and the label is the "
-                  "argmax of the mixture (class levels; measured no better than student, see docs/benchmark.md); "
-                  "oos_gate: as soft_gate, with each specialist's weight also multiplied by its gate teacher's "
-                  "probability that the image is in its specialty (class levels; needs teachers trained with "
-                  "--specialty_gates, which a run that trains its teachers turns on by itself; +2 to +8 PGR over "
-                  "student in docs/routing_research.md); oracle: by the true class or domain (a "
+                  "student's (smallest KL; for domain specialists); soft_gate: each class specialist weighted by the "
+                  "previous student's probability mass on its classes (class levels; no better than student, "
+                  "docs/benchmark.md); oos_gate: soft_gate times each specialist's gate-teacher probability that the "
+                  "image is in its specialty (class levels; needs --specialty_gates, on by itself when the run trains "
+                  "its teachers; docs/routing_research.md); oracle: by the true class or domain (a "
                   "diagnostic upper reference that uses ground truth, not a method); ensemble: no routing, every "
                   "teacher of the level averaged (a baseline); auto: student for class levels, agreement for "
                   "domain levels.", "choices": list(ASSIGNMENTS)},
     )
     denoise: str = field(
         default="auto",
-        metadata={"help": "Consistency filter of each round. topK (the paper's, e.g. top3): the keep rate r is the "
-                  "share of images whose new label is among the previous student's K most likely classes; the r*N "
-                  "images whose label the previous student finds most likely are kept. knn: an image's label is kept "
-                  "when it is the most frequent label among its --denoise_neighbors nearest images (cosine of the "
-                  "student's features): the other images' teachers judge it, not the student that routed it, so a "
-                  "misrouted image is caught (+9 PGR over top3 on fresh seeds of Animal-MNIST, docs/denoise_research.md). "
-                  "auto: knn for class levels, top3 for domain levels (where knn lost). all: keep every label.",
+        metadata={"help": "Consistency filter of each round. topK (the paper's, e.g. top3): keep the r*N images "
+                  "whose label the previous student finds most likely, r being the share of labels among its K most "
+                  "likely classes. knn: keep a label when it is the most frequent among its --denoise_neighbors "
+                  "nearest images (cosine of the student's features): the other images' teachers judge it, not the "
+                  "student that routed it (+9 PGR over top3 on fresh Animal-MNIST seeds, docs/denoise_research.md). "
+                  "auto: knn for class levels, top3 for domain levels. all: keep every label.",
                   "choices": list(DENOISE_MODES)},
     )
     denoise_neighbors: int = field(
@@ -167,45 +164,41 @@ class CoSupervisedConfig(TrainingArguments):
         default=None,
         metadata={"help": "Comparison chains trained in the same run, beside CSL, for every specialist level: "
                   "oracle (routing by the true class or domain: what perfect routing would give), ensemble (no "
-                  "routing: the level's teachers averaged). Comma-separated, or none. Default: oracle,ensemble in "
-                  "probe mode when the training split has ground truth (a few seconds each), none in full mode. "
-                  "Reported under 'baselines' in csl_report.json, the table, the plot and the model card."},
+                  "routing: the level's teachers averaged). Comma-separated, or none (oracle needs the training split's ground truth; "
+                  "a few seconds each in probe mode). Reported under 'baselines' in csl_report.json, the table, the plot and the model card."},
     )
     backbone_learning_rate: float | None = field(
         default=None,
-        metadata={"help": "--student_mode full: learning rate of everything but the classifier (default: "
-                  "learning_rate / 10). A pretrained backbone needs far smaller steps than a fresh head: at the "
+        metadata={"help": "--student_mode full: learning rate of everything but the classifier. A pretrained backbone needs far smaller steps than a fresh head: at the "
                   "head's rate it forgets its features before the head has learned anything."},
     )
 
     head_warmup_epochs: float | None = field(
         default=None,
         metadata={"help": "--student_mode full: before each phase fine-tunes the whole student, fit its fresh "
-                  "classifier on the cached features of the phase's samples for this many epochs (a few seconds), "
-                  "then fine-tune everything (linear probing then fine-tuning, LP-FT, arXiv:2202.10054). A random head's "
-                  "large early gradients otherwise distort the pretrained features. Default 20 (the probe's epochs); "
-                  "0: fine-tune from the random head."},
+                  "classifier on the cached features for this many epochs (a few seconds), then fine-tune everything "
+                  "(LP-FT, arXiv:2202.10054): a random head's large early gradients distort the pretrained features. "
+                  "0: no warm-up."},
     )
     freeze_batch_norm: bool | None = field(
         default=None,
         metadata={"help": "--student_mode full: batch-norm layers keep their pretrained statistics and normalise as "
-                  "at evaluation while the rest is fine-tuned (default True). Updating them on a few thousand small "
+                  "at evaluation while the rest is fine-tuned. Updating them on a few thousand small "
                   "images makes training and evaluation normalise differently (benchmarks/full_mode_recipe.py "
                   "measures it; docs/scale.md)."},
     )
     image_cache_mb: float = field(
         default=2048,
-        metadata={"help": "--student_mode full: keep the preprocessed training and test images in memory up to this "
-                  "many MiB, so each image is decoded and resized once per run instead of once per epoch and "
-                  "round (0: always decode; streams are always decoded as they are read)."},
+        metadata={"help": "--student_mode full: keep up to this many MiB of preprocessed training and test images in "
+                  "memory, decoded once per run instead of once per epoch and round (0: always decode; streams "
+                  "always are)."},
     )
 
     labeling_batch_size: int = field(default=128, metadata={"help": "Images per batch in the labeling pass."})
     labeling_bf16: bool = field(
         default=False,
-        metadata={"help": "Run the teachers and the student's backbone under bfloat16 autocast in the labeling pass "
-                  "(on a GPU only; ignored on a CPU). About twice the throughput of float32 on recent GPUs; the "
-                  "cached features and probabilities are then bf16-precise."},
+        metadata={"help": "Label under bfloat16 autocast (the teachers and the student's backbone; GPU only, "
+                  "ignored on a CPU): about twice float32's throughput on recent GPUs, bf16-precise cached values."},
     )
     on_bad_image: str = field(
         default="skip",
