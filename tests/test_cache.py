@@ -133,3 +133,21 @@ def test_cache_round_trips_through_a_hub_dataset_repo(local_hub, tmp_path):
     assert "\n" not in str(err.value)
     with pytest.raises(CacheError, match="does not exist"):  # a local path stays a local path
         CSLCache.from_pretrained(tmp_path / "nope")
+
+
+def test_labeling_rows_fill_one_tensor_when_the_count_is_known_and_chunks_otherwise():
+    from csl_hf.cache.labeling import _Rows
+
+    batches = [torch.arange(i * 30, i * 30 + 30, dtype=torch.float32).reshape(10, 3) for i in range(7)]
+    expected = torch.cat(batches)
+    known, unknown, short = _Rows(capacity=70), _Rows(chunk_bytes=64), _Rows(capacity=25)
+    for b in batches:
+        for rows in (known, unknown, short):
+            rows.add("features", b)
+    first = known.chunks["features"][0]
+    out = known.pop("features")
+    # the known count: one tensor filled in place, returned as a view (no second copy of the column at the end)
+    assert out.data_ptr() == first.data_ptr() and torch.equal(out, expected)
+    assert torch.equal(unknown.pop("features"), expected)  # a stream: chunks, concatenated once
+    assert torch.equal(short.pop("features"), expected)  # more rows than expected (an estimate): chunks follow
+    assert known.pop("labels") is None
