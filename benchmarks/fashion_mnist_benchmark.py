@@ -33,14 +33,9 @@ peak resident memory above the process's memory before it (Linux VmHWM, reset be
 size plus the student's weights. The targets (issue 21) are printed as ratios: a full run <= 20 min with Lite0 at
 64 px, labeling <= 1.2x the bare forward pass, peak memory <= 2x (cache + student).
 
-Measured so far (the small trial above only: seed 0, 1,000 teacher / 3,000 train / 1,000 test images, 2 shared CPU
-cores, OMP_NUM_THREADS=1; 491 s for everything): Lite0 weak 63.3 %, ceiling 84.8 %, best CSL PGR 55.8 (blocks) and
-58.6 (auto) against a single teacher's 17.7; Lite2 ceiling 83.9 % (no better than Lite0 at 64 px). ``auto`` reached
-the best ARI its balanced group sizes allow at every level, for both students (2: 0.48, 4: 0.64 -- footwear and
-pullover/coat/shirt each one specialist --, 5: 0.33). fashion_mnist_shifted: domain routing by agreement 55 % (chance
-50 %), oracle PGR 9.7 / -3.4: severity 3 leaves the two domains too alike for domain specialists to matter. Labeling
-/ bare forward over 2,000 images: 1.15 (Lite0, 163 vs 188 img/s), 1.03 (Lite2, 109 vs 112 img/s). A run
-(hard + baselines + soft): 62 s for both students. The full-scale numbers are still to be run.
+Measured so far: the full data (1,000 teacher / 59,000 train / 10,000 test images), Lite0, blocks on seeds 0-2 and
+auto on seed 0, fashion_mnist_shifted on seed 0: the tables, the wall times and the memory are in docs/benchmark.md
+section 5, with what is still to run (Lite2 at full scale, auto on seeds 1-2).
 
 Splits: ``load_weak_to_strong_data`` keeps the official test split as the test split (capped by
 ``--max_eval_samples``) and cuts the teacher and weak-to-strong splits from the official training split (teacher
