@@ -98,18 +98,38 @@ def peak_rss_mib() -> float:
     return (kib if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
 
 
+class StagePeaks:
+    """Peak resident memory per stage of a run: at each stage's end the kernel's peak counter is read and reset, so
+    each stage's peak is its own (``{}`` where the counter cannot be reset)."""
+
+    def __init__(self):
+        self.peaks: dict[str, float] = {}
+        self.on = reset_peak_rss()
+
+    def end(self, stage: str) -> None:
+        if self.on:
+            self.peaks[stage] = max(self.peaks.get(stage, 0.0), peak_rss_mib())
+            reset_peak_rss()
+
+
 class Timed:
-    """Wraps a function and adds its wall time to ``self.seconds`` (the labeling pass inside a trainer run)."""
+    """Wraps a function and adds its wall time to ``self.seconds`` (the labeling pass inside a trainer run); with
+    ``stages``, the memory peak before the call and during it are recorded as the stages ``before`` and ``name``."""
 
     def __init__(self, fn):
         self.fn, self.seconds = fn, 0.0
+        self.stages: StagePeaks | None = None
 
     def __call__(self, *args, **kwargs):
+        if self.stages is not None:
+            self.stages.end("teachers and student")
         start = time.perf_counter()
         try:
             return self.fn(*args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - start
+            if self.stages is not None:
+                self.stages.end("labeling")
 
 
 def patch_labeling_timer() -> Timed | None:
@@ -166,7 +186,9 @@ def run(a, out: str, dataset_name: str, student_name: str, seed: int, specialtie
         t_data = time.perf_counter()
         # Memory is measured from here: the images are loaded (an input, ~30 MB of PNG for the 70,000), the run's
         # own peak above them is what the target compares with the cache and the student.
-        base_rss, peak_reset = rss_mib(), reset_peak_rss()
+        base_rss, stages = rss_mib(), StagePeaks()
+        if timer is not None:
+            timer.stages = stages
         names = train.features["label"].names
         targs = TeacherTrainingArguments(teacher_seed=seed, teacher_steps=teacher_steps, specialties=specialties,
                                          teachers_per_level=a.teachers_per_level)
@@ -177,13 +199,17 @@ def run(a, out: str, dataset_name: str, student_name: str, seed: int, specialtie
         CoSupervisedTrainer(model=student, teachers=teachers, args=args, train_dataset=train, eval_dataset=test,
                             processing_class=processor).train()
         t_end = time.perf_counter()
+        stages.end("rounds, baselines and outputs")
+        if timer is not None:
+            timer.stages = None
         labeling = (timer.seconds - labeling_before) if timer else None
         student_mib = sum(p.numel() * p.element_size() for p in student.parameters()) / 2**20
         student_mib += sum(b.numel() * b.element_size() for b in student.buffers()) / 2**20
         bench = {"images": {"teacher": len(teacher), "train": len(train), "test": len(test)},
                  "seconds": {"data": t_data - t0, "teachers": t_teachers - t_data, "labeling": labeling,
                              "rounds_and_rest": t_end - t_teachers - (labeling or 0.0), "run": t_end - t0},
-                 "memory_mib": {"before": base_rss, "peak": peak_rss_mib() if peak_reset else None,
+                 "memory_mib": {"before": base_rss, "peak": max(stages.peaks.values()) if stages.peaks else None,
+                                "stages": stages.peaks,
                                 "cache": os.path.getsize(os.path.join(out, "cache", "cache.safetensors")) / 2**20,
                                 "student": student_mib}}
         with open(bench_path, "w") as f:
@@ -352,6 +378,11 @@ def print_speed(student_name: str, reports: list[dict], throughput: dict | None)
               f"{fmt(s['teachers'])} | {fmt(s['labeling'])} | {fmt(s['rounds_and_rest'])} | "
               f"{fmt(s.get('soft_rounds'))} | {fmt(s['run'])} | {fmt(grow)} | {need:.0f} | "
               f"{'-' if grow is None else f'{grow / need:.2f}'} |")
+    for r, b in zip(reports, bench):
+        m = b["memory_mib"]
+        if m.get("stages"):
+            parts = ", ".join(f"{stage} {peak - m['before']:.0f}" for stage, peak in m["stages"].items())
+            print(f"seed {r['seed']}: peak above before, per stage (MiB): {parts}")
     walls = [b["seconds"]["run"] + b["seconds"].get("soft_rounds", 0.0) for b in bench]
     full = bench[0]["images"]["train"] + bench[0]["images"]["test"] >= 68000
     print(f"\nend-to-end wall per run (hard + baselines + soft): {mean_std(walls)} s -> "

@@ -81,6 +81,23 @@ def test_validation_names_the_problem(tmp_path, mutate, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("name, row", [("features", -1), ("features", 37), ("teacher_probs", -1)])
+def test_validation_in_blocks_reaches_every_row(monkeypatch, name, row):
+    # The large tensors are checked a block of rows at a time (no whole-tensor copies): a bad value in any block, the
+    # last one included, is found; a good cache passes with any block size.
+    import csl_hf.cache.format as cache_format
+
+    monkeypatch.setattr(cache_format, "_VALIDATE_BYTES", 50)
+    cache = make_cache(n=60)
+    cache.validate()
+    if name == "features":
+        cache.features[row, -1] = float("inf")
+    else:
+        cache.teacher_probs[-1, row, 0] = float("nan")
+    with pytest.raises(CacheError, match="NaN or Inf"):
+        cache.validate()
+
+
 def test_missing_directory(tmp_path):
     with pytest.raises(CacheError, match="does not exist"):
         CSLCache.load(tmp_path / "nope")

@@ -199,6 +199,24 @@ def test_nearest_neighbors_by_cosine_without_self():
     assert C.nearest_neighbors(x, 1).tolist() == [[1], [0], [3], [2]] and torch.equal(x, before)
 
 
+def test_nearest_neighbors_in_blocks_match_a_whole_normalised_copy():
+    # The blocks (of rows and of columns, sizes that do not divide N) give the neighbours a whole normalised copy
+    # gives; with rows, the neighbours are among those rows only.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(301, 16, generator=g)
+    rows = torch.randperm(301, generator=g)[:257]
+
+    def whole(z, k):
+        z = torch.nn.functional.normalize(z, dim=-1)
+        sim = z @ z.T
+        sim.fill_diagonal_(float("-inf"))
+        return sim.topk(k, dim=-1).indices
+
+    for block_bytes in (1, 7 * 16 * 4 + 3, 50 * 301 * 4, 1 << 26):
+        assert torch.equal(C.nearest_neighbors(x, 5, max_block_bytes=block_bytes), whole(x, 5))
+        assert torch.equal(C.nearest_neighbors(x, 3, rows=rows, max_block_bytes=block_bytes), whole(x[rows], 3))
+
+
 def test_neighbor_agreement_keeps_a_most_frequent_label_ties_included():
     labels = torch.tensor([0, 0, 2, 2, 0, 1])
     neighbors = torch.tensor([

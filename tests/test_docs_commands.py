@@ -111,14 +111,21 @@ def check_flags(checks: list[tuple[str, list[str]]], workdir: Path) -> None:
         assert done.returncode == 0, done.stderr[-3000:]
 
 
+def localize(word: str, workdir: Path, script: bool = False) -> str:
+    """A doc's word as the test runs it: the repo's files by absolute path (the test's cwd is ``workdir``), a doc's
+    ``/tmp/...`` in the test's own folder. Each word is mapped once, from the doc's text, so a checkout that itself
+    lives under /tmp keeps its paths."""
+    if word.startswith("/tmp/"):
+        return str(workdir / Path(word).name)
+    if word.startswith("examples/configs") or (script and word.endswith(".py")):
+        return os.path.join(ROOT, word)
+    return word
+
+
 def run_command_line(command: str, workdir: Path, monkeypatch) -> None:
     words = shlex.split(command)
     if words[0] == "accelerate":  # a real launch: two CPU processes
-        if "-m" not in words:
-            words[words.index(next(w for w in words if w.endswith(".py")))] = os.path.join(ROOT, words[words.index(
-                next(w for w in words if w.endswith(".py")))])
-        words = [w if not w.startswith("examples/configs") else os.path.join(ROOT, w) for w in words]
-        words = [str(workdir / Path(w).name) if w.startswith("/tmp/") else w for w in words]
+        words = [localize(w, workdir, script="-m" not in words) for w in words]
         caps = RECIPE_CAPS if "imagenet_recipe" in command else CAPS
         launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
         done = subprocess.run([launcher, *words[1:], *caps], cwd=workdir,
@@ -127,8 +134,7 @@ def run_command_line(command: str, workdir: Path, monkeypatch) -> None:
         assert done.returncode == 0, done.stderr[-3000:]
         return
     script, argv = words[1], words[2:]
-    argv = [os.path.join(ROOT, a) if a.startswith("examples/configs") else a for a in argv]
-    argv = [str(workdir / Path(a).name) if a.startswith("/tmp/") else a for a in argv]  # the test's own folder
+    argv = [localize(a, workdir) for a in argv]
     if "--help" in argv:
         with pytest.raises(SystemExit) as stop:
             load_example(Path(script).stem).main(argv)

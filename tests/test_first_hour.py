@@ -178,6 +178,60 @@ def test_ctrl_c_before_anything_is_saved_leaves_no_trace(tmp_path, capsys, monke
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("where", ["labeling", "training"])
+def test_ctrl_c_with_progress_bars_ends_with_the_resume_line(tmp_path, capsys, monkeypatch, where):
+    # With progress bars on, every bar the run drew is closed before the last line is printed: an open bar draws
+    # itself again when the process ends, under the line that says how to resume.
+    import tqdm
+    from transformers.utils import logging as hf_logging
+
+    import csl_hf.cache.labeling as L
+
+    monkeypatch.chdir(tmp_path)
+    colour_folder(tmp_path / "data", n=20, size=16)
+    drawn, closed = [], set()
+    init, close = tqdm.std.tqdm.__init__, tqdm.std.tqdm.close
+
+    def recording_init(bar, *a, **k):
+        init(bar, *a, **k)
+        if not bar.disable:
+            drawn.append(bar)
+
+    def recording_close(bar):
+        closed.add(id(bar))
+        close(bar)
+
+    monkeypatch.setattr(tqdm.std.tqdm, "__init__", recording_init)
+    monkeypatch.setattr(tqdm.std.tqdm, "close", recording_close)
+    calls = []
+    target = (L, "_batch_rows") if where == "labeling" else (CoSupervisedTrainer, "compute_loss")
+    original = getattr(*target)
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    monkeypatch.setattr(*target, interrupted)
+    bars_were_off = not hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()  # an earlier --disable_tqdm run in this process turned them off
+    try:
+        rc, err = run_cli(capsys, "--dataset_name", "./data", "--teacher_size", 6, "--test_size", 12,
+                          "--teachers_per_level", "1,3", "--teacher_steps", 3, "--student_model_name_or_path",
+                          "tiny-vit", "--student_image_size", 16, "--labeling_batch_size", 8,
+                          "--per_device_train_batch_size", 4, "--num_train_epochs", 1, "--compare_label_types",
+                          "False", "--disable_tqdm", "False", "--output_dir", "out")
+    finally:
+        if bars_were_off:
+            hf_logging.disable_progress_bar()
+    assert rc == 130 and "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith("interrupted: the run is saved in out"), err[-500:]
+    descriptions = [bar.desc for bar in drawn]
+    assert any(d.startswith("labeling" if where == "labeling" else "ceiling") for d in descriptions), descriptions
+    assert [bar.desc for bar in drawn if id(bar) not in closed] == []
+
+
 # ------------------------------------------------------------------------------------------------ one voice per launch
 def test_only_the_main_process_of_a_launch_prints_the_error(capsys, monkeypatch):
     def fail(argv):

@@ -5,6 +5,7 @@ have teacher, training and test images is refused before any teacher. Small, off
 
 import json
 import os
+import shutil
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -401,3 +402,39 @@ def test_own_splits_three_classes_run_with_the_default_teachers_per_level(caplog
     assert parse_teachers_per_level("1,2,4,5", 10) == [1, 2, 4, 5]
     with pytest.raises(CSLError, match="asks for 4 specialists but there are only 3 classes"):
         parse_teachers_per_level("1,4", 3)
+
+
+def test_own_data_file_is_read_as_datasets_reads_it(tmp_path, split_folder):
+    # One parquet shard, one arrow file or one jsonl table with embedded images: one split, read as
+    # datasets.load_dataset(<type>, data_files=path) reads it, string labels as a ClassLabel.
+    train = load_csl_dataset(split_folder)["train"]
+    names = train.features["label"].names
+    stringly = train.cast_column("label", datasets.Value("int64")).map(
+        lambda row: {"label": names[row["label"]]}).cast_column("label", datasets.Value("string"))
+    stringly.to_parquet(str(tmp_path / "train.parquet"))
+    arrow = datasets.load_dataset("parquet", data_files=str(tmp_path / "train.parquet"), split="train")
+    shutil.copy(arrow.cache_files[0]["filename"], tmp_path / "train.arrow")
+    for path in (tmp_path / "train.parquet", tmp_path / "train.arrow"):
+        ds = load_csl_dataset(str(path))
+        assert isinstance(ds, datasets.Dataset) and len(ds) == len(train), path
+        assert ds.features["label"].names == sorted(names) and _ids(ds) == _ids(train), path
+        data = load_weak_to_strong_data(str(path), seed=0, teacher_size=15, test_size=15)
+        assert sorted(_ids(data.teacher) + _ids(data.train) + _ids(data.test)) == sorted(_ids(train))
+
+
+def test_own_data_file_of_another_type_or_unreadable_is_one_line(tmp_path, capsys):
+    from test_hardening import assert_one_line_error, run_cli
+
+    _image(tmp_path / "one.png", 3)
+    (tmp_path / "broken.parquet").write_text("not parquet")
+    (tmp_path / "metadata.csv").write_text("file_name,label\none.png,a\n")
+    (tmp_path / "notes.txt").write_text("hello")
+    cases = [("one.png", ["(.png)", repr(str(tmp_path)), ".parquet"]),
+             ("notes.txt", ["(.txt)", "a folder"]),
+             ("broken.parquet", ["cannot read", "broken.parquet"]),
+             ("metadata.csv", ["no image column", "pass the folder holding the images"])]
+    for name, words in cases:
+        out = tmp_path / f"out-{name}"
+        rc, err = run_cli(capsys, "--dataset_name", tmp_path / name, "--output_dir", out)
+        assert_one_line_error(rc, err, *words, progress_bars=True)
+        assert not out.exists(), name

@@ -249,6 +249,7 @@ def build_cache(
             stats.skipped[split_name] = len(skipped[split_name])
         if done and is_main:
             logger.info(f"labeling: resuming after {len(done)} images an interrupted pass labeled")
+    bar = None
     try:
         for split_name in ("train", "test"):
             dataset = splits[split_name]
@@ -287,6 +288,8 @@ def build_cache(
             bar.close()
             offset += size if size is not None else _STREAM_TEST_OFFSET  # a stream's length is known at its end
     finally:
+        if bar is not None:  # closed before an interrupt's last line is printed, not redrawn after it at exit
+            bar.close()
         capture.remove()
         if partial is not None:
             partial.flush()  # whatever happened, the rows labeled so far are kept (interrupted: for the resume)

@@ -67,7 +67,7 @@ def load_csl_dataset(
         **kwargs: forwarded to ``datasets.load_dataset`` for local folders and Hub datasets.
 
     Raises:
-        ValueError (one line): an unknown split, a local path that does not exist, is not a directory or cannot be
+        ValueError (one line): an unknown split, a local path that does not exist, is of a type no reader takes or cannot be
             read (an ambiguous layout names its readings), or a Hub dataset that cannot be loaded (e.g. offline).
     """
     name = os.fspath(name_or_path)
@@ -94,7 +94,7 @@ def load_csl_dataset(
             ds = ds[split]
         # Many small shards: the bundled sets are sorted by class, and a streaming shuffle permutes shards.
         return ds.to_iterable_dataset(num_shards=min(len(ds), 1024)) if streaming else ds
-    if os.path.isdir(os.path.expanduser(name)):
+    if os.path.isdir(os.path.expanduser(name)) or os.path.isfile(os.path.expanduser(name)):
         ds = read_local_dataset(os.path.expanduser(name), folder_layout=folder_layout, **kwargs)
         if isinstance(ds, datasets.DatasetDict):
             if split is not None and split not in ds:
@@ -112,7 +112,7 @@ def load_csl_dataset(
         return ds.to_iterable_dataset(num_shards=max(1, min(len(ds), 1024))) if isinstance(ds, datasets.Dataset) \
             else ds
     if os.path.exists(os.path.expanduser(name)) or _looks_like_path(name):
-        what = "is not a directory" if os.path.exists(os.path.expanduser(name)) else "does not exist"
+        what = "is neither a folder nor a data file" if os.path.exists(os.path.expanduser(name)) else "does not exist"
         raise ValueError(
             f"dataset path {name!r} {what}; expected an image folder (path/<class>/<image>, "
             f"path/<domain>/<class>/<image> or path/<split>/<class>/<image>), a save_to_disk folder, a clone of a Hub "
@@ -137,8 +137,10 @@ def load_csl_dataset(
 
 
 def is_local_source(name_or_path: str) -> bool:
-    """A bundled dataset or a local folder: data whose length and labels are known without reading images."""
-    return os.fspath(name_or_path) in _BUNDLED_LOADERS or os.path.isdir(os.path.expanduser(os.fspath(name_or_path)))
+    """A bundled dataset, a local folder or data file: data whose length and labels are known without reading
+    images."""
+    path = os.path.expanduser(os.fspath(name_or_path))
+    return os.fspath(name_or_path) in _BUNDLED_LOADERS or os.path.isdir(path) or os.path.isfile(path)
 
 
 def _named(dataset, name: str):
@@ -177,7 +179,10 @@ def infer_columns(dataset: datasets.Dataset | datasets.IterableDataset,
     image_col = next((c for c in cols if isinstance(features[c], datasets.Image)), None)
     image_col = image_col or next((c for c in IMAGE_COLUMN_NAMES if c in features), None)
     if image_col is None:
-        raise ValueError(f"no image column (an Image feature or one named {'/'.join(IMAGE_COLUMN_NAMES)}) among {cols}")
+        hint = ("; 'file_name' is how an image folder's metadata names its images: pass the folder holding the "
+                "images and this table (named metadata.csv / metadata.jsonl)") if "file_name" in cols else ""
+        raise ValueError(f"no image column (an Image feature or one named {'/'.join(IMAGE_COLUMN_NAMES)}) among "
+                         f"{cols}{hint}")
     domain_col = next((c for c in DOMAIN_COLUMN_NAMES if c in features), None)
     label_col = next((c for c in LABEL_COLUMN_NAMES if c in features), None)
     label_col = label_col or next(

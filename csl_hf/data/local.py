@@ -1,6 +1,7 @@
-"""A local dataset folder, read the way ``datasets`` reads it.
+"""A local dataset folder (or one data file), read the way ``datasets`` reads it.
 
-`read_local_dataset` decides, in this order (``folder_layout="auto"``):
+A single file (parquet, arrow, csv, json) is read as ``datasets.load_dataset(<its type>, data_files=path)`` reads
+it: one split. For a folder, `read_local_dataset` decides, in this order (``folder_layout="auto"``):
 
 1. a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (``state.json`` or
    ``dataset_dict.json``): ``datasets.load_from_disk``;
@@ -29,6 +30,7 @@ The result is a ``Dataset`` (one split) or a ``DatasetDict`` (named splits); eve
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -38,13 +40,15 @@ import datasets
 from .columns import DOMAIN_COLUMN_NAMES, LABEL_COLUMN_NAMES
 from .image_folder import IMAGE_EXTENSIONS, JUNK_NAMES, load_image_folder, load_image_folder_splits
 
-__all__ = ["FOLDER_LAYOUTS", "read_local_dataset", "is_saved_dataset", "encode_string_labels"]
+__all__ = ["FOLDER_LAYOUTS", "read_local_dataset", "is_saved_dataset", "is_data_file", "encode_string_labels"]
 
 logger = logging.getLogger(__name__)
 
 #: The values of ``--folder_layout``.
 FOLDER_LAYOUTS = ("auto", "splits", "domains", "classes")
 METADATA_FILENAMES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
+#: A single data file's type -> the ``datasets`` packaged builder that reads it.
+DATA_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 
 def is_saved_dataset(path: str) -> bool:
@@ -162,6 +166,8 @@ def read_local_dataset(path: str, folder_layout: str = "auto", **load_kwargs: An
         raise ValueError(f"folder_layout {folder_layout!r} does not exist; use one of {', '.join(FOLDER_LAYOUTS)}")
     path = os.path.abspath(path)
     label_columns = LABEL_COLUMN_NAMES + DOMAIN_COLUMN_NAMES
+    if os.path.isfile(path):
+        return encode_string_labels(_read_data_file(path, **load_kwargs), label_columns)
     if is_saved_dataset(path):
         if folder_layout in ("domains", "classes"):
             raise ValueError(f"{path!r} was written by save_to_disk, not an image folder: --folder_layout "
@@ -186,7 +192,8 @@ def read_local_dataset(path: str, folder_layout: str = "auto", **load_kwargs: An
 
     def as_datasets_reads_it(**extra):
         try:
-            ds = datasets.load_dataset(path, **load_kwargs, **extra)
+            with _errors_raised_not_logged():
+                ds = datasets.load_dataset(path, **load_kwargs, **extra)
         except Exception as err:  # noqa: BLE001
             raise ValueError(f"datasets.load_dataset cannot read {path!r} ({_first_line(err)})") from None
         logger.info("%s: read as datasets.load_dataset reads it (%s builder): %s", path, builder.name,
@@ -234,6 +241,48 @@ def read_local_dataset(path: str, folder_layout: str = "auto", **load_kwargs: An
     logger.info("%s: its folders %s are splits, as datasets.load_dataset reads them: %s (--folder_layout domains "
                 "reads them as domains instead)", path, ", ".join(_tops(roots)), _describe_splits(dd))
     return dd
+
+
+def is_data_file(path: str) -> bool:
+    """A local file of one of `DATA_FILE_BUILDERS`' types (what ``--dataset_name`` reads besides folders)."""
+    return os.path.isfile(path) and _data_file_type(path) in DATA_FILE_BUILDERS
+
+
+def _data_file_type(path: str) -> str:
+    name = path.lower()
+    return next((ext for ext in sorted(DATA_FILE_BUILDERS, key=len, reverse=True) if name.endswith(ext)),
+                os.path.splitext(name)[1])
+
+
+def _read_data_file(path: str, **load_kwargs: Any) -> datasets.Dataset:
+    """One data file (a parquet shard of a Hub dataset, an arrow file, a csv/json table) as ``datasets`` reads it
+    with ``data_files``: one split. Raises ValueError (one line) for another type or a file it cannot read."""
+    ext = _data_file_type(path)
+    if ext not in DATA_FILE_BUILDERS:
+        raise ValueError(f"{path!r} is a file of a type --dataset_name does not read ({ext or 'no extension'}); pass "
+                         f"a folder (e.g. {os.path.dirname(path) or '.'!r}, the one holding it) or a "
+                         f"{', '.join(DATA_FILE_BUILDERS)} file")
+    try:
+        with _errors_raised_not_logged():
+            ds = datasets.load_dataset(DATA_FILE_BUILDERS[ext], data_files=path, split="train", **load_kwargs)
+    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; the user gets one line
+        raise ValueError(f"datasets.load_dataset cannot read {path!r} ({_first_line(err)})") from None
+    logger.info("%s: one %s file, read with datasets.load_dataset(%r, data_files=...): one split (%d rows)", path,
+                ext, DATA_FILE_BUILDERS[ext], len(ds))
+    return ds
+
+
+@contextlib.contextmanager
+def _errors_raised_not_logged():
+    """``datasets`` logs some read errors before raising them; the raised error becomes our one line, so the log line
+    would say the same thing twice."""
+    datasets_logger = logging.getLogger("datasets")
+    level = datasets_logger.level
+    datasets_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets_logger.setLevel(level)
 
 
 def _in_class_folders(path: str) -> bool:

@@ -58,6 +58,15 @@ class PhaseProgressCallback(ProgressCallback):
         if self.training_bar is not None:
             self.training_bar.set_description(self._trainer.phase_label or "train")
 
+    def close_bars(self) -> None:
+        """Close the bars a phase left open (an interrupted ``train()`` never reaches ``on_train_end``), so that an
+        interrupt's last line is not followed by a bar redrawn at exit."""
+        for name in ("training_bar", "prediction_bar"):
+            bar = getattr(self, name, None)
+            if bar is not None:
+                bar.close()
+                setattr(self, name, None)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
             line = console_line(self._trainer, state, logs)

@@ -316,7 +316,13 @@ class CoSupervisedTrainer(StudentTrainer):
             phase = Phase.build(name, level, mode, base, keep, targets, phase_epochs, seed, self._train_batch_size,
                                 head_warmup=warmup)
             with phase.active(self):
-                output = super().train()
+                try:
+                    output = super().train()
+                except BaseException:
+                    for callback in self.callback_handler.callbacks:
+                        if isinstance(callback, PhaseProgressCallback):
+                            callback.close_bars()
+                    raise
             self._phase_losses.append((output.global_step, output.training_loss))
             self._steps_before_phase += output.global_step
 
