@@ -179,6 +179,10 @@ def test_log_lines_name_the_phase():
                                                     "level": 2}, 500, 1360)
     assert line == "level 2 (4 teachers) | step 500/1360 | loss 0.5053 | lr 7.03e-04 | epoch 7.35"
     assert format_log_line("ceiling", {"train_runtime": 1.0, "train_loss": 0.3}, 10, 10) is None
+    # evaluate() after train(): no phase, and the step counters are the last phase's, not this evaluation's
+    assert format_log_line(None, {"eval_loss": 0.61234, "eval_accuracy": 0.5, "epoch": 3.0}, 17, 3) == \
+        "evaluate | epoch 3.00 | eval_loss 0.6123 | eval_accuracy 0.5"
+    assert format_log_line(None, {"loss": 0.5}, 17, 3) == "train | step 17 | loss 0.5000"
 
 
 def test_plot_has_both_panels_and_names_the_data(tmp_path):

@@ -26,7 +26,7 @@ __all__ = ["PartialLabels"]
 
 _META = "partial.json"
 #: Images per chunk: about a minute of labeling on a CPU, a few seconds on a GPU.
-CHUNK_IMAGES = 8192
+CHUNK_IMAGES = 4096
 #: The row columns a chunk holds (those the pass produced); ``skipped_{split}`` hold the indices of skipped images.
 ROW_COLUMNS = ("index", "probs", "features", "labels", "split", "domains", "in_specialty")
 

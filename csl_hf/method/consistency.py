@@ -206,9 +206,9 @@ def nearest_neighbors(features: torch.Tensor, k: int, rows: torch.Tensor | None 
         features: ``[M, D]``; the samples are ``features[rows]`` (``N`` of them), or all ``M`` rows.
         k: neighbours per sample, ``1 <= k < N``.
         rows: ``[N]`` long row indices, or ``None`` for every row. Indices in the result are positions in ``rows``.
-        max_block_bytes: the similarities are computed one ``[c, N]`` float32 block of rows at a time, filled from
-            normalised ``[c', D]`` blocks of the samples, with ``c`` and ``c'`` chosen so each block stays under this
-            many bytes (default 64 MiB; the result does not depend on it).
+        max_block_bytes: the similarities are computed one ``[c, N]`` float32 block of rows at a time (at most this
+            many bytes; default 64 MiB), filled from normalised ``[c', D]`` blocks of the samples (at most a quarter
+            of it); the result does not depend on it.
 
     Time ``O(N^2 D)``; memory the two blocks and the ``[N]`` norms, never a copy of the samples: a normalised copy
     would be ``4 N D`` bytes, 0.8x a 59,000-image cache of a 1280-d student, held next to the cache itself. Each
@@ -225,7 +225,9 @@ def nearest_neighbors(features: torch.Tensor, k: int, rows: torch.Tensor | None 
         return (features[start:end] if rows is None else features[rows[start:end]]).float()
 
     row_bytes = 4 * features.shape[1]
-    per_block = max(1, min(n, max_block_bytes // row_bytes))
+    # The normalised blocks of samples are a quarter of the budget: their size changes only the memory, while the
+    # similarity block's rows set how often every sample is normalised again (once per block of rows).
+    per_block = max(1, min(n, max_block_bytes // 4 // row_bytes))
     norms = torch.cat([block(s, min(n, s + per_block)).norm(dim=-1) for s in range(0, n, per_block)])
     norms = norms.clamp_min(1e-12).unsqueeze(1)  # F.normalize's arithmetic
     chunk_rows = max(1, min(n, max_block_bytes // (4 * n)))

@@ -21,7 +21,11 @@ def format_log_line(phase: str | None, logs: dict, step: int, max_steps: int | N
     are not training progress (a phase's closing summary, round metrics)."""
     if any(k in logs for k in _SUMMARY_KEYS) or any(str(k).startswith("csl/") for k in logs):
         return None
-    parts = [phase or "train", f"step {step}" + (f"/{max_steps}" if max_steps else "")]
+    if phase is None and any(str(k).startswith("eval_") for k in logs):
+        # evaluate() outside a phase: the step counters belong to the last phase, not to this evaluation
+        parts = ["evaluate"]
+    else:
+        parts = [phase or "train", f"step {step}" + (f"/{max_steps}" if max_steps and step <= max_steps else "")]
     for key, name, fmt in (("loss", "loss", ".4f"), ("learning_rate", "lr", ".2e"), ("grad_norm", "grad norm", ".3g"),
                            ("epoch", "epoch", ".2f")):
         if isinstance(logs.get(key), (int, float)):
