@@ -69,8 +69,8 @@ class CoSupervisedConfig(TrainingArguments):
             Write the labeling pass's cache in compact form: each teacher's top-k probabilities in float16 with
             their class indices.
         labeling_batch_size (`int`, defaults to 64):
-            Images per batch in the labeling pass. On a CPU 64 is as fast as 128 and holds half the activations
-            (the same features: the forward pass is per image); raise it on a GPU.
+            Images per batch in the labeling pass: a smaller batch holds fewer activations at once, the features do
+            not depend on it (the forward pass is per image); raise it on a GPU.
         labeling_bf16 (`bool`, defaults to `False`):
             Run the labeling pass under bfloat16 autocast on a GPU (ignored on a CPU).
         baselines (`str`, *optional*):
