@@ -210,9 +210,8 @@ def nearest_neighbors(features: torch.Tensor, k: int, rows: torch.Tensor | None 
             many bytes; default 64 MiB), filled from normalised ``[c', D]`` blocks of the samples (at most a quarter
             of it); the result does not depend on it.
 
-    Time ``O(N^2 D)``; memory the two blocks and the ``[N]`` norms, never a copy of the samples: a normalised copy
-    would be ``4 N D`` bytes, 0.8x a 59,000-image cache of a 1280-d student, held next to the cache itself. Each
-    block is normalised with the same arithmetic as a whole normalised copy, so the neighbours are the same.
+    Time ``O(N^2 D)``; memory the two blocks and the ``[N]`` norms, never a normalised copy of the samples (``4 N D``
+    bytes, 0.8x a 59,000-image cache of a 1280-d student); each block is normalised as a whole copy would be.
 
     Raises:
         `CSLError`: fewer than ``k + 1`` samples.
@@ -223,21 +222,18 @@ def nearest_neighbors(features: torch.Tensor, k: int, rows: torch.Tensor | None 
 
     def block(start: int, end: int) -> torch.Tensor:  # samples start..end-1, float32 (may be the caller's memory)
         return (features[start:end] if rows is None else features[rows[start:end]]).float()
-
-    row_bytes = 4 * features.shape[1]
-    # The normalised blocks of samples are a quarter of the budget: their size changes only the memory, while the
-    # similarity block's rows set how often every sample is normalised again (once per block of rows).
-    per_block = max(1, min(n, max_block_bytes // 4 // row_bytes))
-    norms = torch.cat([block(s, min(n, s + per_block)).norm(dim=-1) for s in range(0, n, per_block)])
-    norms = norms.clamp_min(1e-12).unsqueeze(1)  # F.normalize's arithmetic
+    # Sample blocks get a quarter of the budget: their size sets only the memory; the similarity block's rows set how
+    # often every sample is normalised again (once per block of rows).
+    per_block = max(1, min(n, max_block_bytes // 4 // (4 * features.shape[1])))
+    norms = torch.cat([block(s, min(n, s + per_block)).norm(dim=-1) for s in range(0, n, per_block)]).clamp_min(
+        1e-12).unsqueeze(1)  # F.normalize's arithmetic
     chunk_rows = max(1, min(n, max_block_bytes // (4 * n)))
     sim = torch.empty(chunk_rows, n)
     out = torch.empty(n, k, dtype=torch.long)
     for start in range(0, n, chunk_rows):
         end = min(n, start + chunk_rows)
         z, rows_sim = block(start, end) / norms[start:end], sim[: end - start]
-        for col in range(0, n, per_block):
-            col_end = min(n, col + per_block)
+        for col, col_end in ((c, min(n, c + per_block)) for c in range(0, n, per_block)):
             torch.matmul(z, (block(col, col_end) / norms[col:col_end]).T, out=rows_sim[:, col:col_end])
         rows_sim[torch.arange(end - start), torch.arange(start, end)] = float("-inf")
         out[start:end] = rows_sim.topk(k, dim=-1).indices
