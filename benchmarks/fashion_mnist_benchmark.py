@@ -34,9 +34,9 @@ the end of each stage: teachers and student, labeling, rounds) against the cache
 64 px, labeling <= 1.2x the bare forward pass, peak memory <= 2x (cache + student).
 
 Measured so far: the full data (1,000 teacher / 59,000 train / 10,000 test images), Lite0, blocks on seeds 0-2 and
-auto on seed 0, fashion_mnist_shifted on seed 0: the tables, the wall times and the memory are in docs/benchmark.md
+auto on seeds 0-1, fashion_mnist_shifted on seed 0: the tables, the wall times and the memory are in docs/benchmark.md
 section 5 (memory and wall time met, 1.82x and 654 s on seed 2; the labeling ratio around its target), with what is
-still to run (Lite2 at full scale, auto and the shifted domain on seeds 1-2).
+still to run (Lite2 at full scale, auto on seed 2, the shifted domain on seeds 1-2).
 
 Splits: ``load_weak_to_strong_data`` keeps the official test split as the test split (capped by
 ``--max_eval_samples``) and cuts the teacher and weak-to-strong splits from the official training split (teacher
