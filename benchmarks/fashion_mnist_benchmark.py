@@ -30,8 +30,9 @@ Speed and memory, per student (seed of the first run): end-to-end wall time of a
 (``build_cache``: one decode, all teachers + the student per batch) against a bare forward pass of the student over
 the same ``--throughput_images`` images (decode + preprocess + forward, the same batch size), side by side; the run's
 peak resident memory above the process's memory before it (Linux VmHWM, reset before each run and read and reset at
-the end of each stage: teachers and student, labeling, rounds) against the cache's size plus the student's weights. The targets (issue 21) are printed as ratios: a full run <= 20 min with Lite0 at
-64 px, labeling <= 1.2x the bare forward pass, peak memory <= 2x (cache + student).
+the end of each stage: teachers and student, labeling, rounds) against the cache's size plus the student's weights.
+The targets (issue 21) are printed as ratios: a full run <= 20 min with Lite0 at 64 px, labeling <= 1.2x the bare
+forward pass, peak memory <= 2x (cache + student).
 
 Measured so far: the full data (1,000 teacher / 59,000 train / 10,000 test images), Lite0, blocks on seeds 0-2 and
 auto on seeds 0-1, fashion_mnist_shifted on seed 0: the tables, the wall times and the memory are in docs/benchmark.md
@@ -115,7 +116,8 @@ class StagePeaks:
 
 class Timed:
     """Wraps a function and adds its wall time to ``self.seconds`` (the labeling pass inside a trainer run); with
-    ``stages``, the memory peak before the call and during it are recorded as the stages ``before`` and ``name``."""
+    ``stages``, the memory peaks before the call and during it are recorded as the stages "teachers and student" and
+    "labeling"."""
 
     def __init__(self, fn):
         self.fn, self.seconds = fn, 0.0

@@ -27,13 +27,13 @@ CACHE_TENSORS = "cache.safetensors"
 CACHE_METADATA = "cache.json"
 TRAIN_SPLIT, TEST_SPLIT = 0, 1
 _VALIDATE_BYTES = 1 << 24  # bytes per block of rows when validating a large tensor (a whole-tensor check holds copies)
-
-
-def _row_blocks(t: torch.Tensor):
-    """``t`` (rows along dim 0) in blocks of at most `_VALIDATE_BYTES`."""
-    rows = max(1, _VALIDATE_BYTES // max(1, t[:1].numel() * t.element_size()))
-    return (t[start:start + rows] for start in range(0, t.shape[0], rows))
 _PROB_SUM_TOLERANCE = 1e-2
+
+
+def _row_spans(t: torch.Tensor) -> list[tuple[int, int]]:
+    """``(start, end)`` spans of ``t``'s rows (dim 0) such that ``t[start:end]`` is at most `_VALIDATE_BYTES`."""
+    rows = max(1, _VALIDATE_BYTES // max(1, t[:1].numel() * t.element_size()))
+    return [(start, min(start + rows, t.shape[0])) for start in range(0, t.shape[0], rows)]
 
 
 @dataclass
@@ -290,8 +290,8 @@ class CSLCache:
         if int((s == TEST_SPLIT).sum()) == 0:
             raise CacheError("the cache's test split is empty (no split == 1); add labeled test images")
         # A block of rows at a time: isfinite on the whole [N, D] tensor holds an abs() copy of it and two masks
-        # (1.5x the features, 560 MiB for 70,000 images of a 1280-d student) just to check it.
-        if not all(bool(torch.isfinite(block).all()) for block in _row_blocks(f)):
+        # (about 1.5x the features) just to check it.
+        if not all(bool(torch.isfinite(f[start:end]).all()) for start, end in _row_spans(f)):
             raise CacheError("'features' holds NaN or Inf; recompute the student's features (check the backbone and its dtype)")
         if bool(((y < -1) | (y >= c)).any()):
             bad = int(y[(y < -1) | (y >= c)][0])
@@ -319,9 +319,8 @@ class CSLCache:
         # Checked one teacher and a block of rows at a time: whole-tensor checks would hold float32 copies and masks
         # of [K, N, C] (several times the cache itself at ImageNet scale) just to validate it.
         for k in range(p.shape[0]):
-            rows = max(1, _VALIDATE_BYTES // (4 * c))
-            for start in range(0, n, rows):
-                block = p[k, start:start + rows]
+            for start, end in _row_spans(p[k]):
+                block = p[k, start:end]
                 if not bool(torch.isfinite(block).all()):
                     raise CacheError("'teacher_probs' holds NaN or Inf; recompute the teachers' outputs")
                 if bool((block < 0).any()):
@@ -346,9 +345,8 @@ class CSLCache:
         if v.dim() != 3 or v.shape[1] != n or not v.dtype.is_floating_point or ix.shape != v.shape or ix.dtype.is_floating_point:
             raise CacheError(f"compact teacher outputs must be float [K, N={n}, k] probabilities with integer [K, N, k] indices, got {_describe(v)} and {_describe(ix)}")
         for k in range(v.shape[0]):
-            rows = max(1, _VALIDATE_BYTES // (4 * v.shape[2]))
-            for start in range(0, n, rows):
-                block, ids = v[k, start:start + rows], ix[k, start:start + rows]
+            for start, end in _row_spans(ix[k]):  # the wider of the two tensors sets the block
+                block, ids = v[k, start:end], ix[k, start:end]
                 if not bool(torch.isfinite(block).all()) or bool((block < 0).any()) or bool(
                         (block.float().sum(-1) > 1 + _PROB_SUM_TOLERANCE).any()):
                     raise CacheError("'teacher_topk_probs' must hold finite probabilities in [0, 1] whose top-k sum is at most 1; store softmax probabilities, not logits")

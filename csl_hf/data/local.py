@@ -40,7 +40,7 @@ import datasets
 from .columns import DOMAIN_COLUMN_NAMES, LABEL_COLUMN_NAMES
 from .image_folder import IMAGE_EXTENSIONS, JUNK_NAMES, load_image_folder, load_image_folder_splits
 
-__all__ = ["FOLDER_LAYOUTS", "read_local_dataset", "is_saved_dataset", "is_data_file", "encode_string_labels"]
+__all__ = ["FOLDER_LAYOUTS", "read_local_dataset", "is_saved_dataset", "encode_string_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -241,11 +241,6 @@ def read_local_dataset(path: str, folder_layout: str = "auto", **load_kwargs: An
     logger.info("%s: its folders %s are splits, as datasets.load_dataset reads them: %s (--folder_layout domains "
                 "reads them as domains instead)", path, ", ".join(_tops(roots)), _describe_splits(dd))
     return dd
-
-
-def is_data_file(path: str) -> bool:
-    """A local file of one of `DATA_FILE_BUILDERS`' types (what ``--dataset_name`` reads besides folders)."""
-    return os.path.isfile(path) and _data_file_type(path) in DATA_FILE_BUILDERS
 
 
 def _data_file_type(path: str) -> str:
