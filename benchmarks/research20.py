@@ -8,7 +8,9 @@ the trainer seeds it). Selection seeds only; the fresh-seed numbers come from th
 
 A method is ``route/filter``. Routes: ``student`` (the paper), ``oracle`` (diagnostic), ``oos_gate`` (gate teachers,
 one extra teacher per specialist), ``em`` (posterior over specialists ∝ Σ_{c∈S_t} p_s(c) p_t(c)), ``poe`` (product
-over the hierarchy's levels of each class's specialists with the student). Filters: ``top1..top3``/``all`` (the
+over the hierarchy's levels of each class's specialists with the student), ``sk<steps>_<route>`` /
+``skg<steps>`` (the previous student balanced to the uniform class prior by Sinkhorn steps: its class probabilities /
+its mass per specialty; docs/denoise_research.md §12). Filters: ``top1..top3``/``all`` (the
 paper: global keep rate, smallest loss over the whole split), ``pcK`` (the same keep rate, smallest loss within each
 teacher label), ``genK`` / ``knnK`` / ``massK`` (see `filter_keep`).
 """
@@ -123,6 +125,14 @@ class Replay:
             target = self.P_tr[0].mean(0) if prior == "gen" else torch.full((self.num,), 1.0 / self.num)
             aligned = ps * (target / ps.mean(0)).unsqueeze(0)
             return self.targets(rest or "student", level, aligned.clamp_min(1e-12).log())
+        if route.startswith("sk") and not route.startswith("skg"):  # Sinkhorn: the previous student's probabilities balanced to the uniform class
+            it, _, rest = route[2:].partition("_")  # prior over the training split before routing: sk<iters>_<route>
+            q = prev.float().softmax(-1)
+            prior = torch.full((self.num,), 1.0 / self.num)
+            for _ in range(int(it or 20)):
+                q = q * (prior / q.mean(0)).unsqueeze(0)
+                q = q / q.sum(-1, keepdim=True)
+            return self.targets(rest or "student", level, q.clamp_min(1e-12).log())
         if route.startswith("cf"):  # any route, with a cross-fitted previous student: cf<K>_<route>
             k, _, rest = route[2:].partition("_")
             return self.targets(rest or "student", level, self.crossfit(int(k or 2)))
@@ -145,6 +155,13 @@ class Replay:
             a = C.assign_by_student(prev, masks)
         elif route == "oracle":
             a = C.assign_by_oracle_class(self.y_tr, masks)
+        elif route.startswith("skg"):  # the student's mass per specialty balanced (Sinkhorn) to each specialty's
+            g = C.specialty_mass(prev, masks)  # share of the classes (uniform class prior), then its argmax
+            prior = masks.float().sum(-1) / self.num
+            for _ in range(int(route[3:] or 20)):
+                g = g * (prior / g.mean(0)).unsqueeze(0)
+                g = g / g.sum(-1, keepdim=True)
+            a = g.argmax(-1)
         elif route == "oos_gate":
             gate = C.specialist_gate(prev, masks, self.ins[members])
             tc = C.gated_targets(gate, P).argmax(-1)
@@ -273,11 +290,18 @@ def per_label_keep(loss: torch.Tensor, labels: torch.Tensor, rate: float, num: i
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", nargs="+", required=True)
-    p.add_argument("--methods", required=True)
-    p.add_argument("--out", required=True, help="json results (appended/merged)")
+    p.add_argument("--runs", nargs="+", help="run folders of offline_benchmark.py / run_csl.py (with their cache)")
+    p.add_argument("--methods", help="comma-separated route/filter methods")
+    p.add_argument("--out", help="json results (appended/merged)")
     p.add_argument("--rerun", action="store_true")
+    p.add_argument("--summary", metavar="JSON", help="print the mean ± std table of a results file instead")
+    p.add_argument("summary_methods", nargs="?", help="with --summary: the comma-separated methods to show")
     a = p.parse_args()
+    if a.summary:
+        summarize(a.summary, a.summary_methods.split(",") if a.summary_methods else None)
+        return
+    if not (a.runs and a.methods and a.out):
+        p.error("--runs, --methods and --out are required (or --summary JSON)")
     res = json.load(open(a.out)) if os.path.isfile(a.out) else {}
     for run_dir in a.runs:
         key = os.path.basename(run_dir.rstrip("/"))
@@ -334,7 +358,8 @@ def summarize(path: str, methods: list[str] | None = None, ref_oracle: str = "or
             ob = max(r["pgr"] for r in orc["rounds"][1:]) if orc else float("nan")
             own.append(ob)
             frac.append(100 * (best[-1] - s) / (ob - s))
-            rb = max(r["pgr"] for r in e["runs"][ref_oracle]["rounds"][1:])
+            ref = e["runs"].get(ref_oracle)  # today's oracle, when the file has it
+            rb = max(r["pgr"] for r in ref["rounds"][1:]) if ref else float("nan")
             frac_ref.append(100 * (best[-1] - s) / (rb - s))
             lv.append(rs)
         n = len(lv[0])
@@ -346,7 +371,4 @@ def summarize(path: str, methods: list[str] | None = None, ref_oracle: str = "or
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--summary"]:
-        summarize(sys.argv[2], sys.argv[3].split(",") if len(sys.argv) > 3 else None)
-    else:
-        main()
+    main()
