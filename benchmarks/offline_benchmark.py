@@ -143,6 +143,12 @@ def summarize(name: str, reports: list[dict], extras: list[str]) -> None:
               f"{mean_std([b - s for b, s in zip(best, single)])}; best oracle {mean_std(own)}; fraction of oracle "
               f"gain recovered {mean_std(frac)} % (per seed {', '.join(f'{f:.1f}' for f in frac)}; >= 60 % on "
               f"{sum(f >= 60 for f in frac)} of {len(frac)}); worst class {mean_std(worst)} %{versus}")
+    # where a baseline beats CSL on some seeds, the per-seed numbers say on which (the table gives only the mean)
+    ensemble = [max(pgr(r, "ensemble")[1:]) for r in reports]
+    print(f"\nbaselines, best PGR per seed: oracle {', '.join(f'{o:.1f}' for o in oracle)}; ensemble "
+          f"{', '.join(f'{e:.1f}' for e in ensemble)}; CSL minus ensemble "
+          f"{mean_std([c - e for c, e in zip(csl_best, ensemble)])} (per seed "
+          f"{', '.join(f'{c - e:+.1f}' for c, e in zip(csl_best, ensemble))})")
 
 
 def main() -> None:
