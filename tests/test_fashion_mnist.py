@@ -117,6 +117,28 @@ def test_missing_data_is_one_line_naming_both_ways(tmp_path, monkeypatch):
     fm._load_arrays.cache_clear()
 
 
+@pytest.mark.parametrize("removed", [("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), ("train-labels-idx1-ubyte",),
+                                     ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")])
+def test_a_folder_with_some_of_the_files_names_the_missing_ones(tmp_path, monkeypatch, removed):
+    def hub():
+        raise AssertionError("a folder with some of the files must not fall back to the Hub")
+
+    monkeypatch.setattr(fm, "_load_hub", hub)
+    folder = str(tmp_path / "partial")
+    write_fashion_mnist(folder)
+    for stem in removed:
+        os.remove(os.path.join(folder, stem + ".gz"))
+    fm._load_arrays.cache_clear()
+    with pytest.raises(CSLError) as err:
+        fm.load_fashion_mnist(folder)
+    msg = str(err.value)
+    assert msg.startswith(f"Fashion-MNIST in {folder} is incomplete: ") and "\n" not in msg
+    assert all(stem + ".gz" in msg for stem in removed)
+    kept = [s for pair in fm._FILES.values() for s in pair if s not in removed]
+    assert not any(stem in msg for stem in kept)
+    fm._load_arrays.cache_clear()
+
+
 def test_malformed_files_are_one_line_errors(tmp_path):
     folder = str(tmp_path / "bad")
     write_fashion_mnist(folder)

@@ -135,6 +135,12 @@ def _files_present(folder: str) -> bool:
     return all(_find(folder, stem) for pair in _FILES.values() for stem in pair)
 
 
+def _files_missing(folder: str) -> list[str]:
+    """The idx files a folder that holds only some of the four lacks (empty when it holds all or none)."""
+    missing = [stem + ".gz" for pair in _FILES.values() for stem in pair if not _find(folder, stem)]
+    return missing if len(missing) < 4 else []
+
+
 def _load_hub() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The Hub copy as arrays (the split's images decoded once)."""
     dd = datasets.load_dataset(FASHION_MNIST_HUB_ID)
@@ -150,6 +156,10 @@ def _load_hub() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def _load_arrays(folder: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if _files_present(folder):
         return {split: _read_split(folder, split) for split in _FILES}
+    missing = _files_missing(folder)
+    if missing:  # some of the files: the user meant this folder, so no Hub attempt, and the line names what is absent
+        raise CSLError(f"Fashion-MNIST in {folder} is incomplete: {', '.join(missing)} missing (a .gz or the "
+                       "uncompressed file); add them, or point $" + ENV_DIR + " at a folder with all four *-ubyte files")
     try:
         return _load_hub()
     except Exception as err:  # offline, no datasets cache, Hub error: say how to get the data instead
