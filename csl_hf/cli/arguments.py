@@ -46,7 +46,8 @@ class DataArguments:
         default="animal_mnist",
         metadata={"help": "The images: animal_mnist (bundled, 10 animal classes), digits_domains (bundled, MNIST-5k "
                   "and sklearn digits as two domains), fashion_mnist / fashion_mnist_shifted (Zalando's 70,000 product "
-                  "photos; apt-get install dataset-fashion-mnist, or the Hub when online), a local folder, or a Hub dataset id (needs network access). "
+                  "photos; apt-get install dataset-fashion-mnist, or the Hub when online), a local folder, or a Hub "
+                  "dataset id (needs network access). "
                   "A folder is read as datasets.load_dataset / load_from_disk read it: class/image or "
                   "domain/class/image, split folders (train/class/image + test/class/image), metadata.csv/jsonl, "
                   "a save_to_disk folder or a clone of a Hub dataset (parquet...). A dataset with its own test (or "

@@ -137,8 +137,9 @@ def _files_present(folder: str) -> bool:
 
 def _files_missing(folder: str) -> list[str]:
     """The idx files a folder that holds only some of the four lacks (empty when it holds all or none)."""
-    missing = [stem + ".gz" for pair in _FILES.values() for stem in pair if not _find(folder, stem)]
-    return missing if len(missing) < 4 else []
+    stems = [stem for pair in _FILES.values() for stem in pair]
+    missing = [stem + ".gz" for stem in stems if not _find(folder, stem)]
+    return missing if len(missing) < len(stems) else []
 
 
 def _load_hub() -> dict[str, tuple[np.ndarray, np.ndarray]]:
