@@ -369,7 +369,7 @@ def print_speed(student_name: str, reports: list[dict], throughput: dict | None)
         return
     print(f"\n#### speed and memory, {student_name}\n")
     print("| run | images (teacher/train/test) | data s | teachers s | labeling s | rounds + baselines s | "
-          "soft rounds s | run s | peak - before MiB | cache + student MiB | memory ratio |")
+          "soft rounds s | run s without soft rounds | peak - before MiB | cache + student MiB | memory ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r, b in zip(reports, bench):
         s, m, im = b["seconds"], b["memory_mib"], b["images"]

@@ -185,6 +185,41 @@ def test_log_lines_name_the_phase():
     assert format_log_line(None, {"loss": 0.5}, 17, 3) == "train | step 17 | loss 0.5000"
 
 
+@pytest.mark.parametrize("library", ["huggingface_hub", "datasets"])
+def test_a_library_warning_prints_once_on_the_console(library):
+    """huggingface_hub and datasets log through handlers of their own and propagate to the root logger, where the
+    console has its own: a Hub retry used to print twice. A process of its own, since the libraries' handlers hold
+    the stderr of the moment they were imported."""
+    code = (f"import types, {library}\n"
+            "from csl_hf.cli.console import setup_logging\n"
+            "setup_logging(types.SimpleNamespace(should_log=True, disable_tqdm=True))\n"
+            f"{library}.utils.logging.get_logger('{library}.probe').warning('Retrying in 1s [Retry 1/5].')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("Retrying in 1s") == 1, done.stderr
+
+
+@pytest.mark.parametrize("pgrs,best", [((11.8, 51.9, 59.8, 56.3), 2), ((8.1, 32.3, 52.5, 57.9), None),
+                                        ((40.0, 30.0, None, 20.0), 0)])
+def test_the_summary_says_which_round_the_final_student_is(tmp_path, pgrs, best):
+    from csl_hf.cli.steps import run_summary
+
+    rounds = [{"level": k, "num_teachers": n, "pgr": p, "assignment": "student", "teacher_accuracy": 0.6,
+               "keep_rate": 0.7, "precision": 0.75, "recall": 0.9, "student_accuracy": 0.66, "num_kept": 500,
+               "epochs": 20, "denoise": "knn"} for k, (n, p) in enumerate(zip((1, 2, 4, 5), pgrs))]
+    for k in range(4):
+        (tmp_path / f"round-{k}").mkdir()
+    report = {"weak_accuracy": 0.6, "ceiling_accuracy": 0.9, "rounds": rounds}
+    args = type("Args", (), {"output_dir": str(tmp_path)})()
+    text = run_summary(args, {"hard labels": report}, None)
+    last = rounds[-1]
+    assert (f"the final student is the last round's (level 3, 5 teachers, PGR {last['pgr']:.1f})") in text
+    if best is None:  # the last round is the best: nothing more to say
+        assert "the highest PGR" not in text
+    else:
+        assert f"the highest PGR, {pgrs[best]:.1f}, is level {best}'s ({tmp_path / f'round-{best}'})" in text
+
+
 def test_plot_has_both_panels_and_names_the_data(tmp_path):
     report = {"weak_accuracy": 0.5, "ceiling_accuracy": 0.9, "rounds": [
         {"level": 0, "num_teachers": 1, "pgr": 10.0, "student_accuracy": 0.54},

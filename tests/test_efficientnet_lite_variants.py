@@ -90,6 +90,26 @@ def test_fake_lite2_weights_convert_to_a_native_checkpoint(tmp_path):
     assert run_without_csl_hf(code, tmp_path).strip() == "2 True"
 
 
+def test_every_bundled_student_runs_at_64_px_by_default(tmp_path, monkeypatch):
+    """Lite1 / Lite2 by name get the same 64-px input as Lite0 (the benchmarks' setting), not their 256-px
+    processor: 16x the pixels of 28-px images for nothing measured; any other checkpoint keeps its own size."""
+    from csl_hf.models.student import load_student
+
+    torch.manual_seed(0)
+    lite = EfficientNetLiteForImageClassification(convert_mod.lite_config("efficientnet-lite2")).eval()
+    weights = tmp_path / "efficientnet-lite2-fake.pth"
+    torch.save(to_original_keys(lite.state_dict()), weights)
+    monkeypatch.setattr(convert_mod, "default_lite_weights_path", lambda variant="efficientnet-lite0": str(weights))
+    monkeypatch.setenv("CSL_HF_CACHE", str(tmp_path / "cache"))
+    _, processor = load_student("efficientnet-lite2", {0: "a", 1: "b"})
+    assert processor.size == {"height": 64, "width": 64}
+    _, processor = load_student("efficientnet-lite2", {0: "a", 1: "b"}, image_size=96)
+    assert processor.size == {"height": 96, "width": 96}
+    converted = str(tmp_path / "cache" / "efficientnet-lite2-native")
+    _, processor = load_student(converted, {0: "a", 1: "b"})  # a checkpoint by path: its own processor's size
+    assert processor.size != {"height": 64, "width": 64}
+
+
 def test_missing_wheel_is_one_line(tmp_path, monkeypatch):
     from csl_hf.models.student import StudentUnavailable, load_student
 

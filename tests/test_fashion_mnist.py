@@ -92,6 +92,7 @@ def test_missing_data_is_one_line_naming_both_ways(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fm, "_load_hub", offline)
     empty = str(tmp_path / "nothing")
+    os.makedirs(empty)
     with pytest.raises(CSLError) as err:
         fm.load_fashion_mnist(empty)
     msg = str(err.value)
@@ -114,6 +115,37 @@ def test_missing_data_is_one_line_naming_both_ways(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     fm._load_arrays.cache_clear()
     assert "HF_HUB_OFFLINE" not in str(pytest.raises(CSLError, fm.load_fashion_mnist).value)
+    fm._load_arrays.cache_clear()
+
+
+@pytest.mark.parametrize("where", ["no_such_folder", "a_file.gz", "nested/missing/folder"])
+@pytest.mark.parametrize("debian_installed", [True, False])
+def test_a_path_that_is_not_a_folder_is_one_line_without_a_hub_attempt(tmp_path, monkeypatch, where,
+                                                                         debian_installed):
+    def hub():
+        raise AssertionError("a mistyped folder must not fall back to the Hub")
+
+    monkeypatch.setattr(fm, "_load_hub", hub)
+    debian = str(tmp_path / "debian")
+    if debian_installed:
+        write_fashion_mnist(debian)
+    monkeypatch.setattr(fm, "DEBIAN_FASHION_MNIST_DIR", debian)
+    (tmp_path / "a_file.gz").write_bytes(b"")
+    path = str(tmp_path / where)
+    monkeypatch.setenv(fm.ENV_DIR, path)
+    fm._load_arrays.cache_clear()
+    with pytest.raises(CSLError) as err:
+        load_weak_to_strong_data("fashion_mnist", seed=0)
+    msg = str(err.value)
+    assert msg.startswith(f"Fashion-MNIST: ${fm.ENV_DIR}={path} is not a folder; ") and "\n" not in msg
+    # The installed copy is named only where it exists: unsetting the variable is then the whole fix.
+    assert (f"unset it to read the installed Debian copy in {debian}" in msg) == debian_installed
+    assert ("name a folder with the four *-ubyte.gz files" in msg) != debian_installed
+    # A folder passed in Python (not the variable) says the same without naming the variable.
+    monkeypatch.delenv(fm.ENV_DIR)
+    fm._load_arrays.cache_clear()
+    msg = str(pytest.raises(CSLError, fm.load_fashion_mnist, path).value)
+    assert msg.startswith(f"Fashion-MNIST: {path} is not a folder; ") and fm.ENV_DIR not in msg
     fm._load_arrays.cache_clear()
 
 
@@ -172,6 +204,7 @@ def test_hub_fallback_renames_labels(tmp_path, monkeypatch):
             for split, (images, labels) in arrays.items()})
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    (tmp_path / "no-files").mkdir()
     dd = fm.load_fashion_mnist(str(tmp_path / "no-files"))
     assert dd["train"].features["label"].names == list(fm.FASHION_MNIST_CLASSES)
     assert dd["test"]["label"] == arrays["test"][1].tolist()

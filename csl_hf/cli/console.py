@@ -59,6 +59,13 @@ def setup_logging(args) -> None:
     pylogging.basicConfig(level=pylogging.INFO if main else pylogging.ERROR, handlers=[handler], force=True)
     logging.set_verbosity_info() if main else logging.set_verbosity_error()
     logging.get_logger("transformers").setLevel(pylogging.WARNING if main else pylogging.ERROR)
+    # huggingface_hub and datasets print through handlers of their own *and* propagate to the root logger: without
+    # this, each of their warnings (a Hub retry) would print twice, once plain and once as `warning: ...`.
+    import datasets
+    import huggingface_hub
+
+    huggingface_hub.utils.logging.disable_propagation()
+    datasets.utils.logging.disable_propagation()
     if not main:
         warnings.filterwarnings("ignore")
     if args.disable_tqdm:

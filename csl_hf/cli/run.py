@@ -17,7 +17,7 @@ import os
 
 from ..cache import CSLCache
 from ..data.weak_to_strong import load_weak_to_strong_data
-from ..models.student import check_lora_targets, load_student
+from ..models.student import check_lora_targets, check_student_available, load_student
 from ..outputs.report import plot_pgr
 from ..teachers.arguments import TeacherTrainingArguments
 from ..trainer import CoSupervisedConfig, CoSupervisedTrainer
@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf run") -> dict:
     data_args, model_args, teacher_args, args = parse_run_args(parser, argv)
     setup_logging(args)
     check_flags_apply(data_args, model_args, teacher_args, args)
+    # A missing student wheel or a mistyped checkpoint path fails now, not after the data is read.
+    check_student_available(model_args.student_model_name_or_path)
     if args.push_to_hub:  # the repo id and the Hub checked now, not after the whole run
         check_push_possible(hub_repo_id(args), args.hub_token, args.output_dir)
     if args.resume_from_checkpoint and run_state(resume_directory(args, args.resume_from_checkpoint)) == "finished":

@@ -237,7 +237,25 @@ def run_summary(args: CoSupervisedConfig, reports: dict[str, dict], plot: str | 
         if os.path.isdir(os.path.join(out, sub)):
             where.append((name, os.path.join(out, sub)))
     lines += ["", "outputs:"] + [f"  {k:<28} {v}" for k, v in where]
+    lines += _final_student_lines(main, out, rounds)
     return "\n".join(lines)
+
+
+def _final_student_lines(report: dict, out: str, rounds: list[str]) -> list[str]:
+    """Which round the saved student is (the last, as `Trainer.save_model` saves the model it trained last), and
+    where a round with a higher test PGR is: the outputs list alone leaves a reader to assume the best is saved."""
+    done = [r for r in report.get("rounds", []) if r.get("pgr") is not None]
+    if not done:
+        return []
+    last = done[-1]
+    lines = [f"the final student is the last round's (level {last['level']}, {last['num_teachers']} teachers, PGR "
+             f"{last['pgr']:.1f}); every round's student is in its round checkpoint"]
+    best = max(done, key=lambda r: r["pgr"])
+    name = f"round-{best['level']}"
+    if best is not last and name in rounds:
+        lines.append(f"  the highest PGR, {best['pgr']:.1f}, is level {best['level']}'s ({os.path.join(out, name)}); "
+                     "picked on the test split, it overstates what that round would score on new data")
+    return lines
 
 
 def local_dataset_path(dataset_name: str) -> str | None:

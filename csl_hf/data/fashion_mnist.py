@@ -30,11 +30,15 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+
 import datasets
 import numpy as np
+from transformers.utils import logging
 
 from ..errors import CSLError
 from .images import dataset_from_png, encode_png_l
+
+logger = logging.get_logger(__name__)
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -157,21 +161,33 @@ def _load_hub() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def _load_arrays(folder: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if _files_present(folder):
         return {split: _read_split(folder, split) for split in _FILES}
+    debian = os.path.expanduser(DEBIAN_FASHION_MNIST_DIR)
+    from_env = folder == os.path.expanduser(os.environ.get(ENV_DIR) or "\0")
+    if not os.path.isdir(folder) and folder != debian:  # a typo in the path: no Hub attempt, and say what else works
+        instead = (f"unset it to read the installed Debian copy in {debian}" if from_env and _files_present(debian)
+                   else "name a folder with the four *-ubyte.gz files")
+        raise CSLError(f"Fashion-MNIST: {'$' + ENV_DIR + '=' if from_env else ''}{folder} is not a folder; "
+                       f"{instead}")
     missing = _files_missing(folder)
     if missing:  # some of the files: the user meant this folder, so no Hub attempt, and the line names what is absent
         raise CSLError(f"Fashion-MNIST in {folder} is incomplete: {', '.join(missing)} missing (a .gz or the "
                        "uncompressed file); add them, or point $" + ENV_DIR + " at a folder with all four *-ubyte files")
+    logger.info(f"no Fashion-MNIST idx files in {folder}: loading the Hub dataset {FASHION_MNIST_HUB_ID} through "
+                   "datasets (without a network, huggingface_hub retries a few times before it gives up; "
+                   "HF_HUB_OFFLINE=1 reads only the local datasets cache)")
     try:
         return _load_hub()
     except Exception as err:  # offline, no datasets cache, Hub error: say how to get the data instead
         reason = " ".join(f"{type(err).__name__}: {err}".split())[:160]
         # Advice only of what is not already so: the folder that was searched, and the Hub only when offline.
         files = "the four *-ubyte.gz files"
-        if folder == os.path.expanduser(DEBIAN_FASHION_MNIST_DIR):
+        if folder == debian:
             where = (f"install the Debian package (apt-get install dataset-fashion-mnist), or point ${ENV_DIR} at a "
                      f"folder with {files}")
-        elif folder == os.path.expanduser(os.environ.get(ENV_DIR) or "\0"):
+        elif from_env:
             where = f"put {files} in ${ENV_DIR} ({folder})"
+            if _files_present(debian):
+                where += f", or unset ${ENV_DIR} to read the installed Debian copy in {debian}"
         else:
             where = f"put {files} in {folder}"
         hub = " or unset HF_HUB_OFFLINE to download the Hub dataset" if datasets.config.HF_HUB_OFFLINE else ""

