@@ -340,7 +340,8 @@ def labeling_vs_forward(a, dataset_name: str, student_name: str, seed: int) -> d
     def bare() -> float:
         start = time.perf_counter()
         for i in range(0, n, a.batch_size):
-            student(pixel_values=pre([load_image(v) for v in raw[i: i + a.batch_size]]))
+            # The images are all 28 x 28: one stacked resize per batch, the fastest way to feed the student.
+            student(pixel_values=pre(torch.stack([load_image(v) for v in raw[i: i + a.batch_size]])))
         return time.perf_counter() - start
 
     def label() -> float:
