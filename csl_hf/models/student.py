@@ -145,16 +145,17 @@ def check_student_available(name_or_path: str | None) -> None:
         return
     if os.path.exists(os.path.expanduser(name)):
         return
-    fix = f"pass a checkpoint folder, a bundled student ({', '.join(BUNDLED_STUDENTS)}), or a Hub id when online"
+    fix = (f"pass --student_model_name_or_path a checkpoint folder, a bundled student ({', '.join(BUNDLED_STUDENTS)}),"
+           " or a Hub id when online")
     # "name" or "org/name" may be a Hub id: offline, it loads only from the local Hub cache. Anything else that names
     # no file is a path with a typo.
     if not _HUB_ID.match(name):
-        raise StudentUnavailable(f"--student_model_name_or_path {name}: no such folder; {fix}")
+        raise StudentUnavailable(f"cannot load the student {name!r}: no such folder; {fix}")
     from huggingface_hub import constants, try_to_load_from_cache
 
     if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(name, "config.json"), str):
-        raise StudentUnavailable(f"--student_model_name_or_path {name}: no such folder, and not in the local Hub "
-                                 f"cache while HF_HUB_OFFLINE=1; {fix}")
+        raise StudentUnavailable(f"cannot load the student {name!r}: no such folder, and not in the local Hub cache "
+                                 f"while HF_HUB_OFFLINE=1; {fix}")
 
 
 def check_weights_format(path: str, allow_pickle_weights: bool = False) -> None:
