@@ -424,7 +424,9 @@ def main() -> None:
     p.add_argument("--max_train_samples", type=int, default=None, help="cap the weak-to-strong split (a trial)")
     p.add_argument("--max_eval_samples", type=int, default=None, help="cap the official test split (a trial)")
     p.add_argument("--image_size", type=int, default=64, help="the student's input side")
-    p.add_argument("--batch_size", type=int, default=128, help="labeling (and bare forward) batch size")
+    p.add_argument("--batch_size", type=int, default=64,
+                   help="labeling (and bare forward) batch size; default 64, the package's --labeling_batch_size "
+                        "(the runs of docs/benchmark.md section 5 before it became the default used 128)")
     p.add_argument("--throughput_images", type=int, default=2000, help="images of the labeling-vs-forward timing "
                    "(0: skip it)")
     p.add_argument("--repeats", type=int, default=1, help="repeats of the labeling-vs-forward timing (median)")
