@@ -153,3 +153,13 @@ def changed_fields(obj) -> list[str]:
         if default is not dataclasses.MISSING and jsonable(getattr(obj, f.name)) != jsonable(default):
             out.append(f.name)
     return out
+
+
+def closest_names(name: str, names: list[str], limit: int = 3) -> list[str]:
+    """The names a misspelt or shortened ``name`` most likely meant (at most ``limit``): those it begins first, shortest
+    first (``student_model`` -> ``student_model_name_or_path``, which the spelling distance alone ranks below
+    ``student_mode``), else the closest spelling (`difflib.get_close_matches`)."""
+    import difflib
+
+    starts = sorted((n for n in names if n.startswith(name)), key=len)
+    return starts[:limit] if starts else difflib.get_close_matches(name, names, n=1)

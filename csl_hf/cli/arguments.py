@@ -18,7 +18,7 @@ from typing import Any
 from transformers import HfArgumentParser
 
 from ..errors import CSLError
-from ..utils import field_default, jsonable
+from ..utils import closest_names, field_default, jsonable
 
 __all__ = ["DataArguments", "ModelArguments", "CSLArgumentParser", "parse_run_args", "resolved_config",
            "get_peft_config", "CONFIG_NAME"]
@@ -356,23 +356,11 @@ def parse_run_args(parser: CSLArgumentParser, argv: list[str] | None = None) -> 
         unknown = [a.split("=", 1)[0] for a in argv if a.startswith("--") and a.split("=", 1)[0][2:] not in
                    {n for f in parser._fields() for n in (f, f"no_{f}")} | {"help", "help_all"}]
         if unknown:
-            close = _close_flags(unknown[0][2:], list(parser._fields()))
+            close = closest_names(unknown[0][2:], list(parser._fields()))
             hint = f" (did you mean {' or '.join('--' + c for c in close)}?)" if close else ""
             raise CSLError(f"unknown flag {unknown[0]}{hint}; see {parser.prog} --help") from None
         raise CSLError(f"{str(err).strip().splitlines()[0]}; see {parser.prog} --help") from None
     return tuple(p for p in parsed if dataclasses.is_dataclass(p))
-
-
-def _close_flags(name: str, flags: list[str]) -> list[str]:
-    """The flags a misspelt or shortened ``name`` most likely meant (at most three): the flags it begins first
-    (``--student_model`` → ``--student_model_name_or_path``, which the spelling distance alone ranks below
-    ``--student_mode``), then the closest spellings."""
-    import difflib
-
-    starts = sorted((f for f in flags if f.startswith(name)), key=len)
-    if starts:
-        return starts[:3]
-    return difflib.get_close_matches(name, flags, n=1)
 
 
 def resolved_config(parser: CSLArgumentParser) -> dict[str, Any]:
