@@ -172,9 +172,13 @@ def _load_arrays(folder: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if missing:  # some of the files: the user meant this folder, so no Hub attempt, and the line names what is absent
         raise CSLError(f"Fashion-MNIST in {folder} is incomplete: {', '.join(missing)} missing (a .gz or the "
                        "uncompressed file); add them, or point $" + ENV_DIR + " at a folder with all four *-ubyte files")
-    logger.info(f"no Fashion-MNIST idx files in {folder}: loading the Hub dataset {FASHION_MNIST_HUB_ID} through "
-                   "datasets (without a network, huggingface_hub retries a few times before it gives up; "
-                   "HF_HUB_OFFLINE=1 reads only the local datasets cache)")
+    if datasets.config.HF_HUB_OFFLINE:
+        logger.info(f"no Fashion-MNIST idx files in {folder}: looking for the Hub dataset {FASHION_MNIST_HUB_ID} in "
+                    "the local datasets cache (HF_HUB_OFFLINE=1)")
+    else:
+        logger.info(f"no Fashion-MNIST idx files in {folder}: loading the Hub dataset {FASHION_MNIST_HUB_ID} through "
+                    "datasets (without a network, huggingface_hub retries a few times before it gives up; "
+                    "HF_HUB_OFFLINE=1 reads only the local datasets cache)")
     try:
         return _load_hub()
     except Exception as err:  # offline, no datasets cache, Hub error: say how to get the data instead
