@@ -298,29 +298,6 @@ def test_a_student_that_cannot_load_is_one_line_before_the_data_is_read(tmp_path
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("stop", [KeyboardInterrupt, MemoryError])
-def test_a_run_stopped_during_the_label_type_comparison_keeps_its_final_student(tmp_path, capsys, monkeypatch, stop):
-    """The comparison with the other label type runs after the run's own rounds (and its report): the final student
-    is saved before it, so a run stopped there still holds the student its report describes."""
-    import csl_hf.cli.run as run_module
-
-    def stopped(*args, **kwargs):
-        raise stop()
-
-    monkeypatch.setattr(run_module, "other_label_run", stopped)
-    make_cache(n=240, seed=3).save(tmp_path / "cache")
-    out = tmp_path / "out"
-    argv = [a for a in quick(tmp_path / "cache", out) if a not in ("--compare_label_types", "False")]
-    if stop is KeyboardInterrupt:
-        assert run_cli(capsys, *argv, "--compare_label_types", "True")[0] == 130
-    else:
-        with pytest.raises(MemoryError):
-            run_cli(capsys, *argv, "--compare_label_types", "True")
-    assert (out / "csl_report.json").is_file()
-    saved = {p.name for p in out.iterdir()}
-    assert saved & {"model.safetensors", "probe_head.safetensors"}, sorted(saved)
-
-
 def test_evaluate_after_train_reports_no_summed_epoch(tmp_path):
     trainer = CoSupervisedTrainer(args=CoSupervisedConfig(output_dir=str(tmp_path), num_train_epochs=2,
                                                           disable_tqdm=True), cache=make_cache(n=200))

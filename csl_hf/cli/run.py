@@ -124,8 +124,6 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf run") -> dict:
         resumable = args.resume_from_checkpoint and os.path.isfile(os.path.join(args.output_dir, PROGRESS_NAME))
         trainer.train(resume_from_checkpoint=args.resume_from_checkpoint if resumable else None)
         report = trainer.report
-        if args.should_save:  # the final student now: a run stopped during the comparison below still has it
-            trainer.save_model()
         reports = {("soft labels" if args.soft_labels else "hard labels"): report}
         compare = model_args.compare_label_types
         if compare if compare is not None else args.student_mode == "probe":
@@ -139,6 +137,7 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf run") -> dict:
                 finally:
                     print(run_summary(args, reports, plot))
             else:
+                trainer.save_model()
                 trainer.create_model_card()
                 print(run_summary(args, reports, plot))
     return report
