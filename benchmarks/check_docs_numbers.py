@@ -5,7 +5,7 @@ line of numbers they print is still on the page, verbatim.
     python benchmarks/check_docs_numbers.py                       # the default run, then the reference comparison
     python benchmarks/check_docs_numbers.py --run_dir out         # reuse a default run already made (out/cache)
 
-The cheap ones (about 5 minutes on a 2-core CPU): the default run's PGR lines (`python examples/run_csl.py`, §1.2)
+The cheap ones (about 5 minutes on a 2-core CPU): the default run's PGR (performance gap recovered) lines (`python examples/run_csl.py`, §1.2)
 and the package-vs-reference tables, hard and soft (`benchmarks/compare_reference.py`, §3). The multi-seed
 benchmarks take 10 minutes to hours each; their commands are beside their tables. Runs are deterministic on one
 machine and torch build; another CPU may change the last digit of a probe's accuracy, so a drift here means "rerun

@@ -20,7 +20,7 @@ Per student, seed and specialties (``blocks``: contiguous class ids, the paper's
 generalist's confusions): the library path of ``examples/run_csl.py`` -- tiny ConvNeXt teachers in levels 1, 2, 4, 5
 (``--teachers_per_level``), the student at 64 px (``--image_size``), the probe recipe, hard labels with the oracle and
 ensemble baselines, then soft labels on the same cache (``--soft``). Each run's report is kept under --output_dir (a
-rerun reuses it). The tables are those of ``benchmarks/offline_benchmark.py`` (weak, ceiling, PGR per level for CSL,
+rerun reuses it). The tables are those of ``benchmarks/offline_benchmark.py`` (weak, ceiling, PGR -- performance gap recovered -- per level for CSL,
 oracle and ensemble, fraction of the oracle gain). For ``auto`` also: which classes share a specialist and the
 adjusted Rand index (ARI) of each level's specialties against the natural groups (tops, footwear, trouser, dress,
 bag), beside the best ARI any partition of the same (balanced) group sizes reaches. ``--shifted``: domain

@@ -18,7 +18,8 @@ with the class ids permuted by the seed (as a user's dataset comes: its class or
 Each run is the library path of ``examples/run_csl.py`` with ``seed = teacher_seed = S`` and the package defaults
 (1,000 teacher images, 2,000 test images, the rest weak-to-strong; tiny ConvNeXt teachers, 100 steps; the bundled
 EfficientNet-Lite0 student at 64 px; the probe recipe), its report kept under --output_dir (a rerun reuses it).
-*Fraction of oracle gain* = (best CSL PGR - single-teacher PGR) / (best oracle PGR - single-teacher PGR), with the
+*PGR* (performance gap recovered) = 100 x (student - weak) / (ceiling - weak) test accuracy;
+*fraction of oracle gain* = (best CSL PGR - single-teacher PGR) / (best oracle PGR - single-teacher PGR), with the
 oracle of the same specialties and the same filter (--compare_denoise: also against that filter's oracle); the
 *worst class* is the lowest per-class test accuracy of the best round. Every number printed comes from the reports.
 """

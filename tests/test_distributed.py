@@ -132,3 +132,35 @@ def test_teachers_are_trained_on_the_main_process_only(monkeypatch, tmp_path):
     monkeypatch.setattr(T, "train_backbone_heads", must_not_train)
     assert train_teacher_hierarchy(None, TeacherTrainingArguments()) is sent
     assert train_teacher_hierarchy(None, TeacherTrainingArguments(teacher_backbone="tiny-convnext")) is sent
+
+
+@pytest.mark.parametrize("created", ["before construction", "between construction and entry", "never"])
+def test_every_process_checks_the_output_directory_as_it_is_when_entered(tmp_path, created):
+    # Under a launch the main process creates the output directory while the others are starting: a process that
+    # compared the path with what it had seen a moment before took the new directory for a file (exit 2 on rank 1,
+    # rank 0 left waiting in the barrier). Each process now reads the path when it enters, and a real file is refused
+    # on every process alike.
+    from types import SimpleNamespace
+
+    from csl_hf import CSLError
+    from csl_hf.cli.output_dir import OutputDirectory
+
+    barrier = []
+    out = tmp_path / "out"
+    other = SimpleNamespace(output_dir=str(out), overwrite_output_dir=False, resume_from_checkpoint=None,
+                            should_save=False, distributed_state=SimpleNamespace(
+                                wait_for_everyone=lambda: barrier.append(1)))
+    if created == "before construction":
+        out.mkdir()
+    directory = OutputDirectory(other)
+    if created == "between construction and entry":
+        out.mkdir()
+    with directory:
+        pass
+    assert barrier == [1]
+    assert out.is_dir() == (created != "never")  # a process other than the main one creates nothing
+    a_file = tmp_path / "afile"
+    a_file.write_text("notes")
+    with pytest.raises(CSLError, match="is a file, not a directory"):
+        OutputDirectory(SimpleNamespace(**{**vars(other), "output_dir": str(a_file)})).__enter__()
+    assert barrier == [1] and a_file.read_text() == "notes"

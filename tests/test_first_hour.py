@@ -298,6 +298,50 @@ def test_a_student_that_cannot_load_is_one_line_before_the_data_is_read(tmp_path
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("step", ["other_label_run", "plot_pgr", "write_run_model_cards"])
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, MemoryError])
+def test_a_run_stopped_after_its_report_is_finished_by_a_resume(tmp_path, capsys, monkeypatch, stop, step):
+    """The comparison with the other label type, the plot and the cards come after the run's own rounds and report:
+    a run stopped there is not "finished" (a resume once said so and left it without a final student); the resume
+    reloads the last round's student and writes everything a whole run writes."""
+    import json
+
+    import csl_hf.cli.run as run_module
+    from csl_hf.cli.output_dir import run_state
+
+    import csl_hf.outputs.model_card as card_module
+
+    module = card_module if step == "write_run_model_cards" else run_module
+    real = getattr(module, step)
+
+    def stopped(*args, **kwargs):
+        raise stop()
+
+    monkeypatch.setattr(module, step, stopped)
+    make_cache(n=240, seed=3).save(tmp_path / "cache")
+    out = tmp_path / "out"
+    argv = [a for a in quick(tmp_path / "cache", out) if a not in ("--compare_label_types", "False")]
+    if stop is KeyboardInterrupt:
+        rc, err = run_cli(capsys, *argv, "--compare_label_types", "True")
+        assert rc == 130 and f"--resume_from_checkpoint {out}" in err, err
+    else:
+        with pytest.raises(MemoryError):
+            run_cli(capsys, *argv, "--compare_label_types", "True")
+        assert f"--resume_from_checkpoint {out}" in capsys.readouterr().err
+    assert (out / "csl_report.json").is_file() and run_state(str(out)) == "resumable"
+    stopped_report = json.loads((out / "csl_report.json").read_text())
+    monkeypatch.setattr(module, step, real)
+    rc, err = run_cli(capsys, "--resume_from_checkpoint", out)
+    assert rc == 0, err
+    saved = {p.name for p in out.iterdir()}
+    assert {"README.md", "pgr.png", "soft_labels"} <= saved and saved & {"model.safetensors", "probe_head.safetensors"}
+    assert run_state(str(out)) == "finished"
+    assert json.loads((out / "csl_report.json").read_text())["rounds"] == stopped_report["rounds"]
+    capsys.readouterr()  # a second resume: nothing is left to do, and it says so
+    assert run_module.cli(["--resume_from_checkpoint", str(out)]) == 0
+    assert "is finished" in capsys.readouterr().out
+
+
 def test_evaluate_after_train_reports_no_summed_epoch(tmp_path):
     trainer = CoSupervisedTrainer(args=CoSupervisedConfig(output_dir=str(tmp_path), num_train_epochs=2,
                                                           disable_tqdm=True), cache=make_cache(n=200))

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +25,10 @@ def test_help_explains_every_flag():
                  "--teachers_name_or_path", "--student_model_name_or_path", "--max_train_samples", "--learning_rate",
                  "--push_to_hub", "--teacher_steps", "--on_bad_image", "--compact_cache_topk"):
         assert flag in out.stdout, flag
+    # The number a run is about is defined before any flag's help uses it.
+    text = " ".join(out.stdout.split())
+    assert text.index("PGR, the performance gap recovered") == text.index("PGR"), text[:600]
+    assert "100 x (student - weak) / (ceiling - weak)" in text
 
 
 def test_cache_path_with_trainer_flags(tmp_path):
@@ -215,3 +220,33 @@ def test_vit_round_checkpoints_load_without_csl_hf(tmp_path):
                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, cwd=str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == str(sorted(cache.id2label.values()))
+
+
+HELP_OF_EVERY_SCRIPT = r"""
+import contextlib, io, json, runpy, sys
+out = {}
+for path in json.loads(sys.argv[1]):
+    sys.argv = [path, "--help"]
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), contextlib.suppress(SystemExit):
+        runpy.run_path(path, run_name="__main__")
+    out[path] = buffer.getvalue()
+print(json.dumps(out))
+"""
+
+
+def test_every_script_that_speaks_of_pgr_defines_it_in_its_help():
+    # A reader of any --help that uses the number meets its definition first (or is told where it is).
+    scripts = sorted(str(p) for d in ("examples", "benchmarks") for p in Path(ROOT, d).glob("*.py")
+                     if "PGR" in p.read_text(encoding="utf-8") and "__main__" in p.read_text(encoding="utf-8"))
+    done = subprocess.run([sys.executable, "-c", HELP_OF_EVERY_SCRIPT, json.dumps(scripts)], capture_output=True,
+                          text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    helps = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(helps) == scripts
+    for script, help_text in helps.items():
+        text = " ".join(help_text.split())
+        assert text.startswith("usage:"), (script, text[:200])
+        if "PGR" in text:  # "PGR, the performance gap recovered" or "performance gap recovered (PGR)"
+            definition = text.find("performance gap recovered")
+            assert 0 <= definition <= text.index("PGR") + 10, (script, text[:800])

@@ -25,6 +25,7 @@ from transformers.utils import logging
 
 from ..cache.reuse import CACHE_DIR_NAME, PARTIAL_DIR_NAME, TEACHERS_DIR_NAME
 from ..errors import CSLError
+from ..outputs.model_card import CARD_NAME
 from ..outputs.report import REPORT_NAME
 from ..trainer.progress import PROGRESS_NAME, resume_directory
 from .arguments import CONFIG_NAME
@@ -49,11 +50,14 @@ def _run_entries(names) -> list[str]:
 
 
 def run_state(directory: str) -> str | None:
-    """What ``directory`` holds: ``"finished"`` (a report), ``"resumable"`` (progress, saved teachers or a partly
-    labeled cache of a run with its ``run_config.yaml``), ``"other"`` (outputs of a run that cannot be resumed) or
-    ``None`` (no run)."""
+    """What ``directory`` holds: ``"finished"`` (a report and the final student's model card, the last thing a run
+    writes before a push), ``"resumable"`` (progress, saved teachers or a partly labeled cache of a run with its
+    ``run_config.yaml``), ``"other"`` (outputs of a run that cannot be resumed) or ``None`` (no run).
+
+    A run stopped after its rounds (its report written) but before its final student and card (during the
+    comparison with the other label type) is resumable: the resume reloads the last round's student and finishes."""
     names = set(os.listdir(directory)) if os.path.isdir(directory) else set()
-    if REPORT_NAME in names:
+    if REPORT_NAME in names and (CARD_NAME in names or PROGRESS_NAME not in names):
         return "finished"
     if PROGRESS_NAME in names or (CONFIG_NAME in names and names & {TEACHERS_DIR_NAME, PARTIAL_DIR_NAME}):
         return "resumable"
@@ -90,8 +94,7 @@ class OutputDirectory:
         self.args, self.prog, self.keep_cache = args, prog, keep_cache
         self.directory = args.output_dir
         self.data_path = data_path
-        self.existed = os.path.isdir(self.directory)
-        self.before = set(os.listdir(self.directory)) if self.existed else set()
+        self.existed, self.before = False, set()
         self.main = args.should_save  # the main process keeps the directory; the others only wait for it
         self.lock: str | None = None
         self.aside: str | None = None
@@ -99,7 +102,10 @@ class OutputDirectory:
     # ------------------------------------------------------------------------------------------------ entry
     def __enter__(self) -> "OutputDirectory":
         a, out = self.args, self.directory
-        if os.path.exists(out) and not self.existed:
+        # Read here, from the path alone: under a launch the main process may create the directory at any moment,
+        # so a process must not compare it with what it saw earlier (the other processes once took the directory
+        # the main process had just made for a file).
+        if os.path.exists(out) and not os.path.isdir(out):
             raise CSLError(f"--output_dir {out} is a file, not a directory; choose another --output_dir")
         if self.data_path and os.path.isdir(self.data_path):
             data, real_out = os.path.realpath(self.data_path), os.path.realpath(out)
@@ -109,6 +115,8 @@ class OutputDirectory:
         if a.resume_from_checkpoint:  # checked now, not after the teachers are trained and the images labeled
             self._check_resume(resume_directory(a, a.resume_from_checkpoint))
         if self.main:
+            self.existed = os.path.isdir(out)
+            self.before = set(os.listdir(out)) if self.existed else set()
             os.makedirs(out, exist_ok=True)
             self._lock()
             try:

@@ -306,8 +306,8 @@ def write_run_model_cards(
                   round_levels=[level for level, _ in rounds])
     card = create_csl_model_card(report, plot_path=plot if os.path.isfile(plot) else None,
                                  trust_remote_code=_has_remote_code(output_dir), **common)
-    path = write_model_card(output_dir, card)
     for level, directory in rounds:  # each round's card states that round's own metrics
         write_model_card(directory, create_csl_model_card(report, trust_remote_code=_has_remote_code(directory),
                                                           checkpoint_level=level, **common))
-    return path
+    # The final student's card last: a command-line run with it is finished (a resume has nothing left to write).
+    return write_model_card(output_dir, card)
