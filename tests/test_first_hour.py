@@ -330,6 +330,10 @@ def test_a_run_stopped_after_its_report_is_finished_by_a_resume(tmp_path, capsys
         assert f"--resume_from_checkpoint {out}" in capsys.readouterr().err
     assert (out / "csl_report.json").is_file() and run_state(str(out)) == "resumable"
     stopped_report = json.loads((out / "csl_report.json").read_text())
+    from csl_hf.cli import push  # a push now would send a repo without its student: refused, saying how to finish
+
+    rc, err = run_cli(capsys, out, script=push)
+    assert rc == 2 and "\n" not in err and f"finish it with: csl-hf run --resume_from_checkpoint {out}" in err, err
     monkeypatch.setattr(module, step, real)
     rc, err = run_cli(capsys, "--resume_from_checkpoint", out)
     assert rc == 0, err

@@ -15,6 +15,7 @@ from ..outputs.model_card import write_run_model_cards
 from ..outputs.report import REPORT_NAME
 from .arguments import CSLArgumentParser, parse_run_args
 from .console import run_command
+from .output_dir import run_state
 
 __all__ = ["PushArguments", "main", "cli"]
 
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf push") -> dict:
     """Check the run directory and the repo id, rewrite the cards for the repo, push. Returns ``{branch: commit}``.
 
     Raises:
-        `CSLError` (one line): no finished run in ``output_dir``, or a repo id the Hub would reject.
+        `CSLError` (one line): no finished run in ``output_dir`` (no report, or a run stopped before its final
+        student and card), or a repo id the Hub would reject.
     """
     argv = list(argv or [])
     if argv and not argv[0].startswith("-"):  # the directory as a positional argument
@@ -48,6 +50,9 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf push") -> dict:
     if not os.path.isfile(os.path.join(out, REPORT_NAME)):
         raise CSLError(f"{out} holds no finished CSL run (no {REPORT_NAME}); pass the --output_dir of a run that "
                        "finished")
+    if run_state(out) != "finished":  # its rounds are done, its final student and card are not written yet
+        raise CSLError(f"{out} holds a run that stopped before saving its final student and card; finish it with: "
+                       f"csl-hf run --resume_from_checkpoint {out}, then push it")
     repo_id = args.hub_model_id or os.path.basename(os.path.abspath(out))
     check_repo_id(repo_id)
     with open(os.path.join(out, REPORT_NAME), encoding="utf-8") as f:
