@@ -4,20 +4,25 @@ dataset, with the baselines of the same run (single teacher = level 0, oracle ro
 specialties from contiguous id blocks (the paper's layout) or from the data (this package's default), optionally
 with the class ids permuted by the seed (as a user's dataset comes: its class order means nothing).
 
+    python benchmarks/offline_benchmark.py --seeds 24,25,26,27,28,29 --permute_classes --specialties auto \\
+        --assignments student                  # the package's default beside the paper's student routing
     python benchmarks/offline_benchmark.py --dataset_name animal_mnist --seeds 3,4,5 --permute_classes \\
         --specialties blocks,auto --output_dir bench_out
     python benchmarks/offline_benchmark.py --dataset_name animal_mnist --seeds 0,1,2 --specialties blocks \\
         --sweep 25,50,100,300 --soft
     python benchmarks/offline_benchmark.py --dataset_name digits_domains --seeds 3,4,5 --teacher_steps 200
-    python benchmarks/offline_benchmark.py --seeds 3,4,5 --permute_classes --specialties blocks,auto \\
-        --assignments soft_gate,oos_gate       # the same teachers and cache, routed three ways (gates trained too)
+    python benchmarks/offline_benchmark.py --assignment student --seeds 3,4,5 --permute_classes \\
+        --specialties blocks,auto --assignments soft_gate,oos_gate   # one cache, routed three ways (gates trained)
     python benchmarks/offline_benchmark.py --seeds 12,13,14,15,16,17 --permute_classes --specialties auto \\
         --compare_denoise top3                 # the default filter beside the paper's top3, each with its oracle
-    python benchmarks/offline_benchmark.py --seeds 0,1,2 --specialties blocks --denoise top3 --soft   # the paper
+    python benchmarks/offline_benchmark.py --assignment student --seeds 0,1,2 --specialties blocks --denoise top3 \\
+        --soft                                 # the paper's setting
 
 Each run is the library path of ``examples/run_csl.py`` with ``seed = teacher_seed = S`` and the package defaults
-(1,000 teacher images, 2,000 test images, the rest weak-to-strong; tiny ConvNeXt teachers, 100 steps; the bundled
-EfficientNet-Lite0 student at 64 px; the probe recipe), its report kept under --output_dir (a rerun reuses it).
+(1,000 teacher images, 2,000 test images, the rest weak-to-strong; tiny ConvNeXt teachers, 100 steps, with a gate
+teacher per class specialist when a chain routes by them: ``--assignment auto``, the default, or ``oos_gate``; the
+bundled EfficientNet-Lite0 student at 64 px; the probe recipe), its report kept under --output_dir (a rerun reuses
+it). The tables recorded before ``auto`` routed class levels by gate teachers pass ``--assignment student``.
 *PGR* (performance gap recovered) = 100 x (student - weak) / (ceiling - weak) test accuracy;
 *fraction of oracle gain* = (best CSL PGR - single-teacher PGR) / (best oracle PGR - single-teacher PGR), with the
 oracle of the same specialties and the same filter (--compare_denoise: also against that filter's oracle); the
@@ -62,7 +67,7 @@ def permute(data, seed: int):
 
 
 def run(out: str, dataset: str, seed: int, specialties: str, permute_classes: bool, teacher_steps: int,
-        extras: dict[str, dict], denoise: str = "auto") -> dict:
+        extras: dict[str, dict], denoise: str = "auto", assignment: str = "auto") -> dict:
     """One run into ``out`` (its report is reused when present), then the rounds of every ``extras`` entry (name ->
     `CoSupervisedConfig` overrides, e.g. ``{"soft": {"soft_labels": True}}``) on the same cache, into ``out/name``.
     The extra reports are attached to the run's report under their names."""
@@ -77,13 +82,14 @@ def run(out: str, dataset: str, seed: int, specialties: str, permute_classes: bo
         data = load_weak_to_strong_data(dataset, seed=seed)
         if permute_classes:
             data = permute(data, seed)
-        # Gate teachers are trained after the teachers (which stay bit-identical), only when a chain needs them.
-        gates = any(o.get("assignment") == "oos_gate" for o in extras.values())
+        # Gate teachers are trained after the teachers (which stay bit-identical), only when a chain needs them:
+        # as the command line does, for oos_gate and for auto on a class hierarchy.
+        gates = needs_gates(dataset, assignment, extras)
         targs = TeacherTrainingArguments(teacher_seed=seed, teacher_steps=teacher_steps, specialties=specialties,
                                          specialty_gates=gates)
         teachers = train_teacher_hierarchy(data.teacher, targs, domain_level=data.domain_column is not None)
         student, processor = load_student(None, data.id2label)
-        args = CoSupervisedConfig(output_dir=out, denoise=denoise, **common)
+        args = CoSupervisedConfig(output_dir=out, denoise=denoise, assignment=assignment, **common)
         CoSupervisedTrainer(model=student, teachers=teachers, args=args, train_dataset=data.train,
                             eval_dataset=data.test, processing_class=processor).train()
     with open(path) as f:
@@ -94,7 +100,8 @@ def run(out: str, dataset: str, seed: int, specialties: str, permute_classes: bo
         if not os.path.isfile(extra_path):
             cache = cache or CSLCache.load(os.path.join(out, "cache"))
             extra_args = CoSupervisedConfig(output_dir=os.path.join(out, name),
-                                            **{**common, "baselines": "none", "denoise": denoise, **overrides})
+                                            **{**common, "baselines": "none", "denoise": denoise,
+                                               "assignment": assignment, **overrides})
             CoSupervisedTrainer(args=extra_args, cache=cache).train()
         with open(extra_path) as f:
             report[name] = json.load(f)
@@ -152,6 +159,13 @@ def summarize(name: str, reports: list[dict], extras: list[str]) -> None:
           f"{', '.join(f'{c - e:+.1f}' for c, e in zip(csl_best, ensemble))})")
 
 
+def needs_gates(dataset: str, assignment: str, extras: dict[str, dict]) -> bool:
+    """Whether a run's teachers get gate teachers: a chain routes by them (``oos_gate``, or ``auto`` on a class
+    hierarchy, where the package's default routes by them)."""
+    wanted = {assignment, *(o.get("assignment", assignment) for o in extras.values())}
+    return "oos_gate" in wanted or ("auto" in wanted and dataset != "digits_domains")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset_name", default="animal_mnist", help="a bundled dataset: animal_mnist, digits_domains")
@@ -163,6 +177,9 @@ def main() -> None:
     p.add_argument("--assignments", default="", help="comma-separated other --assignment values to run on the same "
                    "teachers and cache beside the default, hard labels (e.g. soft_gate,oos_gate; oos_gate also trains "
                    "gate teachers, --specialty_gates)")
+    p.add_argument("--assignment", default="auto", help="the routing of the main chain (and of --soft and "
+                   "--compare_denoise): the package's default, auto (oos_gate on class levels, with gate teachers "
+                   "trained for it), or e.g. student, the paper's rule and the default before that")
     p.add_argument("--denoise", default="auto", help="the consistency filter of every chain (default: the package's, "
                    "auto); top3 is the paper's")
     p.add_argument("--compare_denoise", default="", help="comma-separated other filters run on the same cache, each "
@@ -183,12 +200,14 @@ def main() -> None:
         extras["soft"] = {"soft_labels": True}
     for d in [d for d in a.compare_denoise.split(",") if d]:
         extras[f"denoise_{d}"] = {"denoise": d, "baselines": "oracle"}
-    gates = "-gates" if "oos_gate" in extras else ""  # teachers with gate teachers: their own directories
+    # Teachers with gate teachers, and chains routed otherwise than auto: their own directories.
+    gates = "-gates" if needs_gates(a.dataset_name, a.assignment, extras) else ""
+    gates += "" if a.assignment == "auto" else f"-{a.assignment}"
     best_by_spec: dict[str, list[float]] = {}
     for spec in ["domains"] if domains else a.specialties.split(","):
         tag = f"{a.dataset_name}{'-perm' if a.permute_classes else ''}-{spec}-steps{a.teacher_steps}-{a.denoise}{gates}"
         reports = [run(os.path.join(a.output_dir, f"{tag}-seed{s}"), a.dataset_name, s, "auto" if domains else spec,
-                       a.permute_classes, a.teacher_steps, extras, a.denoise) for s in seeds]
+                       a.permute_classes, a.teacher_steps, extras, a.denoise, a.assignment) for s in seeds]
         weak = [100 * r["weak_accuracy"] for r in reports]
         ceiling = [100 * r["ceiling_accuracy"] for r in reports]
         print(f"\n## {tag}: seeds {a.seeds}; weak {mean_std(weak)} %, ceiling {mean_std(ceiling)} %; ceiling - weak "
@@ -207,9 +226,9 @@ def main() -> None:
         print("|---|---|---|---|---|")
         spec = a.specialties.split(",")[0]
         for steps in [int(x) for x in a.sweep.split(",")]:
-            tag = f"{a.dataset_name}{'-perm' if a.permute_classes else ''}-{spec}-steps{steps}-{a.denoise}"
+            tag = f"{a.dataset_name}{'-perm' if a.permute_classes else ''}-{spec}-steps{steps}-{a.denoise}{gates}"
             reps = [run(os.path.join(a.output_dir, f"{tag}-seed{s}"), a.dataset_name, s, spec, a.permute_classes,
-                        steps, {}, a.denoise) for s in seeds]
+                        steps, {}, a.denoise, a.assignment) for s in seeds]
             single = [r["rounds"][0]["pgr"] for r in reps]
             best = [max(x["pgr"] for x in r["rounds"][1:]) for r in reps]
             print(f"| {steps} | {mean_std([100 * r['weak_accuracy'] for r in reps])} | {mean_std(single)} | "

@@ -286,7 +286,20 @@ def test_run_trains_gates_for_oos_gate_and_refuses_saved_teachers_without(tmp_pa
     assert TeacherMixture.from_pretrained(tmp_path / "gated" / "teachers").config.gate_specialists == [1, 2]
     cache = CSLCache.load(tmp_path / "gated" / "cache")
     assert cache.in_specialty.shape == (3, cache.num_samples) and torch.all(cache.in_specialty[0] == 1)
-    run_csl.main([*common, "--output_dir", str(tmp_path / "plain")])
+    run_csl.main([*common, "--output_dir", str(tmp_path / "plain"), "--assignment", "student"])
+    plain = TeacherMixture.from_pretrained(tmp_path / "plain" / "teachers")
+    assert not plain.has_gates  # the paper's rule trains no gate teacher
+    # The default (auto) trains them and routes class levels by them; the teachers themselves are the same.
+    default = run_csl.main([*common, "--output_dir", str(tmp_path / "default")])
+    assert [r["assignment"] for r in default["rounds"]] == ["none", "oos_gate"]
+    gated_default = TeacherMixture.from_pretrained(tmp_path / "default" / "teachers")
+    assert gated_default.config.gate_specialists == [1, 2]
+    assert all(torch.equal(v, gated_default.teachers[k].state_dict()[name])
+               for k, teacher in enumerate(plain.teachers) for name, v in teacher.state_dict().items())
+    # auto with saved teachers that have no gate teachers: the student routes, as the paper's rule.
+    reused = run_csl.main([*data, "--output_dir", str(tmp_path / "auto_plain"),
+                           "--teachers_name_or_path", str(tmp_path / "plain" / "teachers")])
+    assert [r["assignment"] for r in reused["rounds"]] == ["none", "student"]
     capsys.readouterr()
     rc = run_csl.cli([*data, "--output_dir", str(tmp_path / "reuse"), "--assignment", "oos_gate",
                       "--teachers_name_or_path", str(tmp_path / "plain" / "teachers")])

@@ -144,6 +144,12 @@ def prepare_teachers(model_args, teacher_args, data, args: CoSupervisedConfig) -
         if not teacher_args.specialty_gates:
             logger.info("--assignment oos_gate: training a gate teacher per class specialist (--specialty_gates)")
             teacher_args = dataclasses.replace(teacher_args, specialty_gates=True)
+    elif args.assignment == "auto" and gates_possible(teacher_args, data) and not teacher_args.specialty_gates:
+        # auto routes class levels with gate teachers (oos_gate): trained here, after the teachers, which stay the
+        # same as without them.
+        logger.info("--assignment auto: training a gate teacher per class specialist, which class levels route by "
+                    "(oos_gate; --assignment student for the paper's rule without them)")
+        teacher_args = dataclasses.replace(teacher_args, specialty_gates=True)
     teacher_data = data.teacher.rename_columns({c: n for c, n in ((data.image_column, "image"),
                                                                   (data.label_column, "label")) if c != n})
     # Trained once, on the main process, and sent to the others (train_teacher_hierarchy does it).
@@ -153,6 +159,14 @@ def prepare_teachers(model_args, teacher_args, data, args: CoSupervisedConfig) -
     if args.should_log and not data.is_stream():
         log_teacher_accuracies(teachers, data)
     return teachers
+
+
+def gates_possible(teacher_args, data) -> bool:
+    """Whether this run's new teachers can have gate teachers: class specialists (no domains) of independent tiny
+    models (not heads on one ``--teacher_backbone``), with at least one specialist level."""
+    levels = [int(n) for n in str(teacher_args.teachers_per_level).split(",") if n.strip()]
+    return (data.domain_column is None and not teacher_args.teacher_domain_level and not teacher_args.teacher_backbone
+            and any(n > 1 for n in levels[1:]))
 
 
 def log_teacher_accuracies(teachers: TeacherMixture, data) -> None:

@@ -98,7 +98,10 @@ class RoundTargets:
 
 
 def assignment_method(cache: CSLCache, level: int, requested: str) -> str:
-    """The assignment a level uses: ``auto`` is ``agreement`` for domain levels and ``student`` for class levels.
+    """The assignment a level uses: ``auto`` is ``agreement`` for domain levels, and for class levels ``oos_gate``
+    when the cache holds the gate teachers' in-specialty probabilities (``--specialty_gates``; the command line
+    trains them for ``auto``), else ``student`` (the paper's rule). ``oos_gate`` was selected on seeds 0-2 and
+    adopted by a rule written down before fresh seeds 24-29 were run (docs/routing_research.md section 12).
 
     Raises:
         `CSLError`: ``student``, ``soft_gate`` or ``oos_gate`` on a domain level (they route by class, and domain
@@ -113,7 +116,13 @@ def assignment_method(cache: CSLCache, level: int, requested: str) -> str:
             check_gates_available(cache=cache)
         return requested
     if requested == "auto":
-        return "agreement" if kind == "domain" else "student"
+        if kind == "domain":
+            return "agreement"
+        if cache.in_specialty is None:
+            logger.info_once("--assignment auto: the teachers have no gate teachers, so class levels are routed by the "
+                             "student (the paper's rule); teachers trained with --specialty_gates route better")
+            return "student"
+        return "oos_gate"
     if requested == "student" and kind == "domain":
         raise CSLError(f"level {level} holds domain specialists: --assignment student routes by class; use agreement, "
                        "oracle or auto")

@@ -107,8 +107,8 @@ class TeacherTrainingArguments:
         metadata={"help": "Also train, for every class specialist, a gate teacher: the same tiny model with one extra "
                   "output 'out of specialty', trained on all teacher images with the same step budget; --assignment "
                   "oos_gate routes by its in-specialty probability (docs/routing_research.md). One more teacher per "
-                  "class specialist (none for domain specialists); on by itself when --assignment oos_gate trains "
-                  "its teachers."},
+                  "class specialist (none for domain specialists); on by itself when a run with --assignment "
+                  "oos_gate or auto (the default) trains its teachers."},
     )
 
     def __post_init__(self):
