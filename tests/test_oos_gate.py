@@ -306,3 +306,21 @@ def test_run_trains_gates_for_oos_gate_and_refuses_saved_teachers_without(tmp_pa
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "Traceback" not in err and err.splitlines()[-1].startswith("error: --assignment oos_gate"), err
     assert "--specialty_gates" in err
+
+
+def test_auto_trains_gate_teachers_only_where_class_specialists_can_have_them():
+    # The command line's default (auto) adds gate teachers to a class hierarchy of independent teachers; domain
+    # specialists, heads on one backbone and a hierarchy without a specialist level get none (and auto routes them as
+    # before: agreement, or the student).
+    from types import SimpleNamespace
+
+    from csl_hf.cli.steps import gates_possible
+
+    classes, domains = SimpleNamespace(domain_column=None), SimpleNamespace(domain_column="domain")
+    assert gates_possible(TeacherTrainingArguments(teachers_per_level="1,2,4,5"), classes)
+    assert not gates_possible(TeacherTrainingArguments(teachers_per_level="1,2,4,5"), domains)
+    assert not gates_possible(TeacherTrainingArguments(teachers_per_level="1"), classes)
+    assert not gates_possible(TeacherTrainingArguments(teachers_per_level="1,1"), classes)
+    assert not gates_possible(TeacherTrainingArguments(teachers_per_level="1,2", teacher_domain_level=True), classes)
+    assert not gates_possible(TeacherTrainingArguments(teachers_per_level="1,2", teacher_backbone="tiny-convnext"),
+                              classes)

@@ -18,3 +18,8 @@ def test_readme_python_snippet_runs_as_written(tmp_path):
     assert "'eval_accuracy'" in done.stdout and "'label'" in done.stdout
     assert {"model.safetensors", "README.md", "csl_report.json", "cache", "teachers"} <= set(
         os.listdir(tmp_path / "csl_python"))
+    import json
+
+    report = json.loads((tmp_path / "csl_python" / "csl_report.json").read_text())
+    # The snippet's teachers have gate teachers, so the default routing (auto) routes class levels by them.
+    assert [r["assignment"] for r in report["rounds"]] == ["none", "oos_gate", "oos_gate"]
