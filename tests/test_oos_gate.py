@@ -241,6 +241,26 @@ def test_teachers_fingerprint_the_same_after_save_and_load(tmp_path):
         assert teachers_fingerprint(mixture) == before  # saving changes nothing either
 
 
+@pytest.mark.parametrize("num_classes, gates", [(10, True), (12, False), (23, True)])
+def test_teachers_fingerprint_the_same_after_save_and_load_from_eleven_labels_on(tmp_path, num_classes, gates):
+    # From 11 labels on (10 classes and a gate's "other", or 12 classes), sorted int keys (2, 10) and the sorted
+    # string keys a loaded config has ("10", "2") came out in other orders: every resume relabeled its whole cache.
+    from csl_hf import TeacherMixture
+    from csl_hf.cache.reuse import teachers_fingerprint
+
+    names = [f"class {i}" for i in range(num_classes)]
+    half = num_classes // 2
+    specialties = [{"classes": list(range(num_classes))}, {"classes": list(range(half))},
+                   {"classes": list(range(half, num_classes))}]
+    extra = dict(gate_teachers=[tiny_vit(10 + g, names + ["other"]) for g in range(2)], gate_specialists=[1, 2],
+                 gate_preprocessing=[PREP, PREP]) if gates else {}
+    mixture = TeacherMixture.from_teachers([tiny_vit(k, names) for k in range(3)], specialties, [[0], [1, 2]],
+                                           preprocessing=[PREP] * 3, **extra)
+    before = teachers_fingerprint(mixture)
+    mixture.save_pretrained(tmp_path)
+    assert teachers_fingerprint(TeacherMixture.from_pretrained(tmp_path)) == before
+
+
 # ------------------------------------------------------------------------------------------------ training
 @pytest.fixture(scope="module")
 def animal_small():

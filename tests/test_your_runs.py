@@ -193,6 +193,36 @@ def test_a_push_that_fails_at_the_end_says_the_run_is_saved_and_how_to_push_it(t
     assert (out / "csl_report.json").is_file() and (out / "round-2").is_dir()  # the run itself is whole
 
 
+def test_csl_hf_push_without_the_hub_or_with_a_failing_push_is_one_line_and_changes_no_card(tmp_path, capsys,
+                                                                                           cache_dir, local_hub,
+                                                                                           monkeypatch):
+    # `csl-hf push` offline once ended in a traceback, after rewriting every card for a repo never created.
+    from huggingface_hub import HfApi
+
+    from csl_hf.cli import push
+
+    out = tmp_path / "out"
+    assert run_cli(capsys, *quick(cache_dir, out))[0] == 0
+    cards = {p: p.read_text() for p in out.rglob("README.md")}
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("offline mode is enabled")
+
+    def no_network(*args, **kwargs):
+        raise ConnectionError("the network went away")
+
+    with monkeypatch.context() as m:
+        m.setattr(HfApi, "whoami", offline)
+        rc, err = run_cli(capsys, out, "--hub_model_id", "someone/x", script=push)
+    assert rc == 2 and "\n" not in err and err.startswith("error: csl-hf push: the Hub cannot be reached"), err
+    assert {p: p.read_text() for p in out.rglob("README.md")} == cards
+    rc, err = run_cli(capsys, out, "--hub_model_id", "a--b", script=push)
+    assert rc == 2 and "\n" not in err and "is not valid" in err, err
+    monkeypatch.setattr(HfApi, "upload_folder", no_network)
+    rc, err = run_cli(capsys, out, "--hub_model_id", "someone/x", script=push)
+    assert rc == 2 and "\n" not in err and "the network went away" in err and "run the command again" in err, err
+
+
 def test_the_card_metadata_names_no_local_path(tmp_path):
     from csl_hf.outputs.model_card import create_csl_model_card
 

@@ -57,7 +57,10 @@ def _teachers_config(teachers: TeacherMixture) -> dict[str, Any]:
 
 def teachers_fingerprint(teachers: TeacherMixture) -> str:
     """A hash of the mixture's config (`_teachers_config`) and of its weights."""
-    config = json.dumps(_teachers_config(teachers), sort_keys=True, default=str)
+    # Through JSON once before sorting: a mixture trained in this process has int keys in its label maps and one
+    # loaded from disk has the same keys as strings, and sorted ints (2, 10) and sorted strings ("10", "2") differ
+    # from 11 labels on (a gate teacher's "other" is the 11th of 10 classes): every resume relabeled its cache.
+    config = json.dumps(json.loads(json.dumps(_teachers_config(teachers), default=str)), sort_keys=True)
     return hashlib.sha256(config.encode()).hexdigest()[:16] + _hash_tensors(teachers)
 
 

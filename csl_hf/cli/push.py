@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import CSLError
-from ..outputs.hub import check_repo_id, push_csl_outputs
+from ..outputs.hub import check_push_possible, push_csl_outputs
 from ..outputs.model_card import write_run_model_cards
 from ..outputs.report import REPORT_NAME
 from .arguments import CSLArgumentParser, parse_run_args
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf push") -> dict:
 
     Raises:
         `CSLError` (one line): no finished run in ``output_dir`` (no report, or a run stopped before its final
-        student and card), or a repo id the Hub would reject.
+        student and card), a repo id the Hub would reject, the Hub out of reach (offline mode, no network, no
+        login: checked before anything is written), or a push that failed.
     """
     argv = list(argv or [])
     if argv and not argv[0].startswith("-"):  # the directory as a positional argument
@@ -54,13 +55,21 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf push") -> dict:
         raise CSLError(f"{out} holds a run that stopped before saving its final student and card; finish it with: "
                        f"csl-hf run --resume_from_checkpoint {out}, then push it")
     repo_id = args.hub_model_id or os.path.basename(os.path.abspath(out))
-    check_repo_id(repo_id)
+    # The repo id and the Hub first: the cards are rewritten for the repo only when the push can happen.
+    check_push_possible(repo_id, args.hub_token, out, command="csl-hf push")
     with open(os.path.join(out, REPORT_NAME), encoding="utf-8") as f:
         report = json.load(f)
     dataset = _dataset_of(out)
     write_run_model_cards(out, report, hub_model_id=repo_id, dataset_name=dataset)
-    commits = push_csl_outputs(out, repo_id, token=args.hub_token, private=args.hub_private_repo,
-                               commit_message=args.commit_message)
+    try:
+        commits = push_csl_outputs(out, repo_id, token=args.hub_token, private=args.hub_private_repo,
+                                   commit_message=args.commit_message)
+    except CSLError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a network or Hub failure, whatever its type: one line
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CSLError(f"the push of {out} to {repo_id} failed ({first}); the run is unchanged: run the command "
+                       "again") from None
     print(f"pushed {out} to {repo_id}: " + ", ".join(sorted(commits)))
     return commits
 

@@ -59,22 +59,25 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
-def check_push_possible(repo_id: str, token: str | None = None, output_dir: str = "OUTPUT_DIR") -> None:
-    """Before any work, when a run is asked to push: the repo id is one the Hub accepts (`check_repo_id`), and the
-    Hub answers with an account for ``token`` (``HfApi.whoami``).
+def check_push_possible(repo_id: str, token: str | None = None, output_dir: str = "OUTPUT_DIR",
+                        command: str = "--push_to_hub") -> None:
+    """Before any work, when a run (``--push_to_hub``) or ``csl-hf push`` is asked to push: the repo id is one the
+    Hub accepts (`check_repo_id`), and the Hub answers with an account for ``token`` (``HfApi.whoami``).
 
     Raises:
-        `CSLError` (one line): a bad repo id, offline mode, no network, or no login; each says how to push the
-        finished run later instead (``csl-hf push``).
+        `CSLError` (one line): a bad repo id, offline mode, no network, or no login; for a run, each says how to push
+        the finished run later instead (``csl-hf push``).
     """
     check_repo_id(repo_id)
     try:
         HfApi(token=token).whoami()
     except Exception as err:  # noqa: BLE001 - offline mode, no network, no token or a bad one: each one line
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CSLError(f"--push_to_hub: the Hub cannot be reached or no account is logged in ({first}); log in "
-                       f"(`hf auth login` or HF_TOKEN), or run without --push_to_hub and push the finished run later "
-                       f"with: csl-hf push {output_dir} --hub_model_id {repo_id}") from None
+        later = (f"run without --push_to_hub and push the finished run later with: csl-hf push {output_dir} "
+                 f"--hub_model_id {repo_id}" if command == "--push_to_hub" else
+                 f"then run the command again (nothing in {output_dir} was changed)")
+        raise CSLError(f"{command}: the Hub cannot be reached or no account is logged in ({first}); log in "
+                       f"(`hf auth login` or HF_TOKEN; unset HF_HUB_OFFLINE), or {later}") from None
 
 
 def push_csl_outputs(

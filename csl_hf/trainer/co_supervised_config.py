@@ -109,8 +109,8 @@ class CoSupervisedConfig(TrainingArguments):
                   "diagnostic upper reference that uses ground truth, not a method); ensemble: no routing, every "
                   "teacher of the level averaged (a baseline); auto: agreement for domain levels; for class "
                   "levels oos_gate when the teachers have gate teachers (the command line trains them for auto: one "
-                  "more tiny teacher per class specialist; +2.2 PGR over student on fresh Animal-MNIST seeds, "
-                  "docs/routing_research.md), else student.", "choices": list(ASSIGNMENTS)},
+                  "more tiny teacher per class specialist; +2.2 PGR over student on fresh Animal-MNIST seeds 24-29, "
+                  "docs/routing_research.md section 12), else student.", "choices": list(ASSIGNMENTS)},
     )
     denoise: str = field(
         default="auto",
