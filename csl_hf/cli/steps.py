@@ -238,7 +238,9 @@ def run_summary(args: CoSupervisedConfig, reports: dict[str, dict], plot: str | 
     out = args.output_dir
     lines = ["", format_report_table(next(iter(reports.values()))), ""]
     main = next(iter(reports.values()))
-    series = {**reports, **{f"{n} baseline": {"rounds": c} for n, c in (main.get("baselines") or {}).items()}}
+    # The baselines ran with the run's own label type (the first series), and say so beside the comparison's.
+    kind = next(iter(reports))
+    series = {**reports, **{f"{n} baseline, {kind}": {"rounds": c} for n, c in (main.get("baselines") or {}).items()}}
     for name, report in series.items():
         lines.append(f"PGR ({name}) by number of teachers: " + ", ".join(
             f"{r['num_teachers']}: {'-' if r['pgr'] is None else format(r['pgr'], '.1f')}" for r in report["rounds"]))
