@@ -73,11 +73,11 @@ def check_push_possible(repo_id: str, token: str | None = None, output_dir: str 
         HfApi(token=token).whoami()
     except Exception as err:  # noqa: BLE001 - offline mode, no network, no token or a bad one: each one line
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        later = (f"run without --push_to_hub and push the finished run later with: csl-hf push {output_dir} "
-                 f"--hub_model_id {repo_id}" if command == "--push_to_hub" else
-                 f"then run the command again (nothing in {output_dir} was changed)")
+        then = (f", or run without --push_to_hub and push the finished run later with: csl-hf push {output_dir} "
+                f"--hub_model_id {repo_id}" if command == "--push_to_hub" else
+                f" and run the command again (nothing in {output_dir} was changed)")
         raise CSLError(f"{command}: the Hub cannot be reached or no account is logged in ({first}); log in "
-                       f"(`hf auth login` or HF_TOKEN; unset HF_HUB_OFFLINE), or {later}") from None
+                       f"(`hf auth login` or HF_TOKEN; unset HF_HUB_OFFLINE){then}") from None
 
 
 def push_csl_outputs(
