@@ -18,13 +18,14 @@ the official training split by the seed.
 
 Per student, seed and specialties (``blocks``: contiguous class ids, the paper's layout; ``auto``: from the
 generalist's confusions): the library path of ``examples/run_csl.py`` -- tiny ConvNeXt teachers in levels 1, 2, 4, 5
-(``--teachers_per_level``), the student at 64 px (``--image_size``), the probe recipe, hard labels with the oracle and
-ensemble baselines, then soft labels on the same cache (``--soft``). Each run's report is kept under --output_dir (a
-rerun reuses it). The tables are those of ``benchmarks/offline_benchmark.py`` (weak, ceiling, PGR -- performance gap recovered -- per level for CSL,
-oracle and ensemble, fraction of the oracle gain). For ``auto`` also: which classes share a specialist and the
-adjusted Rand index (ARI) of each level's specialties against the natural groups (tops, footwear, trouser, dress,
-bag), beside the best ARI any partition of the same (balanced) group sizes reaches. ``--shifted``: domain
-specialists with agreement routing on ``fashion_mnist_shifted`` (the table of docs/benchmark.md section 2).
+(``--teachers_per_level``), the student at 64 px (``--image_size``), the probe recipe, hard labels with the oracle
+and ensemble baselines, then soft labels on the same cache (``--soft``). Each run's report is kept under
+--output_dir (a rerun reuses it). The tables are those of ``benchmarks/offline_benchmark.py`` (weak, ceiling, PGR --
+performance gap recovered -- per level for CSL, oracle and ensemble, fraction of the oracle gain). For ``auto``
+also: which classes share a specialist and the adjusted Rand index (ARI) of each level's specialties against the
+natural groups (tops, footwear, trouser, dress, bag), beside the best ARI any partition of the same (balanced) group
+sizes reaches. ``--shifted``: domain specialists with agreement routing on ``fashion_mnist_shifted`` (the table of
+docs/benchmark.md section 2).
 
 Speed and memory, per student (seed of the first run): end-to-end wall time of a run and its phases; the labeling pass
 (``build_cache``: one decode, all teachers + the student per batch) against a bare forward pass of the student over
@@ -47,10 +48,8 @@ this script cut by hand before.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -58,98 +57,9 @@ import time
 import datasets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fashion_speed import StagePeaks, patch_labeling_timer, print_speed, rss_mib  # noqa: E402
+from natural_groups import natural_group_report  # noqa: E402
 from offline_benchmark import mean_std, summarize  # noqa: E402  (the same tables)
-
-TARGET_WALL_S = 20 * 60
-TARGET_LABELING_RATIO = 1.2
-TARGET_MEMORY_RATIO = 2.0
-
-
-# ------------------------------------------------------------------------------------------------ memory, timing
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter of this process (Linux >= 4.0: ``echo 5 > /proc/self/clear_refs``)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def rss_mib() -> float:
-    kib = _status_kib("VmRSS")
-    return (kib or 0) / 1024
-
-
-def peak_rss_mib() -> float:
-    kib = _status_kib("VmHWM")
-    return (kib if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
-
-
-class StagePeaks:
-    """Peak resident memory per stage of a run: at each stage's end the kernel's peak counter is read and reset, so
-    each stage's peak is its own (``{}`` where the counter cannot be reset)."""
-
-    def __init__(self):
-        self.peaks: dict[str, float] = {}
-        self.on = reset_peak_rss()
-
-    def end(self, stage: str) -> None:
-        if self.on:
-            self.peaks[stage] = max(self.peaks.get(stage, 0.0), peak_rss_mib())
-            reset_peak_rss()
-
-
-class Timed:
-    """Wraps a function and adds its wall time to ``self.seconds`` (the labeling pass inside a trainer run); with
-    ``stages``, the memory peaks before the call and during it are recorded as the stages "teachers and student" and
-    "labeling"."""
-
-    def __init__(self, fn):
-        self.fn, self.seconds = fn, 0.0
-        self.stages: StagePeaks | None = None
-
-    def __call__(self, *args, **kwargs):
-        if self.stages is not None:
-            self.stages.end("teachers and student")
-        start = time.perf_counter()
-        try:
-            return self.fn(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - start
-            if self.stages is not None:
-                self.stages.end("labeling")
-
-
-def patch_labeling_timer() -> Timed | None:
-    """Time `build_cache` where the trainer calls it (``csl_hf.run_cache``; None if that module moved)."""
-    import importlib
-
-    for module_name in ("csl_hf.cache.reuse",):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        fn = getattr(module, "build_cache", None)
-        if fn is None:
-            continue
-        timed = fn if isinstance(fn, Timed) else Timed(fn)
-        module.build_cache = timed
-        return timed
-    return None
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -234,87 +144,6 @@ def run(a, out: str, dataset_name: str, student_name: str, seed: int, specialtie
     return report
 
 
-# ------------------------------------------------------------------------------------------------ natural groups
-
-
-def level_partitions(out: str) -> list[list[list[int]]]:
-    """The class groups of every level of the run's saved teachers (``out/teachers/config.json``)."""
-    with open(os.path.join(out, "teachers", "config.json")) as f:
-        config = json.load(f)
-    specialties, levels = config["specialties"], config["levels"]
-    return [[sorted(specialties[t]["classes"]) for t in level] for level in levels]
-
-
-def partition_labels(groups: list[list[int]], num_classes: int) -> list[int]:
-    out = [-1] * num_classes
-    for g, classes in enumerate(groups):
-        for c in classes:
-            out[c] = g
-    return out
-
-
-def partitions_with_sizes(items: list[int], sizes: list[int]):
-    """Every partition of ``items`` into groups of the given sizes (unordered among equal sizes)."""
-    if not sizes:
-        yield []
-        return
-    first, rest = items[0], items[1:]
-    size, others = sizes[0], sizes[1:]
-    for mates in itertools.combinations(rest, size - 1):
-        group = [first, *mates]
-        remaining = [i for i in rest if i not in mates]
-        # the remaining sizes must be placed on the remaining items; try each distinct size for the next group
-        for tail in _place(remaining, others):
-            yield [group, *tail]
-
-
-def _place(items: list[int], sizes: list[int]):
-    if not sizes:
-        yield []
-        return
-    for size in sorted(set(sizes)):
-        left = list(sizes)
-        left.remove(size)
-        for tail in partitions_with_sizes(items, [size, *left]):
-            yield tail
-
-
-def best_ari(sizes: list[int], truth: list[int]) -> float:
-    from sklearn.metrics import adjusted_rand_score
-
-    best = -1.0
-    for groups in _place(list(range(len(truth))), sorted(sizes)):
-        best = max(best, adjusted_rand_score(truth, partition_labels(groups, len(truth))))
-    return best
-
-
-def natural_group_report(outs: list[str], names: list[str]) -> None:
-    from sklearn.metrics import adjusted_rand_score
-
-    from csl_hf.data.fashion_mnist import natural_groups
-
-    truth = natural_groups(len(names))
-    per_level: dict[int, list[float]] = {}
-    bests: dict[int, float] = {}
-    print("\nWhich classes share a specialist (specialties auto), per seed and level; ARI against the natural groups "
-          "(tops, footwear, trouser, dress, bag):\n")
-    for out in outs:
-        for i, groups in enumerate(level_partitions(out)):
-            if len(groups) < 2:
-                continue
-            ari = adjusted_rand_score(truth, partition_labels(groups, len(names)))
-            per_level.setdefault(len(groups), []).append(ari)
-            if len(groups) not in bests:
-                bests[len(groups)] = best_ari([len(g) for g in groups], truth)
-            shown = " | ".join(", ".join(names[c] for c in g) for g in groups)
-            print(f"- {os.path.basename(out)}, {len(groups)} specialists: {shown}  (ARI {ari:.2f})")
-    print("\n| specialists | ARI vs natural groups (per seed) | best ARI with these group sizes |\n|---|---|---|")
-    for k in sorted(per_level):
-        v = per_level[k]
-        spread = f" ± {statistics.stdev(v):.2f}" if len(v) > 1 else ""
-        print(f"| {k} | {statistics.mean(v):.2f}{spread} ({', '.join(f'{x:.2f}' for x in v)}) | {bests[k]:.2f} |")
-
-
 # ------------------------------------------------------------------------------------------------ throughput
 
 
@@ -371,51 +200,7 @@ def labeling_vs_forward(a, dataset_name: str, student_name: str, seed: int) -> d
 # ------------------------------------------------------------------------------------------------ main
 
 
-def print_speed(student_name: str, reports: list[dict], throughput: dict | None) -> None:
-    bench = [r["bench"] for r in reports if r.get("bench", {}).get("seconds")]
-    if not bench:
-        return
-    print(f"\n#### speed and memory, {student_name}\n")
-    print("| run | images (teacher/train/test) | data s | teachers s | labeling s | rounds + baselines s | "
-          "soft rounds s | run s without soft rounds | peak - before MiB | cache + student MiB | memory ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r, b in zip(reports, bench):
-        s, m, im = b["seconds"], b["memory_mib"], b["images"]
-        fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
-        grow = None if m.get("peak") is None else m["peak"] - m["before"]
-        need = m["cache"] + m["student"]
-        print(f"| seed {r['seed']} | {im['teacher']}/{im['train']}/{im['test']} | {fmt(s['data'])} | "
-              f"{fmt(s['teachers'])} | {fmt(s['labeling'])} | {fmt(s['rounds_and_rest'])} | "
-              f"{fmt(s.get('soft_rounds'))} | {fmt(s['run'])} | {fmt(grow)} | {need:.0f} | "
-              f"{'-' if grow is None else f'{grow / need:.2f}'} |")
-    for r, b in zip(reports, bench):
-        m = b["memory_mib"]
-        if m.get("stages"):
-            parts = ", ".join(f"{stage} {peak - m['before']:.0f}" for stage, peak in m["stages"].items())
-            print(f"seed {r['seed']}: peak above before, per stage (MiB): {parts}")
-    walls = [b["seconds"]["run"] + b["seconds"].get("soft_rounds", 0.0) for b in bench]
-    full = bench[0]["images"]["train"] + bench[0]["images"]["test"] >= 68000
-    print(f"\nend-to-end wall per run (hard + baselines + soft): {mean_std(walls)} s -> "
-          f"{statistics.mean(walls) / TARGET_WALL_S:.2f} of the 20-min target"
-          f"{'' if full else ' (NOT the full data: the target is for 60,000 + 10,000 images)'}")
-    grows = [b["memory_mib"]["peak"] - b["memory_mib"]["before"] for b in bench if b["memory_mib"].get("peak")]
-    needs = [b["memory_mib"]["cache"] + b["memory_mib"]["student"] for b in bench if b["memory_mib"].get("peak")]
-    if grows:
-        ratios = [g / n for g, n in zip(grows, needs)]
-        peaks = [b["memory_mib"]["peak"] / n for b, n in zip(bench, needs) if b["memory_mib"].get("peak")]
-        top = max(b["memory_mib"]["peak"] for b in bench)
-        print(f"peak memory of the run (above the process with the images loaded) / (cache + student): "
-              f"{statistics.mean(ratios):.2f} (target <= {TARGET_MEMORY_RATIO:.1f}); the whole process's peak "
-              f"{top:.0f} MiB = {statistics.mean(peaks):.2f}x (cache + student), torch and the libraries included")
-    if throughput:
-        t = throughput
-        print(f"labeling pass ({t['teachers']} teachers + student, one decode) {t['labeling_s']:.2f} s = "
-              f"{t['images'] / t['labeling_s']:.0f} img/s vs bare student forward {t['forward_s']:.2f} s = "
-              f"{t['images'] / t['forward_s']:.0f} img/s over the same {t['images']} images (medians): labeling / "
-              f"forward = {t['ratio']:.2f}, the median of {len(t['pair_ratios'])} pairs measured back to back "
-              f"(per pair: {', '.join(f'{x:.2f}' for x in t['pair_ratios'])}; target <= "
-              f"{TARGET_LABELING_RATIO:.1f}, met by {sum(x <= TARGET_LABELING_RATIO for x in t['pair_ratios'])} of "
-              f"{len(t['pair_ratios'])})")
+# ------------------------------------------------------------------------------------------------ main
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ def test_help_leads_with_the_csl_flags_and_explains_them():
     lines = text.splitlines()
     assert lines[0].startswith("usage: python examples/run_csl.py [CONFIG.yaml|CONFIG.json]")
     assert "Three ways in" in text and "DESIGN" not in text
+    assert lines[2].startswith("csl-hf run: co-supervised learning") and "``" not in text  # the docstring's reST
     groups = [line for line in lines if line.endswith(":") and not line.startswith(" ")]
     assert groups[:6] == ["Data:", "Student and teachers:", "Teacher architecture (tiny models built from a config):",
                           "Rounds:", "Training of each round (TrainingArguments with the paper's probe defaults):",
@@ -160,6 +161,37 @@ def test_a_bad_student_fails_before_any_teacher_is_trained(tmp_path, monkeypatch
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["--dataset_name", "digits_domains", "--assignment", "student"],
+     "--assignment student routes by the student's class predictions, and digits_domains has a 'domain' column"),
+    (["--dataset_name", "digits_domains", "--assignment", "soft_gate"], "--assignment soft_gate routes by the student"),
+    (["--dataset_name", "digits_domains", "--assignment", "oos_gate"], "--assignment oos_gate routes by the student"),
+    (["--dataset_name", "digits_domains", "--teacher_domain_level", "True", "--assignment", "student"],
+     "with --teacher_domain_level the specialists are domain specialists"),
+    (["--teacher_domain_level", "True"], "--teacher_domain_level builds one specialist per domain, and animal_mnist"),
+])
+def test_an_assignment_the_hierarchy_cannot_run_is_refused_before_the_student_loads(tmp_path, capsys, monkeypatch,
+                                                                                      argv, words):
+    # Was: trained the teachers, labeled, trained the ceiling and round 0, then failed at level 1 and pointed to a
+    # resume that failed the same way.
+    import csl_hf.cli.run
+
+    def must_not_load(*a, **k):
+        raise AssertionError("the student was loaded before the assignment was checked")
+
+    monkeypatch.setattr(csl_hf.cli.run, "load_student", must_not_load)
+    rc = run_command(run_csl.main, [*argv, "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
+    assert err[0].endswith("use --assignment agreement, oracle or auto") or "drop it" in err[0]
+    assert not (tmp_path / "out").exists()
+    # agreement, oracle, ensemble and auto pass the check on domains
+    for assignment in ("agreement", "oracle", "ensemble", "auto"):
+        with pytest.raises(AssertionError, match="the student was loaded"):
+            run_csl.main(["--dataset_name", "digits_domains", "--assignment", assignment,
+                          "--output_dir", str(tmp_path / assignment)])
+
+
 def test_pgr_is_flagged_when_the_gap_is_too_small():
     report = {"weak_accuracy": 0.60, "ceiling_accuracy": 0.62, "seed": 0, "config": {},
               "rounds": [{"level": 0, "num_teachers": 1, "assignment": "none", "teacher_accuracy": 0.6,
@@ -218,6 +250,15 @@ def test_the_summary_says_which_round_the_final_student_is(tmp_path, pgrs, best)
         assert "the highest PGR" not in text
     else:
         assert f"the highest PGR, {pgrs[best]:.1f}, is level {best}'s ({tmp_path / f'round-{best}'})" in text
+    assert "oracle:" not in text and "ensemble:" not in text  # no baselines ran: none is explained
+    # Each baseline that ran is said in words under its numbers (a newcomer met "-157.6" with no meaning).
+    for names in (("oracle",), ("ensemble",), ("oracle", "ensemble")):
+        report["baselines"] = {n: [{**r, "pgr": -50.0} for r in rounds] for n in names}
+        lines = run_summary(args, {"hard labels": report}, None).splitlines()
+        at = max(i for i, line in enumerate(lines) if "baseline, hard labels) by number of teachers" in line)
+        legend = lines[at + 1]
+        assert legend.startswith("  ") and all((n + ":") in legend for n in names)
+        assert ("oracle:" in legend) == ("oracle" in names) and ("ensemble:" in legend) == ("ensemble" in names)
 
 
 def test_plot_has_both_panels_and_names_the_data(tmp_path):
@@ -229,3 +270,14 @@ def test_plot_has_both_panels_and_names_the_data(tmp_path):
 
     width, height = Image.open(path).size
     assert width > 1.8 * height  # two panels side by side
+
+
+def test_card_teacher_table_separates_the_specialists_of_a_level():
+    # Was: "cat, dog, fox, owl" for two specialists, which reads as one; the console separates them with " | ".
+    report = {"weak_accuracy": 0.5, "ceiling_accuracy": 0.9, "seed": 0, "config": {},
+              "rounds": [{"level": 0, "num_teachers": 1, "assignment": "none", "teacher_accuracy": 0.5,
+                          "keep_rate": 1.0, "precision": 0.5, "recall": 1.0, "student_accuracy": 0.6, "pgr": 25.0}]}
+    card = create_csl_model_card(report, None, "animal_mnist", ["generalist", "cat, dog", "fox, owl +1", "domain a"],
+                                 [[0], [1, 2], [3]])
+    assert "| 1 | 2 | cat, dog \\| fox, owl +1 |" in card.text
+    assert "| 0 | 1 | generalist |" in card.text and "| 2 | 1 | domain a |" in card.text

@@ -1,6 +1,7 @@
 """``--assignment oos_gate``: gate teachers (specialists that know their specialty, docs/routing_research.md §5)
 from training through the mixture, the labeling pass and the cache to the rounds, and the one-line refusals."""
 
+import dataclasses
 import numpy as np
 import pytest
 import torch
@@ -101,6 +102,12 @@ def test_oos_gate_without_in_specialty_or_on_domains_is_one_line(tmp_path, capsy
     domains.domain_names, domains.in_specialty = ["a", "b"], torch.ones(6, 120)
     with pytest.raises(CSLError, match="level 1 holds domain specialists: --assignment oos_gate"):
         CoSupervisedTrainer(args=args, cache=domains)
+    # every assignment that routes by the student's classes is refused when built, not at level 1 mid-run
+    for assignment in ("student", "soft_gate"):
+        with pytest.raises(CSLError, match=f"level 1 holds domain specialists: --assignment {assignment} routes by"):
+            CoSupervisedTrainer(args=dataclasses.replace(args, assignment=assignment), cache=domains)
+    for assignment in ("agreement", "oracle", "ensemble", "auto"):
+        CoSupervisedTrainer(args=dataclasses.replace(args, assignment=assignment), cache=domains)
     cache.save(tmp_path / "cache")
     capsys.readouterr()
     rc = run_csl.cli(["--cache_dir", str(tmp_path / "cache"), "--output_dir", str(tmp_path / "out"),

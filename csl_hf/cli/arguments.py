@@ -221,7 +221,7 @@ class CSLArgumentParser(HfArgumentParser):
         fields = self._fields()
         width = 100
         lines = [f"usage: {self.prog} [CONFIG.yaml|CONFIG.json] [--flag value ...]", ""]
-        for paragraph in self.description.strip().split("\n\n"):
+        for paragraph in self.description.strip().replace("``", "").split("\n\n"):  # a docstring's ``x`` is x
             if all(line.startswith("    ") for line in paragraph.splitlines()):
                 lines += [*paragraph.splitlines(), ""]  # an indented block (example commands): as written
             else:

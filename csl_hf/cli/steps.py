@@ -12,6 +12,7 @@ from transformers.utils import logging
 from ..cache.format import CSLCache
 from ..trainer.co_supervised_config import CoSupervisedConfig
 from ..errors import CSLError
+from ..method.rounds import CLASS_ROUTES
 from ..utils import changed_fields
 from ..models.teacher_mixture.modeling_teacher_mixture import TeacherMixture
 from ..trainer.progress import resume_directory
@@ -35,10 +36,13 @@ def check_flags_apply(data_args, model_args, teacher_args, args: CoSupervisedCon
     * with ``--cache_dir``: the data and teacher flags (the cache already holds the images' features and the
       teachers' outputs), and ``--labeling_batch_size`` / ``--on_bad_image`` (no image is read);
     * with ``--teachers_name_or_path``: the teacher-training flags (the teachers exist);
-    * on data with domains (``domain_column``): ``--teachers_per_level`` (the teachers are one specialist per domain).
+    * on data with domains (``domain_column``): ``--teachers_per_level`` (the teachers are one specialist per domain);
+    * an ``--assignment`` that routes by class (`CLASS_ROUTES`) where the teachers will be domain specialists, and
+      ``--teacher_domain_level`` on data without domains: before the student is loaded and the teachers trained.
 
     Raises:
-        `CSLError`: ``--FLAG does not apply ...: <why>; drop it``.
+        `CSLError` (one line): ``--FLAG does not apply ...: <why>; drop it``, or the assignment or domain flag that
+        cannot work, with the fix.
     """
     lora = [n for n in changed_fields(model_args) if n.startswith("lora_")]
     if lora and not model_args.use_peft:
@@ -66,6 +70,17 @@ def check_flags_apply(data_args, model_args, teacher_args, args: CoSupervisedCon
         raise CSLError(f"--teachers_per_level does not apply to {dataset_name or 'this dataset'}: it has a "
                        f"{domain_column!r} column, so its teachers are the generalist plus one specialist per domain; "
                        "drop it")
+    if model_args.teachers_name_or_path:
+        return  # the hierarchy is the saved teachers': CoSupervisedTrainer checks the assignment against it
+    if dataset_name is not None and teacher_args.teacher_domain_level and domain_column is None:
+        raise CSLError(f"--teacher_domain_level builds one specialist per domain, and {dataset_name} has no 'domain' "
+                       "column; drop it for a class hierarchy")
+    if args.assignment in CLASS_ROUTES and (domain_column is not None or teacher_args.teacher_domain_level):
+        why = (f"{dataset_name or 'this dataset'} has a {domain_column!r} column, so" if domain_column is not None
+               else "with --teacher_domain_level")
+        raise CSLError(f"--assignment {args.assignment} routes by the student's class predictions, and {why} the "
+                       "specialists are domain specialists (each covers every class); use --assignment agreement, "
+                       "oracle or auto")
 
 
 def check_teacher_overlap(teachers: TeacherMixture, data, where: str) -> None:
@@ -110,7 +125,7 @@ def prepare_teachers(model_args, teacher_args, data, args: CoSupervisedConfig) -
 
     Raises:
         `CSLError` (one line): teachers that do not load or do not fit the data, or ``--assignment oos_gate`` with
-        saved teachers without gate teachers or on data with domains.
+        saved teachers without gate teachers.
     """
     from ..teachers import train_teacher_hierarchy
 
@@ -136,11 +151,7 @@ def prepare_teachers(model_args, teacher_args, data, args: CoSupervisedConfig) -
                            "train them with --specialty_gates (examples/train_teachers.py --specialty_gates), or drop "
                            "--teachers_name_or_path to train them in this run")
         return teachers
-    if args.assignment == "oos_gate":
-        if data.domain_column is not None:
-            raise CSLError(f"--assignment oos_gate gates class specialists, and {data.dataset_name} has a "
-                           f"{data.domain_column!r} column, so its specialists are domain specialists; use "
-                           "--assignment agreement, oracle or auto")
+    if args.assignment == "oos_gate":  # on data with domains it was refused by check_flags_apply
         if not teacher_args.specialty_gates:
             logger.info("--assignment oos_gate: training a gate teacher per class specialist (--specialty_gates)")
             teacher_args = dataclasses.replace(teacher_args, specialty_gates=True)
@@ -230,6 +241,14 @@ def other_label_run(trainer, args: CoSupervisedConfig, data=None, allow_pickle_w
     return f"{other} labels", rerun.report
 
 
+# The baselines of a run (CoSupervisedConfig.baselines), in the words of the closing lines.
+BASELINE_MEANINGS = (
+    ("oracle", "oracle: every sample labeled by the specialist of its true class or domain (routing by the ground "
+     "truth, what perfect routing would give)"),
+    ("ensemble", "ensemble: the level's teachers' predictions averaged, no routing"),
+)
+
+
 def run_summary(args: CoSupervisedConfig, reports: dict[str, dict], plot: str | None) -> str:
     """The closing lines of a run: the table, PGR by number of teachers, and where every output is."""
     from ..outputs.report import REPORT_NAME, format_report_table
@@ -244,6 +263,9 @@ def run_summary(args: CoSupervisedConfig, reports: dict[str, dict], plot: str | 
     for name, report in series.items():
         lines.append(f"PGR ({name}) by number of teachers: " + ", ".join(
             f"{r['num_teachers']}: {'-' if r['pgr'] is None else format(r['pgr'], '.1f')}" for r in report["rounds"]))
+    names = set(main.get("baselines") or {})
+    if names:  # what the baselines are, said where their numbers are
+        lines.append("  " + "; ".join(text for n, text in BASELINE_MEANINGS if n in names))
     rounds = sorted(n for n in os.listdir(out) if n.startswith("round-") and os.path.isdir(os.path.join(out, n)))
     checkpoints = ", ".join([os.path.join(out, r) for r in rounds[:1]] + rounds[1:]) or "-"  # the first with its path
     where = [("final student + model card", out), ("round checkpoints", checkpoints),

@@ -18,7 +18,7 @@ from ..cache.format import TEST_SPLIT, CSLCache
 from ..errors import CSLError
 
 __all__ = ["RoundTargets", "StudentLogits", "assignment_method", "assign", "oracle_assignment", "assigned_targets",
-           "mixture_targets", "plan_round", "round_record", "check_gates_available"]
+           "mixture_targets", "plan_round", "round_record", "check_assignment_fits", "CLASS_ROUTES"]
 
 # Teacher outputs are read per teacher or per chunk of rows: a level's [T, n, C] never sits in memory at once
 # (8 teachers x 1.28M images x 1000 classes would be 41 GB of float32).
@@ -27,6 +27,9 @@ CHUNK_ROWS = 65536
 MIXTURES = ("ensemble", "soft_gate", "oos_gate")
 # assignments that gate class specialists by the student's mass on their classes: meaningless for domain specialists
 CLASS_GATES = ("soft_gate", "oos_gate")
+# assignments that route by the student's class predictions: a domain specialist covers every class, so they cannot
+# choose between domain specialists
+CLASS_ROUTES = ("student", *CLASS_GATES)
 
 logger = logging.get_logger(__name__)
 
@@ -108,13 +111,10 @@ def assignment_method(cache: CSLCache, level: int, requested: str) -> str:
         specialists cover every class); ``oos_gate`` on a cache without ``in_specialty``.
     """
     kind = cache.level_kind(level)
-    if requested in MIXTURES:
-        if requested in CLASS_GATES and kind == "domain":
-            raise CSLError(f"level {level} holds domain specialists: --assignment {requested} gates by the student's "
-                           "mass on each class specialty; use agreement, oracle or auto")
-        if requested == "oos_gate":
-            check_gates_available(cache=cache)
-        return requested
+    if requested in CLASS_ROUTES and kind == "domain":
+        raise CSLError(_domain_level_error(level, requested))
+    if requested == "oos_gate":
+        check_assignment_fits("oos_gate", cache=cache)
     if requested == "auto":
         if kind == "domain":
             return "agreement"
@@ -123,10 +123,12 @@ def assignment_method(cache: CSLCache, level: int, requested: str) -> str:
                              "student (the paper's rule); teachers trained with --specialty_gates route better")
             return "student"
         return "oos_gate"
-    if requested == "student" and kind == "domain":
-        raise CSLError(f"level {level} holds domain specialists: --assignment student routes by class; use agreement, "
-                       "oracle or auto")
     return requested
+
+
+def _domain_level_error(level: int, assignment: str) -> str:
+    return (f"level {level} holds domain specialists: --assignment {assignment} routes by the student's class "
+            "predictions, and a domain specialist covers every class; use agreement, oracle or auto")
 
 
 def oracle_assignment(cache: CSLCache, level: int, rows: torch.Tensor) -> torch.Tensor | None:
@@ -298,12 +300,19 @@ def plan_round(cache: CSLCache, level: int, previous: StudentLogits | torch.Tens
                         "none" if level == 0 else mode)
 
 
-def check_gates_available(cache: CSLCache | None = None, teachers=None) -> None:
-    """Refuse ``--assignment oos_gate`` before any training when it cannot run: the cache (or, before labeling, the
-    teachers) holds no gate teachers' in-specialty probabilities, or a specialist level holds domain specialists.
+def check_assignment_fits(assignment: str, cache: CSLCache | None = None, teachers=None) -> None:
+    """Refuse, before any labeling or training, an ``assignment`` the hierarchy cannot run: one that routes by the
+    student's class predictions (``student``, ``soft_gate``, ``oos_gate``: `CLASS_ROUTES`) on a hierarchy with a
+    level of domain specialists, or ``oos_gate`` where the cache (or, before labeling, the teachers) holds no gate
+    teachers' in-specialty probabilities. `assignment_method` decides the same per level, mid-run; this is the check
+    of every level at once, made by `CoSupervisedTrainer` when it is built.
+
+    Args:
+        assignment: ``CoSupervisedConfig.assignment``.
+        cache: the run's `CSLCache`, or ``None`` before labeling; then ``teachers`` (a `TeacherMixture`) is read.
 
     Raises:
-        `CSLError` (one line) naming the fix (``--specialty_gates``).
+        `CSLError` (one line) naming the fix (another ``--assignment``, or ``--specialty_gates``).
     """
     if cache is not None:
         specialties, levels = cache.specialties, cache.levels
@@ -313,11 +322,11 @@ def check_gates_available(cache: CSLCache | None = None, teachers=None) -> None:
         specialties, levels = teachers.config.specialties, teachers.config.levels
         missing = not teachers.has_gates
         where = "these teachers have no gate teachers"
-    for level in range(1, len(levels)):
-        if any("domain" in specialties[t] for t in levels[level]):
-            raise CSLError(f"level {level} holds domain specialists: --assignment oos_gate gates by the student's mass "
-                           "on each class specialty; use agreement, oracle or auto")
-    if missing:
+    if assignment in CLASS_ROUTES:
+        for level in range(1, len(levels)):
+            if any("domain" in specialties[t] for t in levels[level]):
+                raise CSLError(_domain_level_error(level, assignment))
+    if assignment == "oos_gate" and missing:
         raise CSLError(f"--assignment oos_gate routes by the gate teachers' in-specialty probabilities, and {where}; "
                        "train the teachers with --specialty_gates (TeacherTrainingArguments(specialty_gates=True)) "
                        "and label again, or use another --assignment")

@@ -70,7 +70,8 @@ def _teacher_table(teacher_names: Sequence[str], levels: Sequence[Sequence[int]]
             if not isinstance(t, int) or not 0 <= t < len(teacher_names):
                 raise CSLError(f"level {level} references teacher {t!r} but only {len(teacher_names)} teacher names were given; pass one name per teacher")
             names.append(teacher_names[t])
-        lines.append(f"| {level} | {len(members)} | {_cell(', '.join(names))} |")
+        # ' | ' between specialists, as the console shows them: a specialist's own names are joined by commas
+        lines.append(f"| {level} | {len(members)} | {_cell(' | '.join(names))} |")
     return "\n".join(lines)
 
 

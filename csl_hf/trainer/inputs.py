@@ -7,7 +7,7 @@ from typing import Any
 
 from ..data.source import ImageSource
 from ..errors import CSLError
-from ..method.rounds import check_gates_available
+from ..method.rounds import check_assignment_fits
 from ..models.student import check_head, check_lora_targets, find_classifier
 from .co_supervised_config import CoSupervisedConfig
 
@@ -23,8 +23,8 @@ def check_inputs(model, args, teachers, train_dataset, eval_dataset, cache, proc
 
     Raises:
         `CSLError` (one line): args that are not a `CoSupervisedConfig`; neither a cache nor teachers with both
-        datasets; full mode without a student and images; LoRA outside full mode; ``assignment="oos_gate"`` without
-        gate teachers (`csl_hf.method.rounds.check_gates_available`); gradient checkpointing on a student without
+        datasets; full mode without a student and images; LoRA outside full mode; an assignment the hierarchy
+        cannot run (`csl_hf.method.rounds.check_assignment_fits`); gradient checkpointing on a student without
         it; a student whose classifier or class names do not fit the data.
     """
     if not isinstance(args, CoSupervisedConfig):
@@ -42,8 +42,8 @@ def check_inputs(model, args, teachers, train_dataset, eval_dataset, cache, proc
     if peft_config is not None and args.student_mode != "full":
         raise CSLError("peft_config (--use_peft) applies to student_mode='full': probe mode trains only the "
                        "classifier; add --student_mode full or drop the LoRA settings")
-    if args.assignment == "oos_gate":  # refused now, not after the labeling pass and the first rounds
-        check_gates_available(cache=cache, teachers=teachers)
+    # refused now, not after the labeling pass and the first rounds
+    check_assignment_fits(args.assignment, cache=cache, teachers=teachers)
     if (args.gradient_checkpointing or args.activation_checkpointing) and model is not None and \
             not getattr(model, "supports_gradient_checkpointing", False):
         raise CSLError(f"--gradient_checkpointing: {type(model).__name__} does not support gradient checkpointing; "
