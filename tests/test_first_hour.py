@@ -387,3 +387,23 @@ def test_given_sizes_that_do_not_fit_name_the_flags_that_would(tmp_path):
     colour_folder(tmp_path / "data", n=40, size=8)
     with pytest.raises(CSLError, match=r"--teacher_size 0\.2 --test_size 0\.2"):
         load_weak_to_strong_data(str(tmp_path / "data"), seed=0, teacher_size=100, test_size=50)
+
+
+def test_a_mistake_met_mid_run_does_not_promise_that_a_resume_finishes_it(tmp_path, capsys, monkeypatch):
+    # A one-line error after the rounds began keeps the rounds, and says how to resume only where the cause is outside
+    # the run's settings: the same settings meet the error again, and a resume refuses changed ones.
+    import csl_hf.cli.run as run_module
+    from csl_hf.errors import CSLError
+
+    def mistake(*args, **kwargs):
+        raise CSLError("a mistake met mid-run")
+
+    monkeypatch.setattr(run_module, "plot_pgr", mistake)
+    make_cache(n=240, seed=3).save(tmp_path / "cache")
+    out = tmp_path / "out"
+    rc, err = run_cli(capsys, *quick(tmp_path / "cache", out))
+    lines = err.strip().splitlines()
+    assert rc == 2 and lines[-1] == "error: a mistake met mid-run", err
+    warning = next(line for line in lines if "the run stopped after saving progress" in line)
+    assert "fix it and finish the run with: " in warning and f" --resume_from_checkpoint {out}; " in warning
+    assert "if a setting must change, start again with --overwrite_output_dir True" in warning

@@ -213,7 +213,14 @@ class OutputDirectory:
                 how = f"{self.prog} --resume_from_checkpoint {self.directory}"
                 if issubclass(exc_type, KeyboardInterrupt):
                     raise KeyboardInterrupt(f"the run is saved in {self.directory}; finish it with: {how}") from None
-                logger.warning(f"the run stopped after saving progress in {self.directory}; finish it with: {how}")
+                if issubclass(exc_type, CSLError):
+                    # A mistake met mid-run: the same settings meet it again, and a resume refuses changed settings.
+                    logger.warning(f"the run stopped after saving progress in {self.directory}; if the cause of the "
+                                   f"error below is outside the run's settings (a file, the disk), fix it and finish "
+                                   f"the run with: {how}; if a setting must change, start again with "
+                                   "--overwrite_output_dir True")
+                else:
+                    logger.warning(f"the run stopped after saving progress in {self.directory}; finish it with: {how}")
                 return False
             self._remove_created()
             if issubclass(exc_type, KeyboardInterrupt):
