@@ -115,7 +115,7 @@ def test_model_card_content(tmp_path):
     text = card.text
     for row in format_report_table(report, markdown=True).splitlines()[2:]:
         assert row in text  # the per-round table with PGR
-    assert "| 1 | 2 | specialist-a, specialist-b |" in text  # teachers and levels
+    assert "| 1 | 2 | specialist-a \\| specialist-b |" in text  # teachers and levels
     assert "`denoise` | top3" in text  # CSL settings from report["config"]
     assert "![PGR](pgr.png)" in text
     assert 'pipeline("image-classification", model="me/csl-vit")' in text
