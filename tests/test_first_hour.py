@@ -407,3 +407,28 @@ def test_a_mistake_met_mid_run_does_not_promise_that_a_resume_finishes_it(tmp_pa
     warning = next(line for line in lines if "the run stopped after saving progress" in line)
     assert "fix it and finish the run with: " in warning and f" --resume_from_checkpoint {out}; " in warning
     assert "if a setting must change, start again with --overwrite_output_dir True" in warning
+
+
+@pytest.mark.parametrize("changed", [["--learning_rate", "0.5"], ["--num_train_epochs", "3"], ["--seed", "7"]])
+def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capsys, monkeypatch, changed):
+    # Was: the refused resume rewrote run_config.yaml with its changed flag, and every later plain resume (the one the
+    # interrupted run had printed) was refused with the changed value.
+    import csl_hf.cli.run as run_module
+
+    real = run_module.plot_pgr
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt()
+
+    monkeypatch.setattr(run_module, "plot_pgr", interrupted)
+    make_cache(n=240, seed=3).save(tmp_path / "cache")
+    out = tmp_path / "out"
+    rc, err = run_cli(capsys, *quick(tmp_path / "cache", out))
+    assert rc == 130, err
+    config = (out / "run_config.yaml").read_bytes()
+    monkeypatch.setattr(run_module, "plot_pgr", real)
+    rc, err = run_cli(capsys, "--resume_from_checkpoint", out, *changed)
+    assert rc == 2 and "used other settings" in err and changed[0][2:] in err, err
+    assert (out / "run_config.yaml").read_bytes() == config
+    rc, err = run_cli(capsys, "--resume_from_checkpoint", out)
+    assert rc == 0, err

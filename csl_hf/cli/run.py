@@ -119,12 +119,17 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf run") -> dict:
             teachers = prepare_teachers(model_args, teacher_args, data, args)
             trainer = CoSupervisedTrainer(model=student, teachers=teachers, args=args, train_dataset=data.train,
                                           eval_dataset=data.test, processing_class=processor, peft_config=peft_config)
-        if args.should_save:
-            atomic_write_text(os.path.join(args.output_dir, CONFIG_NAME), _yaml(resolved_config(parser), prog))
+        config_text = _yaml(resolved_config(parser), prog)
+        # A resume rebuilds its run from run_config.yaml: it is rewritten only once train() has accepted the resume's
+        # settings (a refused resume with a changed flag once overwrote it, and every later plain resume was refused).
+        if args.should_save and not args.resume_from_checkpoint:
+            atomic_write_text(os.path.join(args.output_dir, CONFIG_NAME), config_text)
         # A resume without recorded rounds (stopped while labeling) simply runs: the teachers and the labeled chunks
         # on disk are reused.
         resumable = args.resume_from_checkpoint and os.path.isfile(os.path.join(args.output_dir, PROGRESS_NAME))
         trainer.train(resume_from_checkpoint=args.resume_from_checkpoint if resumable else None)
+        if args.should_save and args.resume_from_checkpoint:
+            atomic_write_text(os.path.join(args.output_dir, CONFIG_NAME), config_text)
         report = trainer.report
         reports = {("soft labels" if args.soft_labels else "hard labels"): report}
         compare = model_args.compare_label_types
