@@ -46,7 +46,7 @@ def test_heads_sizes_masking_and_one_backbone_pass():
     assert [h.out_features for h in mixture.heads] == [10, 5, 5, 2, 2, 2, 2, 2]
     assert len({h.in_features for h in mixture.heads}) == 1
     assert all(not p.requires_grad for p in mixture.backbone.parameters())
-    assert mixture.config.teacher_names[:4] == ["generalist", "c0, c1, c2, c3 +1", "c5, c6, c7, c8 +1", "c0, c1"]
+    assert mixture.config.teacher_names[:4] == ["generalist", "c0, c1, c2, c3, c4", "c5, c6, c7, c8, c9", "c0, c1"]
     assert mixture.preprocessings()[0] == PREP  # the labeling pass feeds the backbone what the heads saw
 
     calls = []

@@ -84,6 +84,26 @@ def test_train_teachers_refuses_the_data_flags_it_would_ignore(tmp_path, capsys,
     assert not (tmp_path / "t").exists()
 
 
+def test_csl_hf_teachers_marks_its_warnings(tmp_path, capsys):
+    # Was: csl-hf teachers set up no console, so its warnings printed as bare sentences (or not at all).
+    from PIL import Image
+
+    from csl_hf.cli.teachers import cli
+
+    for c, name in enumerate(("ant", "bee", "fly")):
+        (tmp_path / "three" / name).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (16, 16), (80 * c, 20 * i, 0)).save(tmp_path / "three" / name / f"{i}.png")
+    rc = cli(["--dataset_name", str(tmp_path / "three"), "--teacher_steps", "2", "--output_dir", str(tmp_path / "t")])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    lines = captured.err.splitlines()
+    assert any(line.startswith("warning: the default teachers_per_level 1,2,4,5 suits 10 classes; on these 3 "
+                               "classes it is 1,2") for line in lines), captured.err
+    assert any(line.startswith("warning: --dataset_name") and "fewer than the default" in line for line in lines)
+    assert "trained 3 teachers" in captured.out and (tmp_path / "t" / "teachers" / "config.json").is_file()
+
+
 def test_a_run_writes_its_config_and_the_config_reruns_it(tmp_path):
     first = run_csl.main([*SMALL, "--output_dir", str(tmp_path / "a"), "--seed", "3"])
     config = yaml.safe_load((tmp_path / "a" / "run_config.yaml").read_text())
@@ -113,6 +133,23 @@ def test_bundled_recipes_parse(tmp_path):
         data, model, teachers, args = parse_run_args(parser, [f"{ROOT}/examples/configs/{name}",
                                                                "--output_dir", str(tmp_path)])
         assert data.dataset_name in name
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--compare_label_types"], (True, None)),
+    (["--teacher_domain_level"], (None, True)),
+    (["--compare-label-types", "--teacher_domain_level", "--seed", "3"], (True, True)),
+    (["--teacher_domain_level", "False", "--compare_label_types", "False"], (False, False)),
+    (["--no_teacher_domain_level", "--no_compare_label_types"], (False, False)),
+    ([], (None, None)),
+])
+def test_every_boolean_flag_alone_means_true(tmp_path, argv, expected):
+    # Was: a boolean whose default is None (decided by the mode or the data) answered `--compare_label_types` alone
+    # with "expected one argument", unlike every other boolean.
+    from csl_hf.cli.arguments import parse_run_args
+
+    data, model, teachers, args = parse_run_args(run_csl.build_parser(), [*argv, "--output_dir", str(tmp_path)])
+    assert (model.compare_label_types, teachers.teacher_domain_level) == expected
 
 
 def test_reused_teachers_that_saw_this_runs_images_are_refused(tmp_path, capsys):
@@ -183,13 +220,48 @@ def test_an_assignment_the_hierarchy_cannot_run_is_refused_before_the_student_lo
     rc = run_command(run_csl.main, [*argv, "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
-    assert err[0].endswith("use --assignment agreement, oracle or auto") or "drop it" in err[0]
+    assert "use --assignment agreement, oracle or auto" in err[0] or "drop it" in err[0]
     assert not (tmp_path / "out").exists()
     # agreement, oracle, ensemble and auto pass the check on domains
     for assignment in ("agreement", "oracle", "ensemble", "auto"):
         with pytest.raises(AssertionError, match="the student was loaded"):
             run_csl.main(["--dataset_name", "digits_domains", "--assignment", assignment,
                           "--output_dir", str(tmp_path / assignment)])
+    # class specialists asked for on data with domains: routing by class and their flags apply
+    with pytest.raises(AssertionError, match="the student was loaded"):
+        run_csl.main(["--dataset_name", "digits_domains", "--teacher_domain_level", "False", "--assignment", "student",
+                      "--teachers_per_level", "1,2,5", "--specialty_gates", "True",
+                      "--output_dir", str(tmp_path / "classes")])
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--teachers_per_level", "1,2,11"], "teachers_per_level='1,2,11' asks for 11 specialists but there are only 10 "
+                                         "classes; use at most 10 per level (or 'auto')"),
+    (["--teachers_per_level", "1,12"], "asks for 12 specialists but there are only 10 classes"),
+    (["--teachers_per_level", "2,4"], "teachers_per_level='2,4' must start with 1 (level 0 is one generalist)"),
+    (["--teachers_per_level", "1,two"], "teachers_per_level='1,two' must be comma-separated integers"),
+    (["--dataset_name", "digits_domains", "--specialty_gates", "True"],
+     "--specialty_gates does not apply to digits_domains: it has a 'domain' column"),
+    (["--dataset_name", "digits_domains", "--teachers_per_level", "1,2"],
+     "--teachers_per_level does not apply to digits_domains: it has a 'domain' column"),
+])
+def test_a_hierarchy_the_data_cannot_have_is_refused_before_the_student_loads(tmp_path, capsys, monkeypatch, argv,
+                                                                              words):
+    # Was: the error came from the teacher training, after the student's weights had loaded (a bar, then a line).
+    import csl_hf.cli.run
+
+    def must_not_load(*a, **k):
+        raise AssertionError("the student was loaded before the hierarchy was checked")
+
+    monkeypatch.setattr(csl_hf.cli.run, "load_student", must_not_load)
+    rc = run_command(run_csl.main, [*argv, "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
+    assert not (tmp_path / "out").exists()
+    # what fits the data passes the check
+    for fits in (["--teachers_per_level", "1,2,10"], ["--teachers_per_level", "auto"]):
+        with pytest.raises(AssertionError, match="the student was loaded"):
+            run_csl.main([*fits, "--output_dir", str(tmp_path / "fits")])
 
 
 def test_pgr_is_flagged_when_the_gap_is_too_small():

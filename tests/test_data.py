@@ -201,8 +201,11 @@ def test_splits_stratify_imbalanced_and_by_domain(digits):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(teacher_size=6000, test_size=5000), "has only 10000"),
-        (dict(teacher_size=100, test_size=100, train_size=9801), "has only 10000"),
+        (dict(teacher_size=6000, test_size=5000), "teacher=6000 \\+ test=5000 \\+ at least 1 to train on = 11001 "
+                                                  "examples but the dataset has only 10000"),
+        (dict(teacher_size=9000, test_size=1000), "teacher=9000 \\+ test=1000 \\+ at least 1 to train on = 10001"),
+        (dict(teacher_size=100, test_size=100, train_size=9801), "teacher=100 \\+ test=100 \\+ train=9801 = 10001 "
+                                                                 "examples but the dataset has only 10000"),
         (dict(teacher_size=1.5, test_size=100), "must be in \\(0, 1\\)"),
         (dict(teacher_size=0, test_size=100), "at least 1"),
         (dict(teacher_size="10", test_size=100), "must be an int"),

@@ -427,8 +427,19 @@ def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capsys, monkeypatch
     assert rc == 130, err
     config = (out / "run_config.yaml").read_bytes()
     monkeypatch.setattr(run_module, "plot_pgr", real)
+    cache_class = run_module.CSLCache
+
+    class MustNotLoad:
+        @staticmethod
+        def from_pretrained(*a, **k):
+            raise AssertionError("the cache was loaded before the resume's settings were checked")
+
+    monkeypatch.setattr(run_module, "CSLCache", MustNotLoad)
     rc, err = run_cli(capsys, "--resume_from_checkpoint", out, *changed)
-    assert rc == 2 and "used other settings" in err and changed[0][2:] in err, err
+    # one line, before anything loads, and no warning that the run stopped after saving progress
+    assert rc == 2 and err.strip().splitlines() == [err.strip()] and err.startswith("error: "), err
+    assert "used other settings" in err and changed[0][2:] in err, err
+    monkeypatch.setattr(run_module, "CSLCache", cache_class)
     assert (out / "run_config.yaml").read_bytes() == config
     rc, err = run_cli(capsys, "--resume_from_checkpoint", out)
     assert rc == 0, err

@@ -343,10 +343,16 @@ def test_auto_trains_gate_teachers_only_where_class_specialists_can_have_them():
 
     from csl_hf.cli.steps import gates_possible
 
-    classes, domains = SimpleNamespace(domain_column=None), SimpleNamespace(domain_column="domain")
+    ten = [str(c) for c in range(10)]
+    classes, domains = SimpleNamespace(domain_column=None, class_names=ten), \
+        SimpleNamespace(domain_column="domain", class_names=ten)
     assert gates_possible(TeacherTrainingArguments(teachers_per_level="1,2,4,5"), classes)
     assert not gates_possible(TeacherTrainingArguments(teachers_per_level="1,2,4,5"), domains)
     assert not gates_possible(TeacherTrainingArguments(teachers_per_level="1"), classes)
+    # 'auto' is read against the classes (it was parsed as integers: a ValueError traceback under the default)
+    assert gates_possible(TeacherTrainingArguments(teachers_per_level="auto"), classes)
+    assert not gates_possible(TeacherTrainingArguments(teachers_per_level="auto"),
+                              SimpleNamespace(domain_column=None, class_names=["a", "b", "c"]))  # auto: 1 level
     assert not gates_possible(TeacherTrainingArguments(teachers_per_level="1,1"), classes)
     assert not gates_possible(TeacherTrainingArguments(teachers_per_level="1,2", teacher_domain_level=True), classes)
     assert not gates_possible(TeacherTrainingArguments(teachers_per_level="1,2", teacher_backbone="tiny-convnext"),

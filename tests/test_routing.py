@@ -166,7 +166,8 @@ def test_train_teacher_hierarchy_accepts_an_explicit_hierarchy():
     mixture = train_teacher_hierarchy(ds, TeacherTrainingArguments(teacher_steps=2, teacher_batch_size=8),
                                       specialties=specs, levels=[[0], [1, 2]])
     assert mixture.config.specialties == specs and mixture.config.levels == [[0], [1, 2]]
-    assert mixture.config.teacher_names == ["generalist", "bear, cow, elephant, horse +1", "bird, cat, dog, giraffe +1"]
+    assert mixture.config.teacher_names == ["generalist", "bear, cow, elephant, horse, zebra",
+                                            "bird, cat, dog, giraffe, sheep"]
     with pytest.raises(CSLError, match="uncovered"):
         train_teacher_hierarchy(ds, TeacherTrainingArguments(teacher_steps=2), specialties=specs[:2], levels=[[0], [1]])
 

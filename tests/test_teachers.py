@@ -46,7 +46,7 @@ def test_hierarchy_structure(mixture):
     assert cfg.specialties[1:3] == [{"classes": [0, 1, 2, 3, 4]}, {"classes": [5, 6, 7, 8, 9]}]
     assert cfg.specialties[3] == {"classes": [0, 1]}
     # Teachers are named by their classes' names, as the console and the card name them.
-    assert cfg.teacher_names[:4] == ["generalist", "bear, bird, cat, cow +1", "elephant, giraffe, horse, sheep +1",
+    assert cfg.teacher_names[:4] == ["generalist", "bear, bird, cat, cow, dog", "elephant, giraffe, horse, sheep, zebra",
                                      "bear, bird"]
     assert cfg.num_labels == 10 and len(cfg.preprocessing) == cfg.num_teachers
     assert cfg.preprocessing[0]["size"] == [28, 28]
@@ -136,6 +136,13 @@ def test_domain_hierarchy():
     assert cfg.teacher_names == ["generalist", "domain mnist", "domain sklearn_digits"]
     accs = evaluate_teachers(m, small)
     assert len(accs) == 3
+    # teacher_domain_level unset: the data decides (a domain column: domain specialists), as on the command line;
+    # False: class specialists on the same data
+    assert train_teacher_hierarchy(small, TeacherTrainingArguments(**FAST)).config.levels == [[0], [1, 2]]
+    classes = train_teacher_hierarchy(small, TeacherTrainingArguments(teacher_domain_level=False,
+                                                                      teachers_per_level="1,2,5", **FAST))
+    assert [len(level) for level in classes.config.levels] == [1, 2, 5]
+    assert all("classes" in s for s in classes.config.specialties)
 
 
 def test_domain_level_without_domain_column(animal_small):
@@ -149,6 +156,17 @@ def test_bad_teachers_per_level(spec, animal_small):
         parse_teachers_per_level(spec, 10)
     with pytest.raises(CSLError):
         train_teacher_hierarchy(animal_small.select(range(20)), TeacherTrainingArguments(teachers_per_level=spec, **FAST))
+
+
+def test_specialty_names_hide_no_single_class():
+    from csl_hf.method.hierarchy import specialty_names
+
+    id2label = {c: name for c, name in enumerate("abcdefghij")}
+    specs = [{"classes": list(range(10))}, {"classes": [0, 1, 2, 3, 4]}, {"classes": [5, 6, 7, 8, 9]},
+             {"classes": [0, 1, 2, 3, 4, 5]}, {"classes": [9]}, {"domain": "sketch"}]
+    assert specialty_names(specs, 10, id2label) == ["generalist", "a, b, c, d, e", "f, g, h, i, j",
+                                                    "a, b, c, d +2 more", "j", "domain sketch"]
+    assert specialty_names(specs[1:3], 10) == ["classes 0-4", "classes 5-9"]
 
 
 def test_teachers_per_level_parsing():

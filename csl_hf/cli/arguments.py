@@ -1,4 +1,5 @@
-"""The command line of the example scripts: their argument dataclasses, config files, and a ``--help`` that reads.
+"""The command line of the example scripts: their argument dataclasses and config files (the parser, with its
+one-line errors and a ``--help`` that reads, is `csl_hf.cli.parser.CSLArgumentParser`).
 
 `parse_run_args` parses with `transformers.HfArgumentParser`, so every `TrainingArguments` flag works. A YAML or
 JSON file given as the first argument sets defaults that later flags override (as TRL's command lines do), and
@@ -7,7 +8,6 @@ JSON file given as the first argument sets defaults that later flags override (a
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -15,23 +15,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import HfArgumentParser
-
 from ..errors import CSLError
-from ..utils import closest_names, field_default, jsonable
+from ..utils import closest_names, jsonable
+from .parser import CSLArgumentParser
 
 __all__ = ["DataArguments", "ModelArguments", "CSLArgumentParser", "parse_run_args", "resolved_config",
            "get_peft_config", "CONFIG_NAME"]
 
 CONFIG_NAME = "run_config.yaml"
-#: How --help shows a default that depends on the mode (the field's own default is None: "decide by mode").
-MODE_DEFAULTS = {
-    "baselines": "oracle,ensemble in probe mode, none in full mode",
-    "compare_label_types": "on in probe mode, off in full mode",
-    "backbone_learning_rate": "learning_rate / 10 in full mode",
-    "head_warmup_epochs": "20 in full mode",
-    "freeze_batch_norm": "True in full mode",
-}
 #: Settings that may name a local path (recorded absolute: a rerun or resume from another directory reads the same).
 PATH_SETTINGS = ("dataset_name", "cache_dir", "teachers_name_or_path", "student_model_name_or_path")
 # Never written into a saved config: secrets and per-invocation switches.
@@ -183,95 +174,6 @@ def get_peft_config(model_args: ModelArguments):
                       target_modules=targets)
 
 
-class CSLArgumentParser(HfArgumentParser):
-    """`HfArgumentParser` with one-line errors and a ``--help`` that shows the CSL flags first, by group.
-
-    ``help_groups`` lists ``(title, [field names])``: those flags are explained in full, in that order; every other
-    field (the stock `TrainingArguments`) is listed by name after a pointer to its documentation. ``--help_all``
-    prints the stock argparse help of every flag.
-    """
-
-    def __init__(self, dataclass_types, description: str = "", help_groups: list[tuple[str, list[str]]] | None = None,
-                 prog: str | None = None):
-        # No prefix matching: `--learning_rat 7e-4` is an unknown flag, not --learning_rate (argparse's allow_abbrev).
-        super().__init__(dataclass_types, description=description, prog=prog, add_help=False, allow_abbrev=False)
-        self.help_groups = help_groups or []
-        # HfArgumentParser adds --no_FLAG only for booleans that default to True; an optional boolean (None: decided
-        # by the mode) gets it too, so every boolean flag can be turned off the same way.
-        for name, f in self._fields().items():
-            if f.default is None and str(f.type).replace(" ", "") in ("bool|None", "Optional[bool]"):
-                self.add_argument(f"--no_{name}", dest=name, action="store_false", help=argparse.SUPPRESS)
-        self.add_argument("-h", "--help", action="store_true", help="Show the CSL flags and exit.")
-        self.add_argument("--help_all", action="store_true", help="Show every flag's stock help and exit.")
-
-    def error(self, message: str):
-        raise CSLError(f"{message}; see {self.prog} --help")
-
-    def _fields(self) -> dict[str, dataclasses.Field]:
-        out = {}
-        for dtype in self.dataclass_types:
-            for f in dataclasses.fields(dtype):
-                if f.init and not f.name.startswith("_"):
-                    out.setdefault(f.name, f)
-        return out
-
-    def format_help(self) -> str:
-        import textwrap
-
-        fields = self._fields()
-        width = 100
-        lines = [f"usage: {self.prog} [CONFIG.yaml|CONFIG.json] [--flag value ...]", ""]
-        for paragraph in self.description.strip().replace("``", "").split("\n\n"):  # a docstring's ``x`` is x
-            if all(line.startswith("    ") for line in paragraph.splitlines()):
-                lines += [*paragraph.splitlines(), ""]  # an indented block (example commands): as written
-            else:
-                lines += [textwrap.fill(" ".join(paragraph.split()), width), ""]
-        shown = set()
-        for title, names in self.help_groups:
-            lines += [f"{title}:"]
-            for name in names:
-                f = fields[name]
-                shown.add(name)
-                default = field_default(f)
-                default = None if default is dataclasses.MISSING else default
-                choices = f.metadata.get("choices")
-                kind = "{" + ",".join(map(str, choices)) + "}" if choices else _type_name(f.type)
-                shown_default = MODE_DEFAULTS.get(name, jsonable(default))
-                lines.append(f"  --{name} {kind}  (default: {shown_default})")
-                lines += textwrap.wrap(f.metadata.get("help", "").replace("%%", "%"), width, initial_indent=" " * 6,
-                                       subsequent_indent=" " * 6)
-            lines.append("")
-        from ..trainer.arguments_audit import REFUSED, REFUSED_IN_PROBE
-
-        rest = sorted(n for n in fields if n not in shown)
-        if not rest:
-            return "\n".join(lines) + "\n"
-        refused = [n for n in rest if n in REFUSED]
-        probe_only = [n for n in rest if n in REFUSED_IN_PROBE]
-        honoured = [n for n in rest if n not in REFUSED and n not in REFUSED_IN_PROBE]
-        pointer = ("Every other transformers.TrainingArguments flag works as in transformers (see "
-                   "https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments; "
-                   f"`{self.prog} --help_all` prints each one's help), except those refused below, with one line "
-                   "that says why (docs/troubleshooting.md). Booleans take True/False; `--no_FLAG` is the same as "
-                   "`--FLAG False`.")
-        lines += textwrap.wrap(pointer, width) + [""]
-        for title, names in (("Honoured:", honoured), ("Honoured with --student_mode full, refused in probe mode:",
-                                                        probe_only), ("Refused (they do not apply to a CSL run):",
-                                                                      refused)):
-            if names:
-                lines += [title] + textwrap.wrap(", ".join(names), width, initial_indent="  ",
-                                                 subsequent_indent="  ") + [""]
-        return "\n".join(lines)
-
-    def format_help_all(self) -> str:
-        return super().format_help()
-
-
-def _type_name(annotation: Any) -> str:
-    text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
-    return text.replace(" | None", "").replace("NoneType", "").strip() or "value"
-
-
 def _load_config_file(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise CSLError(f"config file {path} does not exist; pass a YAML or JSON file of flag names and values")
@@ -347,6 +249,7 @@ def parse_run_args(parser: CSLArgumentParser, argv: list[str] | None = None) -> 
         if unknown:
             raise CSLError(f"config file: unknown key(s) {', '.join(unknown)}; use flag names without the leading --")
         parser.set_defaults(**config)
+    argv = parser.complete_bare_flags(argv)
     try:
         parser.last_namespace, _ = parser.parse_known_args(args=argv)
         parsed = parser.parse_args_into_dataclasses(args=argv)

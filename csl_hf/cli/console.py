@@ -47,13 +47,14 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def setup_logging(args) -> None:
+def setup_logging(args=None) -> None:
     """The console of a command-line run: csl_hf's progress at INFO on the main process, transformers' own chatter at
     WARNING, progress bars off with ``--disable_tqdm``. Other processes of a launch log errors only (each warning
-    would otherwise print once per process)."""
+    would otherwise print once per process). ``args``: `TrainingArguments` (its ``should_log``, ``disable_tqdm``), or
+    ``None`` for a command without them (``csl-hf teachers``)."""
     from transformers.utils import logging
 
-    main = args.should_log and is_main_process()
+    main = getattr(args, "should_log", True) and is_main_process()
     handler = _AboveProgressBars()
     handler.setFormatter(_ConsoleFormatter("%(message)s"))
     pylogging.basicConfig(level=pylogging.INFO if main else pylogging.ERROR, handlers=[handler], force=True)
@@ -68,7 +69,7 @@ def setup_logging(args) -> None:
     datasets.utils.logging.disable_propagation()
     if not main:
         warnings.filterwarnings("ignore")
-    if args.disable_tqdm:
+    if getattr(args, "disable_tqdm", False):
         logging.disable_progress_bar()
 
 

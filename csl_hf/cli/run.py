@@ -28,7 +28,7 @@ from .arguments import CONFIG_NAME, CSLArgumentParser, DataArguments, ModelArgum
     parse_run_args, resolved_config
 from .console import run_command, setup_logging
 from ..outputs.hub import check_push_possible
-from ..trainer.progress import PROGRESS_NAME, resume_directory
+from ..trainer.progress import PROGRESS_NAME, check_resume_settings, resume_directory
 from .output_dir import OutputDirectory, run_state
 from .steps import (
     check_flags_apply,
@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf run") -> dict:
         check_push_possible(hub_repo_id(args), args.hub_token, args.output_dir)
     if args.resume_from_checkpoint and run_state(resume_directory(args, args.resume_from_checkpoint)) == "finished":
         return finished_run(args, prog)
+    if args.resume_from_checkpoint:  # a changed flag is refused now, not after the data, student and teachers load
+        check_resume_settings(args, resume_directory(args, args.resume_from_checkpoint))
     local_data = None if data_args.cache_dir else local_dataset_path(data_args.dataset_name)
     with OutputDirectory(args, data_path=local_data, keep_cache=not data_args.cache_dir, prog=prog):
         if data_args.cache_dir:
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf run") -> dict:
                 max_train_samples=data_args.max_train_samples, max_eval_samples=data_args.max_eval_samples,
                 streaming=data_args.streaming, shuffle_buffer_size=data_args.shuffle_buffer_size,
                 folder_layout=data_args.folder_layout)
-            check_flags_apply(data_args, model_args, teacher_args, args, data.domain_column, data.dataset_name)
+            check_flags_apply(data_args, model_args, teacher_args, args, data)
             # The student before the teachers: a bad student path or LoRA target fails in seconds, not after
             # teacher training.
             student, processor = load_student(model_args.student_model_name_or_path, data.id2label,

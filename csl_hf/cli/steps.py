@@ -12,6 +12,7 @@ from transformers.utils import logging
 from ..cache.format import CSLCache
 from ..trainer.co_supervised_config import CoSupervisedConfig
 from ..errors import CSLError
+from ..method.hierarchy import parse_teachers_per_level
 from ..method.rounds import CLASS_ROUTES
 from ..utils import changed_fields
 from ..models.teacher_mixture.modeling_teacher_mixture import TeacherMixture
@@ -29,16 +30,17 @@ _DATA_FLAGS = ("dataset_name", "folder_layout", "teacher_size", "test_size", "tr
                "max_eval_samples", "streaming", "shuffle_buffer_size")
 
 
-def check_flags_apply(data_args, model_args, teacher_args, args: CoSupervisedConfig, domain_column: str | None = None,
-                      dataset_name: str | None = None) -> None:
+def check_flags_apply(data_args, model_args, teacher_args, args: CoSupervisedConfig, data=None) -> None:
     """Refuse, by name and in one line, a flag that the run would otherwise ignore without a word.
 
     * with ``--cache_dir``: the data and teacher flags (the cache already holds the images' features and the
       teachers' outputs), and ``--labeling_batch_size`` / ``--on_bad_image`` (no image is read);
     * with ``--teachers_name_or_path``: the teacher-training flags (the teachers exist);
-    * on data with domains (``domain_column``): ``--teachers_per_level`` (the teachers are one specialist per domain);
-    * an ``--assignment`` that routes by class (`CLASS_ROUTES`) where the teachers will be domain specialists, and
-      ``--teacher_domain_level`` on data without domains: before the student is loaded and the teachers trained.
+    * once the data is read (``data``, a `WeakToStrongData`), before the student is loaded and the teachers trained:
+      on data with domains (unless ``--teacher_domain_level False`` asks for class specialists),
+      ``--teachers_per_level`` and ``--specialty_gates`` (the teachers are one specialist per domain); on data
+      without, ``--teacher_domain_level``; a ``--teachers_per_level`` with more specialists than classes; an
+      ``--assignment`` that routes by class (`CLASS_ROUTES`) where the teachers will be domain specialists.
 
     Raises:
         `CSLError` (one line): ``--FLAG does not apply ...: <why>; drop it``, or the assignment or domain flag that
@@ -66,21 +68,30 @@ def check_flags_apply(data_args, model_args, teacher_args, args: CoSupervisedCon
     if model_args.teachers_name_or_path and teacher_flags:
         raise CSLError(f"--{teacher_flags[0]} does not apply with --teachers_name_or_path: those teachers are already "
                        "trained; drop it, or drop --teachers_name_or_path to train new ones")
-    if domain_column is not None and "teachers_per_level" in teacher_flags:
-        raise CSLError(f"--teachers_per_level does not apply to {dataset_name or 'this dataset'}: it has a "
-                       f"{domain_column!r} column, so its teachers are the generalist plus one specialist per domain; "
-                       "drop it")
+    domain_column = data.domain_column if data is not None else None
+    dataset_name = data.dataset_name if data is not None else None
+    # Domain specialists: --teacher_domain_level True, or unset on data with a domain column (before the data is
+    # read, only the flag can say so).
+    domains = teacher_args.builds_domain_level(domain_column is not None)
+    by_data = domains and teacher_args.teacher_domain_level is None
+    for flag in ("teachers_per_level", "specialty_gates"):
+        if by_data and flag in teacher_flags:
+            raise CSLError(f"--{flag} does not apply to {dataset_name}: it has a {domain_column!r} column, so its "
+                           "teachers are the generalist plus one specialist per domain; drop it, or add "
+                           "--teacher_domain_level False for class specialists")
     if model_args.teachers_name_or_path:
         return  # the hierarchy is the saved teachers': CoSupervisedTrainer checks the assignment against it
+    if data is not None and not domains:
+        parse_teachers_per_level(teacher_args.teachers_per_level, len(data.class_names), warn=False)
     if dataset_name is not None and teacher_args.teacher_domain_level and domain_column is None:
         raise CSLError(f"--teacher_domain_level builds one specialist per domain, and {dataset_name} has no 'domain' "
                        "column; drop it for a class hierarchy")
-    if args.assignment in CLASS_ROUTES and (domain_column is not None or teacher_args.teacher_domain_level):
-        why = (f"{dataset_name or 'this dataset'} has a {domain_column!r} column, so" if domain_column is not None
-               else "with --teacher_domain_level")
+    if args.assignment in CLASS_ROUTES and domains:
+        why = (f"{dataset_name} has a {domain_column!r} column, so" if by_data else "with --teacher_domain_level")
         raise CSLError(f"--assignment {args.assignment} routes by the student's class predictions, and {why} the "
                        "specialists are domain specialists (each covers every class); use --assignment agreement, "
-                       "oracle or auto")
+                       "oracle or auto" + (", or add --teacher_domain_level False for class specialists" if by_data
+                                           else ""))
 
 
 def check_teacher_overlap(teachers: TeacherMixture, data, where: str) -> None:
@@ -164,8 +175,9 @@ def prepare_teachers(model_args, teacher_args, data, args: CoSupervisedConfig) -
     teacher_data = data.teacher.rename_columns({c: n for c, n in ((data.image_column, "image"),
                                                                   (data.label_column, "label")) if c != n})
     # Trained once, on the main process, and sent to the others (train_teacher_hierarchy does it).
-    teachers = train_teacher_hierarchy(teacher_data, teacher_args, domain_level=teacher_args.teacher_domain_level
-                                       or data.domain_column is not None, on_bad_image=args.on_bad_image)
+    teachers = train_teacher_hierarchy(teacher_data, teacher_args,
+                                       domain_level=teacher_args.builds_domain_level(data.domain_column is not None),
+                                       on_bad_image=args.on_bad_image)
     teachers.config.training_data = {**teachers.config.training_data, **data.teacher_provenance()}
     if args.should_log and not data.is_stream():
         log_teacher_accuracies(teachers, data)
@@ -173,10 +185,10 @@ def prepare_teachers(model_args, teacher_args, data, args: CoSupervisedConfig) -
 
 
 def gates_possible(teacher_args, data) -> bool:
-    """Whether this run's new teachers can have gate teachers: class specialists (no domains) of independent tiny
+    """Whether this run's new teachers can have gate teachers: class specialists (not domain ones) of independent tiny
     models (not heads on one ``--teacher_backbone``), with at least one specialist level."""
-    levels = [int(n) for n in str(teacher_args.teachers_per_level).split(",") if n.strip()]
-    return (data.domain_column is None and not teacher_args.teacher_domain_level and not teacher_args.teacher_backbone
+    levels = parse_teachers_per_level(teacher_args.teachers_per_level, len(data.class_names), warn=False)
+    return (not teacher_args.builds_domain_level(data.domain_column is not None) and not teacher_args.teacher_backbone
             and any(n > 1 for n in levels[1:]))
 
 

@@ -26,7 +26,7 @@ from ..errors import CSLError
 from ..teachers import TeacherTrainingArguments, evaluate_teachers_detailed, train_teacher_hierarchy
 from ..utils import changed_fields
 from .arguments import CSLArgumentParser, DataArguments, parse_run_args
-from .console import run_command
+from .console import run_command, setup_logging
 
 __all__ = ["HELP_GROUPS", "NOT_HERE", "RunArguments", "build_parser", "main", "cli"]
 
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf teachers") -> None:
     """
     parser = build_parser(prog)
     data_args, teacher_args, run_args = parse_run_args(parser, argv)
+    setup_logging()  # warnings as `warning: ...` lines, progress as csl-hf run prints it
     given = [name for name in changed_fields(data_args) if name in NOT_HERE]
     if given:
         raise CSLError(f"--{given[0]} does not apply to {prog}: the teachers learn from the teacher split only, read "
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf teachers") -> None:
                                     folder_layout=data_args.folder_layout)
     start = time.time()
     mixture = train_teacher_hierarchy(data.teacher, teacher_args,
-                                      domain_level=teacher_args.teacher_domain_level or data.domain_column is not None)
+                                      domain_level=teacher_args.builds_domain_level(data.domain_column is not None))
     mixture.config.training_data = {**mixture.config.training_data, **data.teacher_provenance()}
     elapsed = time.time() - start
     path = os.path.join(run_args.output_dir, "teachers")

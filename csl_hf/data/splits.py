@@ -213,8 +213,10 @@ def weak_to_strong_indices(
     need = sizes["test"] + sizes["teacher"] + sizes["train"]
     if need > n or sizes["train"] < 1:
         test = f" + test={sizes['test']}" if sizes["test"] else ""
+        # With train_size=None the weak-to-strong split is what is left, and it needs at least one example.
+        train = f"train={sizes['train']}" if train_size is not None else "at least 1 to train on"
         raise ValueError(
-            f"splits need teacher={sizes['teacher']} + train={max(sizes['train'], 1)}{test} = "
+            f"splits need teacher={sizes['teacher']}{test} + {train} = "
             f"{sizes['teacher'] + max(sizes['train'], 1) + sizes['test']} examples but the "
             f"{'training split' if not sizes['test'] else 'dataset'} has only {n}"
         )

@@ -9,7 +9,8 @@ Builders here:
 
 * `class_hierarchy`: levels of contiguous, near-equal class blocks (the paper's layout);
 * `domain_hierarchy`: the generalist plus one specialist per domain;
-* `parse_teachers_per_level`: the ``--teachers_per_level`` flag (``"1,2,4,5"`` or ``"auto"``).
+* `parse_teachers_per_level`: the ``--teachers_per_level`` flag (``"1,2,4,5"`` or ``"auto"``); its syntax alone,
+  before the data is read: `check_teachers_per_level`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "class_blocks",
     "class_hierarchy",
     "domain_hierarchy",
+    "check_teachers_per_level",
     "parse_teachers_per_level",
     "parse_int_list",
     "describe_classes",
@@ -97,11 +99,32 @@ def parse_int_list(spec: str | Sequence[int], name: str) -> list[int]:
     return values
 
 
-def parse_teachers_per_level(spec: str | Sequence[int], num_labels: int) -> list[int]:
+def check_teachers_per_level(spec: str | Sequence[int]) -> list[int] | None:
+    """What ``--teachers_per_level`` says before the data is read: ``None`` for ``"auto"``, else the levels, checked
+    to be positive integers that start with 1 (the count of classes is checked by `parse_teachers_per_level`).
+
+    Raises:
+        `CSLError` (one line): not integers, or not starting with 1.
+    """
+    if isinstance(spec, str) and spec.strip().lower() == "auto":
+        return None
+    levels = parse_int_list(spec, "teachers_per_level")
+    if levels[0] != 1:
+        raise CSLError(f"teachers_per_level={spec!r} must start with 1 (level 0 is one generalist), e.g. '1,2,4'")
+    return levels
+
+
+def parse_teachers_per_level(spec: str | Sequence[int], num_labels: int, warn: bool = True) -> list[int]:
     """``"1,2,4,5"`` -> ``[1, 2, 4, 5]``, validated against ``num_labels``; ``"auto"`` -> 1, 2, 4, ... doubling up to
     ``num_labels // 2`` (ending on ``num_labels // 2``: blocks of two or three classes). The default ``"1,2,4,5"``
-    on fewer than 5 classes keeps the levels that fit (with a warning): a small dataset runs with default flags."""
-    if isinstance(spec, str) and spec.strip().lower() == "auto":
+    on fewer than 5 classes keeps the levels that fit (with a warning unless ``warn=False``): a small dataset runs
+    with default flags.
+
+    Raises:
+        `CSLError` (one line): not integers, not starting with 1, or more specialists than classes on a level.
+    """
+    levels = check_teachers_per_level(spec)
+    if levels is None:
         levels, n = [1], 2
         while n <= num_labels // 2:
             levels.append(n)
@@ -109,14 +132,12 @@ def parse_teachers_per_level(spec: str | Sequence[int], num_labels: int) -> list
         if num_labels // 2 > levels[-1]:
             levels.append(num_labels // 2)
         return levels
-    levels = parse_int_list(spec, "teachers_per_level")
-    if levels[0] != 1:
-        raise CSLError(f"teachers_per_level={spec!r} must start with 1 (level 0 is one generalist), e.g. '1,2,4'")
     too_many = [n for n in levels if n > num_labels]
     if too_many and isinstance(spec, str) and spec.replace(" ", "") == DEFAULT_TEACHERS_PER_LEVEL:
         fit = [n for n in levels if n <= num_labels]
-        logger.warning(f"the default teachers_per_level {DEFAULT_TEACHERS_PER_LEVEL} suits 10 classes; on these "
-                       f"{num_labels} classes it is {','.join(map(str, fit))} (set --teachers_per_level to choose)")
+        if warn:
+            logger.warning(f"the default teachers_per_level {DEFAULT_TEACHERS_PER_LEVEL} suits 10 classes; on these "
+                           f"{num_labels} classes it is {','.join(map(str, fit))} (set --teachers_per_level to choose)")
         return fit
     if too_many:
         raise CSLError(f"teachers_per_level={spec!r} asks for {too_many[0]} specialists but there are only {num_labels} "
@@ -137,8 +158,8 @@ def describe_classes(classes: Sequence[int] | None) -> str:
 def specialty_names(specialties: Sequence[dict], num_labels: int, id2label: dict[int, str] | None = None,
                     max_names: int = 4) -> list[str]:
     """Display names of teachers: ``generalist`` (all classes), ``domain sketch`` (domain specialists) and, for class
-    specialists, their class names as the console and the card show them (``cat, dog``; past ``max_names`` names
-    the first ones and the count: ``cat, dog, fox, owl +3``), or without ``id2label`` their ids (``classes 0-4``,
+    specialists, their class names as the console and the card show them (``cat, dog``; past ``max_names + 1``
+    names the first ``max_names`` and the count of the rest: ``cat, dog, fox, owl +3 more``), or without ``id2label`` their ids (``classes 0-4``,
     ``class 3``)."""
     names = []
     for spec in specialties:
@@ -148,8 +169,10 @@ def specialty_names(specialties: Sequence[dict], num_labels: int, id2label: dict
         elif classes is not None and sorted(classes) == list(range(num_labels)):
             names.append("generalist")
         elif id2label is not None and classes is not None:
-            shown = ", ".join(str(id2label[int(c)]) for c in list(classes)[:max_names])
-            names.append(shown + (f" +{len(classes) - max_names}" if len(classes) > max_names else ""))
+            # "+1 more" would hide one name in the space it takes to print it: past max_names + 1 names only
+            cut = max_names if len(classes) > max_names + 1 else len(classes)
+            shown = ", ".join(str(id2label[int(c)]) for c in list(classes)[:cut])
+            names.append(shown + (f" +{len(classes) - cut} more" if len(classes) > cut else ""))
         elif classes is not None and len(classes) == 1:
             names.append(f"class {classes[0]}")
         else:

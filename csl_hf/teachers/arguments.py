@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import CSLError
-from ..method.hierarchy import parse_int_list
+from ..method.hierarchy import check_teachers_per_level, parse_int_list
 from ..data.preprocessing import Preprocessing
 
 __all__ = ["TeacherTrainingArguments", "teacher_preprocessing", "ARCHITECTURES"]
@@ -94,10 +94,10 @@ class TeacherTrainingArguments:
     teacher_feature_batch_size: int = field(
         default=64, metadata={"help": "With --teacher_backbone: images per batch when extracting its features."}
     )
-    teacher_domain_level: bool = field(
-        default=False,
-        metadata={"help": "Build a domain hierarchy instead: the generalist plus one specialist per value of the "
-                  "dataset's 'domain' column (e.g. digits_domains)."},
+    teacher_domain_level: bool | None = field(
+        default=None,
+        metadata={"help": "True: the generalist plus one specialist per value of the data's 'domain' column (e.g. "
+                  "digits_domains); False: class specialists (--teachers_per_level) even on such data."},
     )
     teacher_seed: int = field(
         default=0, metadata={"help": "Seed of the teachers' initialisation and batch sampling (teacher k uses seed+k)."}
@@ -133,8 +133,14 @@ class TeacherTrainingArguments:
             raise CSLError(f"--specialties {self.specialties!r} does not exist; use auto or blocks")
         if isinstance(self.teachers_per_level, (list, tuple)):
             self.teachers_per_level = ",".join(str(n) for n in self.teachers_per_level)
+        check_teachers_per_level(self.teachers_per_level)  # its syntax now; the count of classes once data is read
 
     # ------------------------------------------------------------------------------------------------ helpers
+    def builds_domain_level(self, has_domains: bool) -> bool:
+        """Whether the teachers are domain specialists on data with (``has_domains``) or without a 'domain' column:
+        ``teacher_domain_level`` when set, else the data decides."""
+        return has_domains if self.teacher_domain_level is None else bool(self.teacher_domain_level)
+
     def convnext_stages(self) -> tuple[list[int], list[int]]:
         """``(hidden_sizes, depths)`` parsed from the comma-separated flags."""
         hidden = parse_int_list(self.teacher_hidden_sizes, "teacher_hidden_sizes")

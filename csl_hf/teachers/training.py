@@ -53,8 +53,8 @@ def train_teacher_hierarchy(
     """Train a generalist and its specialists on ``teacher_split`` and gather them into a `TeacherMixture`.
 
     Hierarchy: explicit ``specialties`` + ``levels`` (see `csl_hf.method.hierarchy`), else a domain hierarchy
-    (``domain_level=True``, or ``args.teacher_domain_level`` when ``domain_level`` is ``None``; needs a ``domain``
-    column: the generalist plus one specialist per domain), else levels of ``args.teachers_per_level`` class groups:
+    (``domain_level=True``, or ``args.teacher_domain_level`` when ``domain_level`` is ``None``, or, when both are
+    ``None``, a ``domain`` column in the split; needs that column: the generalist plus one specialist per domain), else levels of ``args.teachers_per_level`` class groups:
     with ``args.specialties="auto"`` the generalist is trained first and the classes it confuses on the teacher split
     share a specialist (`csl_hf.method.specialties.hierarchy_from_confusion`); with ``"blocks"``, contiguous class-id
     blocks (the paper's layout). Every teacher trains for ``args.teacher_steps`` steps; teacher ``k`` is seeded with
@@ -109,6 +109,8 @@ def _train_independent_teachers(
     domain_level = args.teacher_domain_level if domain_level is None else domain_level
     preprocessing = teacher_preprocessing(args)
     split = load_teacher_split(teacher_split, preprocessing, on_bad_image=on_bad_image)
+    if domain_level is None:  # unset everywhere: the data decides, as on the command line
+        domain_level = split.domains is not None
     names = split.class_names
     num_labels = len(names)
     if num_labels < 2:

@@ -12,7 +12,7 @@ from ..cache.format import CSLCache
 from ..errors import CSLError
 from ..utils import atomic_write_json, jsonable
 
-__all__ = ["PROGRESS_NAME", "run_key", "save_progress", "load_progress", "resume_directory"]
+__all__ = ["PROGRESS_NAME", "run_key", "save_progress", "load_progress", "check_resume_settings", "resume_directory"]
 
 PROGRESS_NAME = "csl_progress.json"
 # Settings that change a run's results: a resume must use the same ones.
@@ -60,13 +60,34 @@ def load_progress(args, cache: CSLCache, directory: str) -> dict[str, Any]:
                        "CSL run started with round checkpoints")
     with open(path, encoding="utf-8") as f:
         progress = json.load(f)
-    recorded, wanted = progress.get("run") or {}, run_key(args, cache)
+    _refuse_changes(progress.get("run") or {}, run_key(args, cache), directory)
+    if progress["rounds"] and not args.save_round_checkpoints:
+        raise CSLError("--resume_from_checkpoint needs round checkpoints; drop --save_round_checkpoints False")
+    return progress
+
+
+def check_resume_settings(args, directory: str) -> None:
+    """Refuse a resume whose flags differ from the recorded run's, before any data, student or teacher is loaded
+    (`load_progress` checks the rest, the cache's levels and size, once the cache exists). A directory without
+    ``csl_progress.json`` (a run stopped while labeling) passes: its resume simply runs.
+
+    Raises:
+        `CSLError` (one line): the first setting that differs, its recorded and new values, and the fix.
+    """
+    path = os.path.join(directory, PROGRESS_NAME)
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        recorded = json.load(f).get("run") or {}
+    wanted = {k: jsonable(getattr(args, k)) for k in _RUN_KEYS}
+    wanted["world_size"] = args.world_size
+    _refuse_changes({k: recorded.get(k) for k in wanted}, wanted, directory)
+
+
+def _refuse_changes(recorded: dict[str, Any], wanted: dict[str, Any], directory: str) -> None:
     changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
     if changed:
         first = changed[0]
         raise CSLError(f"--resume_from_checkpoint: the run in {directory} used other settings ({first}: "
                        f"{recorded.get(first)!r} there, {wanted.get(first)!r} now); resume with the same settings "
                        "or start a new --output_dir")
-    if progress["rounds"] and not args.save_round_checkpoints:
-        raise CSLError("--resume_from_checkpoint needs round checkpoints; drop --save_round_checkpoints False")
-    return progress
