@@ -409,6 +409,26 @@ def test_a_mistake_met_mid_run_does_not_promise_that_a_resume_finishes_it(tmp_pa
     assert "if a setting must change, start again with --overwrite_output_dir True" in warning
 
 
+@pytest.mark.parametrize("progress, words", [("{not json", "cannot be read"), ("[]", "is not the progress record"),
+                                             ('{"rounds": 3}', "is not the progress record")])
+def test_a_damaged_progress_record_is_one_line_before_anything_loads(tmp_path, capsys, monkeypatch, progress, words):
+    import csl_hf.cli.run as run_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt()
+
+    monkeypatch.setattr(run_module, "plot_pgr", interrupted)
+    make_cache(n=240, seed=3).save(tmp_path / "cache")
+    out = tmp_path / "out"
+    rc, err = run_cli(capsys, *quick(tmp_path / "cache", out))
+    assert rc == 130, err
+    (out / "csl_progress.json").write_text(progress)
+    rc, err = run_cli(capsys, "--resume_from_checkpoint", out)
+    assert rc == 2 and err.strip().splitlines() == [err.strip()] and err.startswith("error: "), err
+    assert words in err and "start a new --output_dir" in err, err
+    assert (out / "csl_progress.json").read_text() == progress
+
+
 @pytest.mark.parametrize("changed", [["--learning_rate", "0.5"], ["--num_train_epochs", "3"], ["--seed", "7"]])
 def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capsys, monkeypatch, changed):
     # Was: the refused resume rewrote run_config.yaml with its changed flag, and every later plain resume (the one the

@@ -229,11 +229,20 @@ def test_the_card_metadata_names_no_local_path(tmp_path):
     report = {"weak_accuracy": 0.5, "ceiling_accuracy": 0.9, "seed": 0, "config": {},
               "rounds": [{"level": 0, "num_teachers": 1, "assignment": "none", "student_accuracy": 0.6, "pgr": 25.0,
                           "keep_rate": 1.0, "precision": None, "recall": None, "teacher_accuracy": None}]}
-    for name in (str(tmp_path), "./my_images", "animal_mnist"):
+    (tmp_path / "my photos").mkdir()
+    for name in (str(tmp_path / "my photos"), "./my_images", "animal_mnist"):
         card = create_csl_model_card(report, None, name, ["generalist"], [[0]])
         assert card.data.datasets is None, name
+    # nor does the card's text: a local dataset by its folder's name only
+    for name, shown in ((str(tmp_path / "my photos"), "`my photos`, a local dataset"),
+                        ("./my_images", "`my_images`, a local dataset"),
+                        ("animal_mnist", "`animal_mnist` (bundled with csl_hf)")):
+        text = create_csl_model_card(report, None, name, ["generalist"], [[0]]).text
+        assert f"**Training data:** {shown}" in text and str(tmp_path) not in text, text
     card = create_csl_model_card(report, None, "zalando-datasets/fashion_mnist", ["generalist"], [[0]])
     assert card.data.datasets == ["zalando-datasets/fashion_mnist"]
+    assert ("**Training data:** [`zalando-datasets/fashion_mnist`]"
+            "(https://huggingface.co/datasets/zalando-datasets/fashion_mnist)") in card.text
 
 
 # ------------------------------------------------------------------------------------------------ LoRA targets, early

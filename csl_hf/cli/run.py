@@ -91,8 +91,11 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf run") -> dict:
         check_push_possible(hub_repo_id(args), args.hub_token, args.output_dir)
     if args.resume_from_checkpoint and run_state(resume_directory(args, args.resume_from_checkpoint)) == "finished":
         return finished_run(args, prog)
-    if args.resume_from_checkpoint:  # a changed flag is refused now, not after the data, student and teachers load
-        check_resume_settings(args, resume_directory(args, args.resume_from_checkpoint))
+    resumed = resume_directory(args, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    if resumed and os.path.abspath(resumed) == os.path.abspath(args.output_dir):
+        # a changed flag is refused now, not after the data, student and teachers load (a resume into another
+        # directory is refused by OutputDirectory)
+        check_resume_settings(args, resumed)
     local_data = None if data_args.cache_dir else local_dataset_path(data_args.dataset_name)
     with OutputDirectory(args, data_path=local_data, keep_cache=not data_args.cache_dir, prog=prog):
         if data_args.cache_dir:

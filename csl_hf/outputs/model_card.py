@@ -75,6 +75,20 @@ def _teacher_table(teacher_names: Sequence[str], levels: Sequence[Sequence[int]]
     return "\n".join(lines)
 
 
+def _data_text(dataset_name: str | None, dataset_id: str | None, shown: str | None) -> str:
+    """The card's training-data line: a Hub dataset as a link, a bundled set by name, a local one by its folder's name
+    only (a card pushed to the Hub should not carry a path of the machine that trained it)."""
+    from ..data.loading import BUNDLED_DATASETS
+
+    if not dataset_name:
+        return "not recorded"
+    if dataset_id:
+        return f"[`{dataset_id}`](https://huggingface.co/datasets/{dataset_id})"
+    if dataset_name in BUNDLED_DATASETS:
+        return f"`{dataset_name}` (bundled with csl_hf)"
+    return f"`{shown}`, a local dataset (its path is not recorded on the card)"
+
+
 def _settings_table(config: dict[str, Any]) -> str:
     skip = {"levels", "teacher_names"}  # shown in the teacher table
     rows = [(k, v) for k, v in config.items() if k not in skip]
@@ -184,7 +198,7 @@ def create_csl_model_card(
     # The body is a template (templates/model_card.md), rendered by huggingface_hub as TRL renders its cards.
     return ModelCard.from_template(
         data, template_path=str(TEMPLATE_PATH), title=title, paper_url=PAPER_URL, base_text=base_text,
-        data_text=f"`{dataset_name}`" if dataset_name else "not recorded", checkpoint_text=checkpoint_text,
+        data_text=_data_text(dataset_name, dataset_id, shown_dataset), checkpoint_text=checkpoint_text,
         teacher_table=_teacher_table(teacher_names, levels), seed=report.get("seed"),
         settings_table=_settings_table(config),
         results_table=format_report_table(report, markdown=True) if rounds else "_The report holds no rounds._",

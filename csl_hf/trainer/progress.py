@@ -58,8 +58,7 @@ def load_progress(args, cache: CSLCache, directory: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise CSLError(f"--resume_from_checkpoint: {path} does not exist; resume needs the output directory of a "
                        "CSL run started with round checkpoints")
-    with open(path, encoding="utf-8") as f:
-        progress = json.load(f)
+    progress = _read(path)
     _refuse_changes(progress.get("run") or {}, run_key(args, cache), directory)
     if progress["rounds"] and not args.save_round_checkpoints:
         raise CSLError("--resume_from_checkpoint needs round checkpoints; drop --save_round_checkpoints False")
@@ -77,8 +76,9 @@ def check_resume_settings(args, directory: str) -> None:
     path = os.path.join(directory, PROGRESS_NAME)
     if not os.path.isfile(path):
         return
-    with open(path, encoding="utf-8") as f:
-        recorded = json.load(f).get("run") or {}
+    recorded = _read(path).get("run") or {}
+    if not recorded:  # written before run keys were recorded: load_progress compares what it can
+        return
     wanted = {k: jsonable(getattr(args, k)) for k in _RUN_KEYS}
     wanted["world_size"] = args.world_size
     _refuse_changes({k: recorded.get(k) for k in wanted}, wanted, directory)
@@ -91,3 +91,16 @@ def _refuse_changes(recorded: dict[str, Any], wanted: dict[str, Any], directory:
         raise CSLError(f"--resume_from_checkpoint: the run in {directory} used other settings ({first}: "
                        f"{recorded.get(first)!r} there, {wanted.get(first)!r} now); resume with the same settings "
                        "or start a new --output_dir")
+
+
+def _read(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            progress = json.load(f)
+    except (OSError, ValueError) as err:
+        raise CSLError(f"--resume_from_checkpoint: {path} cannot be read ({str(err).splitlines()[0]}); the run cannot "
+                       "be resumed: start a new --output_dir") from None
+    if not isinstance(progress, dict) or not isinstance(progress.get("rounds"), list):
+        raise CSLError(f"--resume_from_checkpoint: {path} is not the progress record of a CSL run; start a new "
+                       "--output_dir")
+    return progress
