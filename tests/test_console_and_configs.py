@@ -198,6 +198,17 @@ def test_a_bad_student_fails_before_any_teacher_is_trained(tmp_path, monkeypatch
     assert not (tmp_path / "out").exists()
 
 
+@pytest.fixture
+def student_must_not_load(monkeypatch):
+    """Loading the student fails the test: what is checked must be refused before it."""
+    import csl_hf.cli.run
+
+    def must_not_load(*a, **k):
+        raise AssertionError("the student was loaded before the check")
+
+    monkeypatch.setattr(csl_hf.cli.run, "load_student", must_not_load)
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--dataset_name", "digits_domains", "--assignment", "student"],
      "--assignment student routes by the student's class predictions, and digits_domains has a 'domain' column"),
@@ -207,16 +218,11 @@ def test_a_bad_student_fails_before_any_teacher_is_trained(tmp_path, monkeypatch
      "with --teacher_domain_level the specialists are domain specialists"),
     (["--teacher_domain_level", "True"], "--teacher_domain_level builds one specialist per domain, and animal_mnist"),
 ])
-def test_an_assignment_the_hierarchy_cannot_run_is_refused_before_the_student_loads(tmp_path, capsys, monkeypatch,
-                                                                                      argv, words):
+def test_an_assignment_the_hierarchy_cannot_run_is_refused_before_the_student_loads(tmp_path, capsys,
+                                                                                      student_must_not_load, argv,
+                                                                                      words):
     # Was: trained the teachers, labeled, trained the ceiling and round 0, then failed at level 1 and pointed to a
     # resume that failed the same way.
-    import csl_hf.cli.run
-
-    def must_not_load(*a, **k):
-        raise AssertionError("the student was loaded before the assignment was checked")
-
-    monkeypatch.setattr(csl_hf.cli.run, "load_student", must_not_load)
     rc = run_command(run_csl.main, [*argv, "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
@@ -245,15 +251,9 @@ def test_an_assignment_the_hierarchy_cannot_run_is_refused_before_the_student_lo
     (["--dataset_name", "digits_domains", "--teachers_per_level", "1,2"],
      "--teachers_per_level does not apply to digits_domains: it has a 'domain' column"),
 ])
-def test_a_hierarchy_the_data_cannot_have_is_refused_before_the_student_loads(tmp_path, capsys, monkeypatch, argv,
-                                                                              words):
+def test_a_hierarchy_the_data_cannot_have_is_refused_before_the_student_loads(tmp_path, capsys,
+                                                                              student_must_not_load, argv, words):
     # Was: the error came from the teacher training, after the student's weights had loaded (a bar, then a line).
-    import csl_hf.cli.run
-
-    def must_not_load(*a, **k):
-        raise AssertionError("the student was loaded before the hierarchy was checked")
-
-    monkeypatch.setattr(csl_hf.cli.run, "load_student", must_not_load)
     rc = run_command(run_csl.main, [*argv, "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and words in err[0], err

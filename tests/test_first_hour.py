@@ -409,22 +409,34 @@ def test_a_mistake_met_mid_run_does_not_promise_that_a_resume_finishes_it(tmp_pa
     assert "if a setting must change, start again with --overwrite_output_dir True" in warning
 
 
-@pytest.mark.parametrize("progress, words", [("{not json", "cannot be read"), ("[]", "is not the progress record"),
-                                             ('{"rounds": 3}', "is not the progress record")])
-def test_a_damaged_progress_record_is_one_line_before_anything_loads(tmp_path, capsys, monkeypatch, progress, words):
+def _interrupted_run(tmp_path, capsys, monkeypatch):
+    """A run on a small cache interrupted (Ctrl-C) after its rounds, before its outputs: its output directory."""
     import csl_hf.cli.run as run_module
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt()
 
+    real = run_module.plot_pgr
     monkeypatch.setattr(run_module, "plot_pgr", interrupted)
     make_cache(n=240, seed=3).save(tmp_path / "cache")
     out = tmp_path / "out"
     rc, err = run_cli(capsys, *quick(tmp_path / "cache", out))
     assert rc == 130, err
+    monkeypatch.setattr(run_module, "plot_pgr", real)
+    return out
+
+
+def _one_line_error(rc, err):
+    assert rc == 2 and err.strip().splitlines() == [err.strip()] and err.startswith("error: "), err
+
+
+@pytest.mark.parametrize("progress, words", [("{not json", "cannot be read"), ("[]", "is not the progress record"),
+                                             ('{"rounds": 3}', "is not the progress record")])
+def test_a_damaged_progress_record_is_one_line_before_anything_loads(tmp_path, capsys, monkeypatch, progress, words):
+    out = _interrupted_run(tmp_path, capsys, monkeypatch)
     (out / "csl_progress.json").write_text(progress)
     rc, err = run_cli(capsys, "--resume_from_checkpoint", out)
-    assert rc == 2 and err.strip().splitlines() == [err.strip()] and err.startswith("error: "), err
+    _one_line_error(rc, err)
     assert words in err and "start a new --output_dir" in err, err
     assert (out / "csl_progress.json").read_text() == progress
 
@@ -435,18 +447,8 @@ def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capsys, monkeypatch
     # interrupted run had printed) was refused with the changed value.
     import csl_hf.cli.run as run_module
 
-    real = run_module.plot_pgr
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt()
-
-    monkeypatch.setattr(run_module, "plot_pgr", interrupted)
-    make_cache(n=240, seed=3).save(tmp_path / "cache")
-    out = tmp_path / "out"
-    rc, err = run_cli(capsys, *quick(tmp_path / "cache", out))
-    assert rc == 130, err
+    out = _interrupted_run(tmp_path, capsys, monkeypatch)
     config = (out / "run_config.yaml").read_bytes()
-    monkeypatch.setattr(run_module, "plot_pgr", real)
     cache_class = run_module.CSLCache
 
     class MustNotLoad:
@@ -457,7 +459,7 @@ def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(run_module, "CSLCache", MustNotLoad)
     rc, err = run_cli(capsys, "--resume_from_checkpoint", out, *changed)
     # one line, before anything loads, and no warning that the run stopped after saving progress
-    assert rc == 2 and err.strip().splitlines() == [err.strip()] and err.startswith("error: "), err
+    _one_line_error(rc, err)
     assert "used other settings" in err and changed[0][2:] in err, err
     monkeypatch.setattr(run_module, "CSLCache", cache_class)
     assert (out / "run_config.yaml").read_bytes() == config
