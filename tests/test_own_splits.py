@@ -263,13 +263,24 @@ def test_own_splits_ambiguous_folders_name_both_readings(tmp_path, split_folder)
         load_csl_dataset(str(flat))
 
 
-def test_own_splits_plain_layouts_unchanged(tmp_path):
-    # the class and domain layouts read as before (a README or a metadata file at the top is ignored)
+def test_own_splits_plain_layouts_unchanged(tmp_path, caplog):
+    # the class and domain layouts read as before (a README or a metadata file at the top is ignored), and the log
+    # says which reading was detected and how to ask for the other
+    caplog.set_level("INFO")
     root = tmp_path / "plain"
     _make(root, {"photo": dict.fromkeys(COLOURS, 2), "sketch": dict.fromkeys(COLOURS, 2)})
     (root / "README.md").write_text("my domains\n")
     ds = load_csl_dataset(str(root))
     assert ds.features["domain"].names == ["photo", "sketch"] and len(ds) == 12
+    assert f"image folder '{root}': read as path/<domain>/<class>/<image>, 2 domains (photo, sketch) of " \
+           f"{len(COLOURS)} classes (--folder_layout classes reads its top folders as classes)" in caplog.text
+    caplog.clear()
+    _make(tmp_path / "flat", {"": dict.fromkeys(COLOURS, 2)})
+    assert len(load_csl_dataset(str(tmp_path / "flat"))) == 2 * len(COLOURS)
+    assert f"image folder '{tmp_path / 'flat'}': read as path/<class>/<image>, {len(COLOURS)} classes" in caplog.text
+    caplog.clear()
+    load_csl_dataset(str(tmp_path / "flat"), folder_layout="classes")  # asked for: that line, not a detection
+    assert "read as path/" not in caplog.text and "read in the class layout (--folder_layout classes)" in caplog.text
     with pytest.raises(ValueError, match="folder_layout 'folders' does not exist"):
         load_csl_dataset(str(root), folder_layout="folders")
     with pytest.raises(ValueError, match="applies to a local folder"):

@@ -200,6 +200,13 @@ def _load_roots(roots: dict[str, list[str]], streaming: bool, layout: str | None
                          "its folder")
     all_classes = sorted(set().union(*per_domain.values()))
     domains = sorted(per_domain) if kind == "domain" else []
+    if layout is None:  # detected, not asked for: say which reading it is, and how to ask for the other
+        if kind == "domain":
+            logger.info("image folder %r: read as path/<domain>/<class>/<image>, %d domains (%s) of %d classes "
+                        "(--folder_layout classes reads its top folders as classes)", where, len(domains),
+                        ", ".join(domains[:6]) + (", ..." if len(domains) > 6 else ""), len(all_classes))
+        else:
+            logger.info("image folder %r: read as path/<class>/<image>, %d classes", where, len(all_classes))
     for dom in domains:
         missing = sorted(set(all_classes) - per_domain[dom])
         if missing:
