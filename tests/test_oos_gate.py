@@ -328,6 +328,11 @@ def test_run_trains_gates_for_oos_gate_and_refuses_saved_teachers_without(tmp_pa
                            "--teachers_name_or_path", str(tmp_path / "plain" / "teachers")])
     assert [r["assignment"] for r in reused["rounds"]] == ["none", "student"]
     capsys.readouterr()
+    # auto with saved teachers that have gate teachers: they route, and the log says so before the rounds
+    routed = run_csl.main([*data, "--output_dir", str(tmp_path / "auto_gated"),
+                           "--teachers_name_or_path", str(tmp_path / "default" / "teachers")])
+    assert [r["assignment"] for r in routed["rounds"]] == ["none", "oos_gate"]
+    assert "have gate teachers, which class levels route by (oos_gate" in capsys.readouterr().err
     rc = run_csl.cli([*data, "--output_dir", str(tmp_path / "reuse"), "--assignment", "oos_gate",
                       "--teachers_name_or_path", str(tmp_path / "plain" / "teachers")])
     err = capsys.readouterr().err.strip()

@@ -161,6 +161,9 @@ def prepare_teachers(model_args, teacher_args, data, args: CoSupervisedConfig) -
             raise CSLError(f"--assignment oos_gate routes by gate teachers, and the teachers in {path} have none; "
                            "train them with --specialty_gates (examples/train_teachers.py --specialty_gates), or drop "
                            "--teachers_name_or_path to train them in this run")
+        if args.assignment == "auto" and teachers.has_gates:
+            logger.info(f"--assignment auto: the teachers in {path} have gate teachers, which class levels route by "
+                        "(oos_gate; --assignment student for the paper's rule without them)")
         return teachers
     if args.assignment == "oos_gate":  # on data with domains it was refused by check_flags_apply
         if not teacher_args.specialty_gates:
