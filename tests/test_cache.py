@@ -168,3 +168,16 @@ def test_labeling_rows_fill_one_tensor_when_the_count_is_known_and_chunks_otherw
     assert torch.equal(unknown.pop("features"), expected)  # a stream: chunks, concatenated once
     assert torch.equal(short.pop("features"), expected)  # more rows than expected (an estimate): chunks follow
     assert known.pop("labels") is None
+
+
+def test_the_cache_card_names_a_local_dataset_without_its_path(tmp_path):
+    # cache.json keeps the path (the reuse check compares it); the card pushed to the Hub names the folder only
+    from csl_hf.cache.hub import cache_card
+
+    cache = make_cache(n=40, seed=1)
+    for where in ("/home/someone/photos", "./photos", str(tmp_path / "photos"), "~/photos"):
+        cache.source = {"dataset": where}
+        card = cache_card(cache, "user/c")
+        assert "- dataset: `photos` (a local dataset; its path is not on the card)" in card and where not in card
+    cache.source = {"dataset": "user/photos"}
+    assert "- dataset: `user/photos`" in cache_card(cache, "user/c")

@@ -1,5 +1,7 @@
 """TeacherMixture with tiny ViT and ConvNeXt teachers: masking, preprocessing, shared backbone, save/load."""
 
+import shutil
+
 import pytest
 import torch
 from torch import nn
@@ -105,7 +107,8 @@ def test_the_card_names_domains_gates_and_the_data(tmp_path):
     card = teacher_mixture_card(config, "user/domain-teachers", tags=["animals"])
     for line in ("- animals", "# Teacher mixture: 3 weak teachers in 2 levels",
                  "| 0 | generalist | all 4 classes | vit | 28x28 |",
-                 "| 1 | domain sketch | domain sketch | convnext | 28x28 |", "- dataset: `./folders`",
+                 "| 1 | domain sketch | domain sketch | convnext | 28x28 |",
+                 "- dataset: `folders` (a local dataset; its path is not on the card)",
                  "- images: 90 (skipped as unreadable: 2)", "- split seed: 42", "- specialties chosen by: domains",
                  "pixel_values=torch.randn(2, 3, 28, 28)", "AutoModel.from_pretrained('user/domain-teachers', "
                  "trust_remote_code=True)"):
@@ -115,6 +118,26 @@ def test_the_card_names_domains_gates_and_the_data(tmp_path):
                                                                         {"classes": [2, 3]}],
                                     "gate_teacher_configs": [{"model_type": "vit"}], "gate_specialists": [2]})
     assert "Gate teachers (1): one per class specialist (domain sketch)" in teacher_mixture_card(gated)
+
+
+def test_a_runs_saved_teachers_card_names_their_final_folder_and_no_local_path(tmp_path):
+    # Was: OUTPUT_DIR/teachers/README.md told to load '.../.teachers.tmp-xxxx' (the staging folder, renamed after the
+    # save), and named the dataset by its absolute path.
+    from csl_hf.cache.reuse import save_teachers
+
+    model = mixture()[0]
+    for where in ("/home/someone/photos", "./photos", str(tmp_path / "photos")):
+        model.config.training_data = {"dataset": where, "num_images": 12}
+        out = tmp_path / "run"
+        assert save_teachers(model, str(out)) == "teachers"
+        card = (out / "teachers" / "README.md").read_text()
+        assert ".tmp-" not in card and f"AutoModel.from_pretrained('{out / 'teachers'}'" in card, card
+        assert "- dataset: `photos` (a local dataset; its path is not on the card)" in card
+        assert "/home/someone" not in card and str(tmp_path / "photos") not in card
+        shutil.rmtree(out)
+    model.config.training_data = {"dataset": "zalando-datasets/fashion_mnist"}  # a Hub id is named as it is
+    save_teachers(model, str(tmp_path / "hub"))
+    assert "- dataset: `zalando-datasets/fashion_mnist`" in (tmp_path / "hub" / "teachers" / "README.md").read_text()
 
 
 def test_teachers_must_share_the_label_space():

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import CacheError
 from ..method.hierarchy import describe_classes
+from ..models.teacher_mixture.hub_teacher_mixture import card_dataset_text
 
 __all__ = ["CARD_NAME", "cache_card", "push_cache", "resolve_cache_dir"]
 
@@ -89,7 +90,7 @@ def cache_card(cache, repo_id: str) -> str:
              "taken at the input of its classifier)",
              f"- teachers: {cache.num_teachers} in {len(cache.levels)} levels"
              + (f", saved as `{source['teachers']}` in the run that labeled them" if source.get("teachers") else ""),
-             f"- dataset: `{source.get('dataset') or 'not recorded'}`",
+             f"- dataset: {card_dataset_text(str(source['dataset'])) if source.get('dataset') else 'not recorded'}",
              f"- sizes: {train} weak-to-strong training images, {test} test images, {cache.num_labels} classes"
              + (f"; unreadable images skipped: {source['skipped_images']}" if source.get("skipped_images") else ""),
              f"- teacher outputs: {storage}"

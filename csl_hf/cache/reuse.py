@@ -18,6 +18,7 @@ from .format import CSLCache
 from ..errors import CacheError
 from .labeling import build_cache
 from .partial import PartialLabels
+from ..models.teacher_mixture.hub_teacher_mixture import write_model_card
 from ..models.teacher_mixture.modeling_teacher_mixture import TeacherMixture
 from ..models.student import find_classifier
 
@@ -105,6 +106,8 @@ def save_teachers(teachers: TeacherMixture, output_dir: str) -> str:
     if not os.path.isfile(os.path.join(path, "config.json")) or _saved_fingerprint(path) != teachers_fingerprint(teachers):
         with staged_directory(path) as tmp:
             teachers.save_pretrained(tmp)
+            # the card's load commands name the directory it was written in: the final one, not the staging one
+            write_model_card(teachers.config, tmp, repo_id=os.path.abspath(path))
     return TEACHERS_DIR_NAME
 
 

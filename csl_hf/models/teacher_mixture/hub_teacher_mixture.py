@@ -14,7 +14,7 @@ from typing import Any
 
 from huggingface_hub import HfApi
 
-__all__ = ["CARD_NAME", "push_with_card", "teacher_mixture_card", "write_model_card"]
+__all__ = ["CARD_NAME", "card_dataset_text", "push_with_card", "teacher_mixture_card", "write_model_card"]
 
 CARD_NAME = "README.md"
 
@@ -84,12 +84,20 @@ def _input_text(spec: dict | None) -> str:
     return f"{h}x{w}"
 
 
+def card_dataset_text(name: str) -> str:
+    """A dataset as a card names it: a local folder by its last part only (a card pushed to the Hub should not carry a
+    path of the machine that made it; ``config.json`` / ``cache.json`` keep it for the overlap and reuse checks)."""
+    if os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
+        return f"`{os.path.basename(os.path.normpath(name))}` (a local dataset; its path is not on the card)"
+    return f"`{name}`"
+
+
 def _training_data_lines(data: dict) -> list[str]:
     if not data:
         return ["Not recorded (`config.training_data` is empty)."]
     out = []
     if data.get("dataset"):
-        out.append(f"- dataset: `{data['dataset']}`")
+        out.append(f"- dataset: {card_dataset_text(str(data['dataset']))}")
     if data.get("num_images") is not None:
         skipped = data.get("skipped_images")
         out.append(f"- images: {data['num_images']}" + (f" (skipped as unreadable: {skipped})" if skipped else ""))
