@@ -278,6 +278,18 @@ def test_pgr_is_flagged_when_the_gap_is_too_small():
     assert pgr_reliability({**report, "ceiling_accuracy": 0.9}) is None
 
 
+def test_a_pgr_that_rounds_to_zero_prints_as_0_0():
+    # Was: "-0.0" in the closing lines, the baseline table and the card for a PGR of, e.g., -0.02.
+    from csl_hf.outputs.model_card import baseline_table
+    from csl_hf.outputs.report import format_pgr
+
+    assert [format_pgr(x) for x in (-0.04, -0.0, 0.04, -0.06, 57.84, None)] == ["0.0", "0.0", "0.0", "-0.1", "57.8", "-"]
+    report = {"rounds": [{"level": 0, "num_teachers": 1, "pgr": -0.02}, {"level": 1, "num_teachers": 2, "pgr": 3.0}],
+              "baselines": {"oracle": [{"pgr": -0.02}, {"pgr": -0.03}]}}
+    table = baseline_table(report)
+    assert "-0.0" not in table and "| 1 | 2 | 0.0 | 3.0 | 0.0 |" in table, table
+
+
 def test_log_lines_name_the_phase():
     line = format_log_line("level 2 (4 teachers)", {"loss": 0.50531, "learning_rate": 7.03e-4, "epoch": 7.35,
                                                     "level": 2}, 500, 1360)

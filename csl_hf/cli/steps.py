@@ -266,7 +266,7 @@ BASELINE_MEANINGS = (
 
 def run_summary(args: CoSupervisedConfig, reports: dict[str, dict], plot: str | None) -> str:
     """The closing lines of a run: the table, PGR by number of teachers, and where every output is."""
-    from ..outputs.report import REPORT_NAME, format_report_table
+    from ..outputs.report import REPORT_NAME, format_pgr, format_report_table
     from .arguments import CONFIG_NAME
 
     out = args.output_dir
@@ -277,7 +277,7 @@ def run_summary(args: CoSupervisedConfig, reports: dict[str, dict], plot: str | 
     series = {**reports, **{f"{n} baseline, {kind}": {"rounds": c} for n, c in (main.get("baselines") or {}).items()}}
     for name, report in series.items():
         lines.append(f"PGR ({name}) by number of teachers: " + ", ".join(
-            f"{r['num_teachers']}: {'-' if r['pgr'] is None else format(r['pgr'], '.1f')}" for r in report["rounds"]))
+            f"{r['num_teachers']}: {format_pgr(r['pgr'])}" for r in report["rounds"]))
     names = set(main.get("baselines") or {})
     if names:  # what the baselines are, said where their numbers are
         lines.append("  " + "; ".join(text for n, text in BASELINE_MEANINGS if n in names))
@@ -297,16 +297,18 @@ def run_summary(args: CoSupervisedConfig, reports: dict[str, dict], plot: str | 
 def _final_student_lines(report: dict, out: str, rounds: list[str]) -> list[str]:
     """Which round the saved student is (the last, as `Trainer.save_model` saves the model it trained last), and
     where a round with a higher test PGR is: the outputs list alone leaves a reader to assume the best is saved."""
+    from ..outputs.report import format_pgr
+
     done = [r for r in report.get("rounds", []) if r.get("pgr") is not None]
     if not done:
         return []
     last = done[-1]
     lines = [f"the final student is the last round's (level {last['level']}, {last['num_teachers']} teachers, PGR "
-             f"{last['pgr']:.1f}); every round's student is in its round checkpoint"]
+             f"{format_pgr(last['pgr'])}); every round's student is in its round checkpoint"]
     best = max(done, key=lambda r: r["pgr"])
     name = f"round-{best['level']}"
     if best is not last and name in rounds:
-        lines.append(f"  the highest PGR, {best['pgr']:.1f}, is level {best['level']}'s ({os.path.join(out, name)}); "
+        lines.append(f"  the highest PGR, {format_pgr(best['pgr'])}, is level {best['level']}'s ({os.path.join(out, name)}); "
                      "picked on the test split, it overstates what that round would score on new data")
     return lines
 

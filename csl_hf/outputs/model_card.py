@@ -16,7 +16,7 @@ from transformers.utils import logging
 
 from ..utils import atomic_write_text
 from ..errors import CSLError
-from .report import REPORT_NAME, format_report_table, pgr_reliability
+from .report import REPORT_NAME, format_pgr, format_report_table, pgr_reliability
 
 logger = logging.get_logger(__name__)
 
@@ -192,7 +192,7 @@ def create_csl_model_card(
                            f"teacher{'s' if final['num_teachers'] != 1 else ''}): test accuracy "
                            f"{_pct(final.get('student_accuracy'))}")
         if final.get("pgr") is not None:
-            checkpoint_text += f", PGR {final['pgr']:.1f}%"
+            checkpoint_text += f", PGR {format_pgr(final['pgr'])}%"
     usage = _usage(hub_model_id, rounds if round_levels is None else
                    [r for r in rounds if r["level"] in set(round_levels)], trust_remote_code)
     # The body is a template (templates/model_card.md), rendered by huggingface_hub as TRL renders its cards.
@@ -213,10 +213,9 @@ def baseline_table(report: dict) -> str:
     names = list(chains)
     lines = ["| level | teachers | single teacher | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
     single = chains["CSL"][0].get("pgr") if chains["CSL"] else None
-    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     for i, r in enumerate(chains["CSL"]):
-        cells = [fmt(chains[n][i].get("pgr")) if i < len(chains[n]) else "-" for n in names]
-        lines.append(f"| {r['level']} | {r['num_teachers']} | {fmt(single)} | " + " | ".join(cells) + " |")
+        cells = [format_pgr(chains[n][i].get("pgr")) if i < len(chains[n]) else "-" for n in names]
+        lines.append(f"| {r['level']} | {r['num_teachers']} | {format_pgr(single)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -62,7 +62,7 @@ def build_report(args, cache, weak: float, ceiling: float | None, rounds: list[d
         report["baselines"] = {name: recs for name, recs in baselines.items() if len(recs) > 1}
         for name, recs in report["baselines"].items():
             logger.info(f"{name} baseline, PGR by level: " + ", ".join(
-                "-" if r["pgr"] is None else f"{r['pgr']:.1f}" for r in recs))
+                format_pgr(r["pgr"]) for r in recs))
     skipped = dict((cache.source or {}).get("skipped_images") or {})
     if teacher_training_data and "skipped_images" in teacher_training_data:
         skipped["teacher"] = teacher_training_data["skipped_images"]
@@ -117,10 +117,13 @@ def format_round_line(record: dict[str, Any]) -> str:
                                                                               else ""))
 
 
+def format_pgr(x: float | None) -> str:
+    """A PGR (or a percentage) to one decimal, ``-`` when missing; a value that rounds to zero is ``0.0``, not ``-0.0``."""
+    return "-" if x is None else f"{round(x, 1) + 0.0:.1f}"
+
+
 def _fmt(x: float | None, pct: bool = True) -> str:
-    if x is None:
-        return "-"
-    return f"{100 * x:.1f}" if pct else f"{x:.1f}"
+    return format_pgr(None if x is None else 100 * x if pct else x)
 
 
 def format_report_table(report: dict[str, Any], markdown: bool = False) -> str:
