@@ -178,6 +178,17 @@ def test_teachers_per_level_parsing():
     assert parse_teachers_per_level("auto", 3) == [1]
 
 
+def test_what_auto_levels_resolve_to_is_logged(caplog):
+    caplog.set_level("INFO")
+    assert parse_teachers_per_level("auto", 10) == [1, 2, 4, 5]
+    assert parse_teachers_per_level("auto", 100) == [1, 2, 4, 8, 16, 32, 50]
+    assert "--teachers_per_level auto on 10 classes: 1,2,4,5" in caplog.text
+    assert "--teachers_per_level auto on 100 classes: 1,2,4,8,16,32,50" in caplog.text
+    caplog.clear()
+    parse_teachers_per_level("auto", 10, warn=False)  # the early checks say nothing
+    assert "auto on" not in caplog.text
+
+
 def test_arguments_parse_with_hf_argument_parser():
     (args,) = HfArgumentParser(TeacherTrainingArguments).parse_args_into_dataclasses(
         args=["--teacher_architecture", "vit", "--teachers_per_level", "1,2,4,10", "--teacher_steps", "7"])

@@ -118,7 +118,7 @@ def parse_teachers_per_level(spec: str | Sequence[int], num_labels: int, warn: b
     """``"1,2,4,5"`` -> ``[1, 2, 4, 5]``, validated against ``num_labels``; ``"auto"`` -> 1, 2, 4, ... doubling up to
     ``num_labels // 2`` (ending on ``num_labels // 2``: blocks of two or three classes). The default ``"1,2,4,5"``
     on fewer than 5 classes keeps the levels that fit (with a warning unless ``warn=False``): a small dataset runs
-    with default flags.
+    with default flags. What ``"auto"`` resolved to is logged (unless ``warn=False``).
 
     Raises:
         `CSLError` (one line): not integers, not starting with 1, or more specialists than classes on a level.
@@ -131,6 +131,8 @@ def parse_teachers_per_level(spec: str | Sequence[int], num_labels: int, warn: b
             n *= 2
         if num_labels // 2 > levels[-1]:
             levels.append(num_labels // 2)
+        if warn:
+            logger.info(f"--teachers_per_level auto on {num_labels} classes: {','.join(map(str, levels))}")
         return levels
     too_many = [n for n in levels if n > num_labels]
     if too_many and isinstance(spec, str) and spec.replace(" ", "") == DEFAULT_TEACHERS_PER_LEVEL:
