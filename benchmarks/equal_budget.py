@@ -4,7 +4,8 @@ The package's default (`--assignment auto`) routes class levels by gate teachers
 specialist, so the 1, 2, 4, 5 hierarchy trains 23 teachers instead of 12 (+92 % teacher steps). Here the default gets
 the paper's budget instead (12 teachers x 100 steps = 1,200 steps): every one of its 23 teachers trains for
 ``round(100 * 12 / 23) = 52`` steps (1,196 steps), against student routing (the paper's rule) with 100 steps per
-teacher. Each budget's own PGR is measured from its own generalist (weaker with 52 steps), so both are also scored
+teacher. Each budget's own PGR (performance gap recovered, 100 x (student - weak) / (ceiling - weak) in test
+accuracy) is measured from its own generalist (weaker with 52 steps), so both are also scored
 here on one yardstick: the 100-step generalist's test accuracy (weak) and the seed's ceiling (the same student on the
 same split for both budgets).
 
