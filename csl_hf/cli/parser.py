@@ -23,6 +23,8 @@ MODE_DEFAULTS = {
     "head_warmup_epochs": "20 in full mode",
     "freeze_batch_norm": "True in full mode",
 }
+
+
 class CSLArgumentParser(HfArgumentParser):
     """`HfArgumentParser` with one-line errors and a ``--help`` that shows the CSL flags first, by group.
 

@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None, prog: str = "csl-hf run") -> dict:
     check_student_available(model_args.student_model_name_or_path)
     if args.push_to_hub:  # the repo id and the Hub checked now, not after the whole run
         check_push_possible(hub_repo_id(args), args.hub_token, args.output_dir)
-    if args.resume_from_checkpoint and run_state(resume_directory(args, args.resume_from_checkpoint)) == "finished":
-        return finished_run(args, prog)
     resumed = resume_directory(args, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    if resumed and run_state(resumed) == "finished":
+        return finished_run(args, prog)
     if resumed and os.path.abspath(resumed) == os.path.abspath(args.output_dir):
         # a changed flag is refused now, not after the data, student and teachers load (a resume into another
         # directory is refused by OutputDirectory)

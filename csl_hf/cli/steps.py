@@ -14,6 +14,7 @@ from ..trainer.co_supervised_config import CoSupervisedConfig
 from ..errors import CSLError
 from ..method.hierarchy import parse_teachers_per_level
 from ..method.rounds import CLASS_ROUTES
+from ..outputs.report import REPORT_NAME, format_pgr, format_report_table
 from ..utils import changed_fields
 from ..models.teacher_mixture.modeling_teacher_mixture import TeacherMixture
 from ..trainer.progress import resume_directory
@@ -266,7 +267,6 @@ BASELINE_MEANINGS = (
 
 def run_summary(args: CoSupervisedConfig, reports: dict[str, dict], plot: str | None) -> str:
     """The closing lines of a run: the table, PGR by number of teachers, and where every output is."""
-    from ..outputs.report import REPORT_NAME, format_pgr, format_report_table
     from .arguments import CONFIG_NAME
 
     out = args.output_dir
@@ -297,8 +297,6 @@ def run_summary(args: CoSupervisedConfig, reports: dict[str, dict], plot: str | 
 def _final_student_lines(report: dict, out: str, rounds: list[str]) -> list[str]:
     """Which round the saved student is (the last, as `Trainer.save_model` saves the model it trained last), and
     where a round with a higher test PGR is: the outputs list alone leaves a reader to assume the best is saved."""
-    from ..outputs.report import format_pgr
-
     done = [r for r in report.get("rounds", []) if r.get("pgr") is not None]
     if not done:
         return []
@@ -347,7 +345,6 @@ def finished_run(args: CoSupervisedConfig, prog: str) -> dict:
     Returns its report."""
     import json
 
-    from ..outputs.report import REPORT_NAME
 
     directory = resume_directory(args, args.resume_from_checkpoint)
     with open(os.path.join(directory, REPORT_NAME), encoding="utf-8") as f:

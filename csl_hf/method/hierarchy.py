@@ -161,8 +161,8 @@ def specialty_names(specialties: Sequence[dict], num_labels: int, id2label: dict
                     max_names: int = 4) -> list[str]:
     """Display names of teachers: ``generalist`` (all classes), ``domain sketch`` (domain specialists) and, for class
     specialists, their class names as the console and the card show them (``cat, dog``; past ``max_names + 1``
-    names the first ``max_names`` and the count of the rest: ``cat, dog, fox, owl +3 more``), or without ``id2label`` their ids (``classes 0-4``,
-    ``class 3``)."""
+    names the first ``max_names`` and the count of the rest: ``cat, dog, fox, owl +3 more``), or without
+    ``id2label`` their ids (``classes 0-4``, ``class 3``)."""
     names = []
     for spec in specialties:
         classes = spec.get("classes")

@@ -54,8 +54,8 @@ def train_teacher_hierarchy(
 
     Hierarchy: explicit ``specialties`` + ``levels`` (see `csl_hf.method.hierarchy`), else a domain hierarchy
     (``domain_level=True``, or ``args.teacher_domain_level`` when ``domain_level`` is ``None``, or, when both are
-    ``None``, a ``domain`` column in the split; needs that column: the generalist plus one specialist per domain), else levels of ``args.teachers_per_level`` class groups:
-    with ``args.specialties="auto"`` the generalist is trained first and the classes it confuses on the teacher split
+    ``None``, a ``domain`` column in the split; needs that column: the generalist plus one specialist per domain),
+    else levels of ``args.teachers_per_level`` class groups: with ``args.specialties="auto"`` the generalist is trained first and the classes it confuses on the teacher split
     share a specialist (`csl_hf.method.specialties.hierarchy_from_confusion`); with ``"blocks"``, contiguous class-id
     blocks (the paper's layout). Every teacher trains for ``args.teacher_steps`` steps; teacher ``k`` is seeded with
     ``args.teacher_seed + k``. The mixture's config records ``training_data`` (images, skipped images, how the

@@ -23,12 +23,15 @@ _RUN_KEYS = ("seed", "assignment", "denoise", "denoise_neighbors", "soft_labels"
              "num_train_epochs", "baselines", "backbone_learning_rate", "head_warmup_epochs", "freeze_batch_norm")
 
 
+def _settings_key(args) -> dict[str, Any]:
+    """The settings a run's results depend on that the flags alone give (known before anything loads)."""
+    return {**{k: jsonable(getattr(args, k)) for k in _RUN_KEYS}, "world_size": args.world_size}
+
+
 def run_key(args, cache: CSLCache) -> dict[str, Any]:
     """The settings and data a run's results depend on (compared on resume)."""
-    key = {k: jsonable(getattr(args, k)) for k in _RUN_KEYS}
-    key.update(world_size=args.world_size, levels=cache.levels, num_samples=cache.num_samples,
-               student=cache.student.get("name_or_path"))
-    return key
+    return {**_settings_key(args), "levels": cache.levels, "num_samples": cache.num_samples,
+            "student": cache.student.get("name_or_path")}
 
 
 def save_progress(args, cache: CSLCache, weak: float, ceiling: float | None, rounds: list[dict[str, Any]],
@@ -79,8 +82,7 @@ def check_resume_settings(args, directory: str) -> None:
     recorded = _read(path).get("run") or {}
     if not recorded:  # written before run keys were recorded: load_progress compares what it can
         return
-    wanted = {k: jsonable(getattr(args, k)) for k in _RUN_KEYS}
-    wanted["world_size"] = args.world_size
+    wanted = _settings_key(args)
     _refuse_changes({k: recorded.get(k) for k in wanted}, wanted, directory)
 
 
